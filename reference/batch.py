@@ -1,0 +1,130 @@
+"""Record batches (magic v2) as the broker sees them: a header it reads and
+patches, and a body it stores byte for byte.
+
+The broker never re-encodes records. It validates the CRC (which covers the
+attributes field to the end), then overwrites the two fields that lie *before*
+the CRC-covered bytes: the base offset it assigns and the partition leader
+epoch. Compressed batches are therefore stored exactly as the client sent them.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from crc32c import crc32c
+
+# BaseOffset, Length, PartitionLeaderEpoch, Magic, CRC, Attributes,
+# LastOffsetDelta, FirstTimestamp, MaxTimestamp, ProducerId, ProducerEpoch,
+# BaseSequence, RecordCount: Kafka's RecordBatch header.
+HEADER = struct.Struct(">qiibIhiqqqhii")
+HEADER_SIZE = HEADER.size  # 61
+LENGTH_PREFIX = 12  # base offset (8) + length (4): bytes not counted in Length
+CRC_OFFSET = 17
+ATTRIBUTES_OFFSET = 21
+LEADER_EPOCH_OFFSET = 12
+TRANSACTIONAL_FLAG = 0x10
+CONTROL_FLAG = 0x20
+NO_PRODUCER_ID = -1
+NO_SEQUENCE = -1
+MAX_SEQUENCE = 2**31 - 1
+
+
+class CorruptBatch(ValueError):
+    """The bytes are not a well-formed magic-v2 record batch."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchHeader:
+    base_offset: int
+    length: int
+    leader_epoch: int
+    magic: int
+    crc: int
+    attributes: int
+    last_offset_delta: int
+    first_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    record_count: int
+
+    @property
+    def size(self) -> int:
+        return self.length + LENGTH_PREFIX
+
+    @property
+    def is_idempotent(self) -> bool:
+        return self.producer_id != NO_PRODUCER_ID and self.base_sequence != NO_SEQUENCE
+
+    @property
+    def is_transactional(self) -> bool:
+        return bool(self.attributes & TRANSACTIONAL_FLAG)
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self.attributes & CONTROL_FLAG)
+
+    @property
+    def last_sequence(self) -> int:
+        return increment_sequence(self.base_sequence, self.last_offset_delta)
+
+
+def increment_sequence(sequence: int, delta: int) -> int:
+    """Producer sequences wrap from 2**31-1 to 0, as in Kafka."""
+    return (sequence + delta) % (MAX_SEQUENCE + 1)
+
+
+def parse_header(buf: bytes | memoryview, pos: int = 0) -> BatchHeader:
+    if len(buf) - pos < HEADER_SIZE:
+        raise CorruptBatch(f"batch header needs {HEADER_SIZE} bytes, got {len(buf) - pos}")
+    header = BatchHeader(*HEADER.unpack_from(buf, pos))
+    if header.magic != 2:
+        raise CorruptBatch(f"unsupported record batch magic {header.magic} (only v2)")
+    if header.length < HEADER_SIZE - LENGTH_PREFIX:
+        raise CorruptBatch(f"batch length {header.length} shorter than its header")
+    if header.record_count < 0 or header.last_offset_delta < 0:
+        raise CorruptBatch("negative record count or offset delta")
+    return header
+
+
+def split_batches(records: bytes | memoryview) -> list[bytes]:
+    """Split a produce request's records field into whole batches, validating
+    each CRC. Raises CorruptBatch on anything malformed (CORRUPT_MESSAGE)."""
+    view = memoryview(records)
+    batches = []
+    pos = 0
+    while pos < len(view):
+        header = parse_header(view, pos)
+        end = pos + header.size
+        if end > len(view):
+            raise CorruptBatch(f"batch at byte {pos} claims {header.size} bytes, only {len(view) - pos} present")
+        if crc32c(view[pos + ATTRIBUTES_OFFSET:end]) != header.crc:
+            raise CorruptBatch(f"batch at byte {pos}: CRC mismatch")
+        if header.record_count != header.last_offset_delta + 1 and not header.is_control:
+            # Kafka requires dense offsets inside a batch produced by a client.
+            raise CorruptBatch(f"batch at byte {pos}: {header.record_count} records but last offset delta {header.last_offset_delta}")
+        batches.append(bytes(view[pos:end]))
+        pos = end
+    if not batches:
+        raise CorruptBatch("empty records")
+    return batches
+
+
+def assign_offset(batch: bytes, base_offset: int, leader_epoch: int) -> bytes:
+    """Stamp the broker-assigned base offset and leader epoch; both precede
+    the CRC-covered bytes, so the CRC stays valid."""
+    out = bytearray(batch)
+    struct.pack_into(">q", out, 0, base_offset)
+    struct.pack_into(">i", out, LEADER_EPOCH_OFFSET, leader_epoch)
+    return bytes(out)
+
+
+def iter_batches(data: bytes | memoryview):
+    """Yield (header, batch bytes) for stored, already-validated batches."""
+    view = memoryview(data)
+    pos = 0
+    while pos + HEADER_SIZE <= len(view):
+        header = parse_header(view, pos)
+        yield header, view[pos:pos + header.size]
+        pos += header.size

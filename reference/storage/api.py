@@ -1,0 +1,102 @@
+"""What the Kafka front end asks of storage.
+
+The protocol handlers see only this interface; the in-memory model
+(`memory.py`) and the WAL + S3 engine (`engine.py`) both implement it, so
+the handlers are tested without sockets or S3, and the engine is checked
+against the model.
+
+Offsets: every partition is a stream with `log_start_offset <= high_watermark`;
+`append` returns only after the batch is durable (in the WAL), so an ack is a
+promise the engine keeps across crashes.
+"""
+from __future__ import annotations
+
+import abc
+import uuid
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TopicInfo:
+    name: str
+    partitions: int
+    configs: dict = field(default_factory=dict)
+    topic_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    base_offset: int
+    log_start_offset: int
+    duplicate: bool = False  # an idempotent retry: nothing was appended
+
+
+@dataclass(frozen=True)
+class CommittedOffset:
+    offset: int
+    metadata: str | None = None
+    leader_epoch: int = -1
+
+
+class StorageEngine(abc.ABC):
+    node_id: int
+
+    async def start(self) -> None:
+        """Recover (replay the WAL, load metadata) and get ready to serve."""
+
+    async def close(self) -> None:
+        """Flush what is pending and release resources (not called on SIGKILL)."""
+
+    # --- topics ---------------------------------------------------------
+    @abc.abstractmethod
+    def list_topics(self) -> dict[str, TopicInfo]: ...
+
+    @abc.abstractmethod
+    async def create_topic(self, name: str, partitions: int, configs: dict | None = None) -> TopicInfo:
+        """Raises KafkaError(TOPIC_ALREADY_EXISTS)."""
+
+    @abc.abstractmethod
+    async def delete_topic(self, name: str) -> None:
+        """Raises KafkaError(UNKNOWN_TOPIC_OR_PARTITION)."""
+
+    # --- producers ------------------------------------------------------
+    @abc.abstractmethod
+    async def allocate_producer_id(self) -> int:
+        """A producer id never handed out before, durable across restarts."""
+
+    # --- partitions -----------------------------------------------------
+    @abc.abstractmethod
+    async def append(self, topic: str, partition: int, batch: bytes, leader_epoch: int = 0) -> AppendResult:
+        """Append one validated record batch (see reference.batch). Returns once
+        durable. Idempotent retries return the original offset with duplicate=True.
+        Raises KafkaError(UNKNOWN_TOPIC_OR_PARTITION / OUT_OF_ORDER_SEQUENCE_NUMBER /
+        INVALID_PRODUCER_EPOCH / UNKNOWN_PRODUCER_ID / KAFKA_STORAGE_ERROR)."""
+
+    @abc.abstractmethod
+    async def read(self, topic: str, partition: int, offset: int, max_bytes: int) -> bytes:
+        """Whole stored batches, starting with the one that contains `offset`;
+        at least one batch if any exists at or after `offset` (even past
+        max_bytes), b'' at the high watermark. Raises
+        KafkaError(OFFSET_OUT_OF_RANGE) outside [log_start_offset, high_watermark]."""
+
+    @abc.abstractmethod
+    def offsets(self, topic: str, partition: int) -> tuple[int, int]:
+        """(log_start_offset, high_watermark). Raises KafkaError(UNKNOWN_TOPIC_OR_PARTITION)."""
+
+    @abc.abstractmethod
+    async def offset_for_timestamp(self, topic: str, partition: int, timestamp: int) -> tuple[int, int]:
+        """(offset, timestamp) of the first batch with max_timestamp >= timestamp,
+        or (-1, -1) if none."""
+
+    @abc.abstractmethod
+    async def wait_for_append(self, timeout: float) -> None:
+        """Return after the next append anywhere on this node, or after timeout
+        (a long-polling fetch re-checks its partitions after each wake-up)."""
+
+    # --- consumer group offsets ------------------------------------------
+    @abc.abstractmethod
+    async def commit_group_offsets(self, group: str, offsets: dict[tuple[str, int], CommittedOffset]) -> None:
+        """Durable before return."""
+
+    @abc.abstractmethod
+    def group_offsets(self, group: str) -> dict[tuple[str, int], CommittedOffset]: ...

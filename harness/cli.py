@@ -1,0 +1,162 @@
+"""`highwater`: the command line. One verb per job; every verb that judges
+exits 0 valid, 1 invalid, 2 could not run, 3 unknown."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+EXIT_VALID, EXIT_INVALID, EXIT_CANNOT_RUN, EXIT_UNKNOWN = 0, 1, 2, 3
+
+
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("test_file", nargs="?", help="a TOML test file (keys are these flags with underscores)")
+    p.add_argument("--name", help="test name, the store sub-directory (default: the test file's stem or 'queue')")
+    p.add_argument("--db", help="system under test: reference (default)")
+    p.add_argument("--nodes", help="number of nodes (default 1)")
+    p.add_argument("--client", help="workload client: kafka-python (default)")
+    p.add_argument("--keys", type=int, help="active keys at a time (default 4)")
+    p.add_argument("--max-writes-per-key", type=int, help="values per key before it retires (default 256)")
+    p.add_argument("--concurrency", type=int, help="client processes (default 4)")
+    p.add_argument("--rate", type=float, help="operations per second, all clients together (default 50)")
+    p.add_argument("--time-limit", help="workload duration with faults, e.g. 60s (default)")
+    p.add_argument("--final-time-limit", help="bound on the final polls (default 30s)")
+    p.add_argument("--recovery-wait", help="pause after healing, before the final polls (default 3s)")
+    p.add_argument("--request-timeout", help="client request timeout (default 5s)")
+    p.add_argument("--nemesis", help="comma-separated faults: kill, pause, …, all, none (default kill)")
+    p.add_argument("--nemesis-interval", help="time between faults and fault duration (default 10s)")
+    p.add_argument("--nemesis-targets", help="one, minority, majority, all, primaries (default one)")
+    p.add_argument("--recovery-bound", help="fail the run if a key is unavailable longer than this")
+    p.add_argument("--seed", type=int, help="random seed (default: random, recorded in test.json)")
+    p.add_argument("--store", help="store root directory (default ./store)")
+    p.add_argument("--s3-endpoint", help="use this S3 endpoint instead of starting SeaweedFS")
+    p.add_argument("--bucket", help="S3 bucket (default highwater)")
+    p.add_argument("--broker-args", help="extra flags for every reference broker, e.g. '--upload-bytes 1MiB'")
+    p.add_argument("--quiet", action="store_true", default=None, help="no progress output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="highwater", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="verb", required=True)
+
+    run = sub.add_parser("run", help="run a chaos test (default: 60 s on a local reference broker + SeaweedFS)")
+    _add_run_arguments(run)
+
+    check = sub.add_parser("check", help="check stored histories (store directories or history.jsonl files)")
+    check.add_argument("paths", nargs="+")
+    check.add_argument("--checker", default="kafka,recovery,perf",
+                       help="comma-separated checkers (default kafka,recovery,perf)")
+    check.add_argument("--recovery-bound", help="flag unavailability windows longer than this")
+    check.add_argument("--no-require-activity", action="store_true",
+                       help="do not demand evidence of real work (for hand-written histories)")
+
+    broker = sub.add_parser("broker", help="run one reference broker in the foreground")
+    try:
+        from reference.broker import add_arguments as add_broker_arguments
+        add_broker_arguments(broker)
+    except ImportError as e:  # keep the rest of the CLI usable
+        broker.set_defaults(broker_import_error=str(e))
+
+    s3 = sub.add_parser("s3", help="run the embedded S3 (SeaweedFS) in the foreground")
+    s3.add_argument("--dir", default="store/s3", help="data directory (default store/s3)")
+    s3.add_argument("--port", type=int, help="S3 port (default: a free one)")
+    s3.add_argument("--bucket", default="highwater")
+    return parser
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # SIGTERM unwinds like Ctrl-C, so every verb tears down what it started.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return {"run": cmd_run, "check": cmd_check, "broker": cmd_broker, "s3": cmd_s3}[args.verb](args)
+    except KeyboardInterrupt:
+        print("highwater: interrupted", file=sys.stderr)
+        return 130
+
+
+def cmd_run(args) -> int:
+    from harness.options import OptionError, load_test_file, resolve
+    from harness.run_test import run_test
+    try:
+        test_file = load_test_file(args.test_file) if args.test_file else None
+        options = resolve(test_file, vars(args))
+    except OptionError as e:
+        print(f"highwater run: {e}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    return run_test(options)
+
+
+def cmd_check(args) -> int:
+    from checkers import check_history, exit_code
+    from checkers.history import HistoryError, read_history
+    from harness.durations import parse_duration
+    from harness.store import resolve_history
+    names = tuple(n.strip() for n in args.checker.split(",") if n.strip())
+    options = {"require_activity": not args.no_require_activity}
+    if args.recovery_bound:
+        try:
+            options["recovery_bound_s"] = parse_duration(args.recovery_bound)
+        except ValueError as e:
+            print(f"highwater check: {e}", file=sys.stderr)
+            return EXIT_CANNOT_RUN
+    codes = []
+    for path in args.paths:
+        history_path = resolve_history(path)
+        try:
+            history = read_history(history_path)
+            result = check_history(history, checkers=names, options=options)
+        except (HistoryError, OSError, ValueError) as e:
+            print(json.dumps({"path": str(path), "valid": "unknown", "error": str(e)}))
+            print(f"highwater check: {e}", file=sys.stderr)
+            codes.append(EXIT_CANNOT_RUN)
+            continue
+        print(json.dumps({"path": str(path), **result}, default=str))
+        codes.append(exit_code(result))
+    for code in (EXIT_INVALID, EXIT_CANNOT_RUN, EXIT_UNKNOWN):
+        if code in codes:
+            return code
+    return EXIT_VALID
+
+
+def cmd_broker(args) -> int:
+    if getattr(args, "broker_import_error", None):
+        print(f"highwater broker: the reference broker is unavailable: {args.broker_import_error}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    from reference.broker import run
+    return run(args) or 0
+
+
+def cmd_s3(args) -> int:
+    import time
+    from harness.s3server import S3Unavailable, SeaweedS3
+    server = SeaweedS3(Path(args.dir), bucket=args.bucket, port=args.port)
+    try:
+        server.start()
+    except S3Unavailable as e:
+        print(f"highwater s3: {e}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    print(f"{server.endpoint} bucket={server.bucket}", flush=True)
+    print(f"SeaweedFS S3 on {server.endpoint}, bucket {server.bucket}, data in {args.dir}; "
+          f"log {server.log_path}; Ctrl-C stops it", file=sys.stderr, flush=True)
+    try:
+        while server.process is not None and server.process.poll() is None:
+            time.sleep(0.5)
+        print("highwater s3: SeaweedFS exited", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""One test run, start to finish: set up the cluster, run the workload with
+faults for --time-limit, heal everything, wait for recovery, run the final
+polls, check the history, write results, tear down, and leave nothing
+running — also when interrupted with Ctrl-C."""
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.history import HistoryWriter
+from harness.store import write_json
+from harness.workloads.kafka_python_client import ClientCrashed, KafkaPythonClient, create_topics
+from harness.workloads.queue import QueueGenerator, key_topic_partition
+from nemeses import build_faults
+from nemeses.schedule import NemesisSchedule
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Worker:
+    """One logical client thread. A crashed client is replaced, and its
+    replacement takes a new process number (process + concurrency)."""
+    slot: int
+    concurrency: int
+    process: int = 0
+    client: KafkaPythonClient | None = None
+    key_generation: int = -1
+    max_offsets: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.process = self.slot
+
+
+class Run:
+    def __init__(self, options: dict, run_dir: Path, db, progress=None):
+        self.o = options
+        self.run_dir = run_dir
+        self.db = db
+        self.rng = random.Random(options["seed"])
+        self.history = HistoryWriter(run_dir / "history.jsonl")
+        self.progress = progress
+        self.stop_workload = threading.Event()
+        self.errors: list[str] = []
+        self.created_topics: set[str] = set()
+        self._topic_lock = threading.Lock()
+
+    # --- topics ---------------------------------------------------------------
+    def ensure_topics(self, keys) -> None:
+        topics = sorted({key_topic_partition(k)[0] for k in keys} - self.created_topics)
+        if not topics:
+            return
+        with self._topic_lock:
+            topics = [t for t in topics if t not in self.created_topics]
+            if topics:
+                create_topics(self.db.bootstrap_servers, topics)
+                self.created_topics.update(topics)
+
+    def _on_new_key(self, key: str) -> None:
+        try:
+            self.ensure_topics([key])
+        except Exception as e:  # sends to it will fail or be indeterminate, and say so
+            log.warning("creating the topic for key %s: %s", key, e)
+
+    # --- workers --------------------------------------------------------------
+    def new_client(self) -> KafkaPythonClient:
+        return KafkaPythonClient(self.db.bootstrap_servers, request_timeout=self.o["request_timeout"])
+
+    def _ensure_client(self, w: Worker) -> bool:
+        if w.client is not None:
+            return True
+        try:
+            w.client = self.new_client()
+            w.key_generation = -1
+            return True
+        except Exception as e:
+            log.debug("worker %d: client start failed: %s", w.slot, e)
+            return False
+
+    def crash(self, w: Worker) -> None:
+        if w.client is not None:
+            w.client.close()
+        w.client = None
+        w.process += w.concurrency
+
+    def invoke_assign(self, w: Worker, keys: list[str], seek_to_beginning: bool = False) -> bool:
+        extra = {"seek_to_beginning": True} if seek_to_beginning else {}
+        self.history.append(w.process, "invoke", "assign", keys, **extra)
+        try:
+            w.client.assign(keys, seek_to_beginning=seek_to_beginning)
+        except Exception as e:
+            self.history.append(w.process, "fail", "assign", keys, error=repr(e), **extra)
+            return False
+        self.history.append(w.process, "ok", "assign", keys, **extra)
+        return True
+
+    def step(self, w: Worker, generator: QueueGenerator) -> None:
+        if not self._ensure_client(w):
+            time.sleep(0.5)
+            return
+        generation, keys = generator.assignment()
+        if generation != w.key_generation:
+            if self.invoke_assign(w, keys):
+                w.key_generation = generation
+            return
+        op = generator.next_op()
+        self.history.append(w.process, "invoke", op.f, op.value)
+        try:
+            if op.f == "send":
+                type_, value = w.client.send(op.value)
+            else:
+                type_, value = w.client.poll()
+        except ClientCrashed as e:
+            self.history.append(w.process, "info", op.f, self._indeterminate(op), error=str(e))
+            self.crash(w)
+            return
+        except Exception as e:
+            # A poll that raised returned nothing; a send that raised may have been written.
+            type_ = "fail" if op.f == "poll" else "info"
+            self.history.append(w.process, type_, op.f, self._indeterminate(op), error=repr(e))
+            self.crash(w)
+            return
+        self.history.append(w.process, type_, op.f, value)
+
+    @staticmethod
+    def _indeterminate(op) -> list:
+        if op.f == "send":
+            return [["send", k, [None, v]] for _, k, v in op.value]
+        return op.value
+
+    def worker_loop(self, w: Worker, generator: QueueGenerator, per_worker_rate: float) -> None:
+        interval = 1.0 / per_worker_rate if per_worker_rate > 0 else 0.0
+        next_at = time.monotonic()
+        while not self.stop_workload.is_set():
+            try:
+                self.step(w, generator)
+            except Exception as e:  # the harness's own bug: record it, keep the run honest
+                log.exception("worker %d", w.slot)
+                self.errors.append(f"worker {w.slot}: {e!r}")
+                self.crash(w)
+            # Poisson arrivals at the configured rate, without bursts to catch up.
+            next_at = max(next_at + self.rng.expovariate(1.0 / interval), time.monotonic()) if interval else 0
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                self.stop_workload.wait(delay)
+
+    # --- final polls ------------------------------------------------------------
+    def final_polls(self, w: Worker, keys: list[str], targets: dict[str, int], deadline: float) -> None:
+        """Jepsen's final phase: a fresh client, assigned to every key written,
+        from the beginning, polling until it reaches the highest offsets seen."""
+        self.crash(w)
+        while time.monotonic() < deadline and not self._ensure_client(w):
+            time.sleep(0.5)
+        if w.client is None:
+            self.errors.append(f"worker {w.slot}: no client for the final polls")
+            return
+        if not self.invoke_assign(w, keys, seek_to_beginning=True):
+            self.errors.append(f"worker {w.slot}: final assign failed")
+            return
+        reached: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            self.history.append(w.process, "invoke", "poll", [["poll"]])
+            try:
+                type_, value = w.client.poll()
+            except Exception as e:
+                self.history.append(w.process, "fail", "poll", [["poll"]], error=repr(e))
+                continue
+            self.history.append(w.process, type_, "poll", value)
+            for key, pairs in value[0][1].items():
+                if pairs:
+                    reached[key] = max(reached.get(key, -1), max(o for o, _ in pairs))
+            if all(reached.get(k, -1) >= off for k, off in targets.items()):
+                return
+        missing = {k: (reached.get(k, -1), off) for k, off in targets.items() if reached.get(k, -1) < off}
+        log.warning("worker %d: final polls ended before reaching %s", w.slot, missing)
+
+    # --- the run ----------------------------------------------------------------
+    def execute(self) -> dict:
+        o = self.o
+        expected_sends = o["rate"] * o["time_limit"] / 2
+        pool = o["keys"] + math.ceil(expected_sends / o["max_writes_per_key"]) + 2
+        self.ensure_topics(str(k) for k in range(pool))
+        generator = QueueGenerator(self.rng, o["keys"], o["max_writes_per_key"], on_new_key=self._on_new_key)
+        faults = build_faults(o["nemesis"], self.db)
+        schedule = NemesisSchedule(faults, list(self.db.nodes), self.history, self.run_dir / "nemesis.jsonl",
+                                   interval=o["nemesis_interval"], targets=o["nemesis_targets"],
+                                   rng=random.Random(o["seed"] + 1), time_limit=o["time_limit"])
+        workers = [Worker(i, o["concurrency"]) for i in range(o["concurrency"])]
+        threads = [threading.Thread(target=self.worker_loop, args=(w, generator, o["rate"] / o["concurrency"]),
+                                    name=f"worker-{w.slot}", daemon=True) for w in workers]
+        if self.progress:
+            self.progress.phase("workload", o["time_limit"])
+        for t in threads:
+            t.start()
+        schedule.start()
+        try:
+            self._wait(o["time_limit"])
+        finally:
+            self.stop_workload.set()
+            for t in threads:
+                t.join(o["request_timeout"] * 4 + 5)
+            if self.progress:
+                self.progress.phase("heal", None)
+            schedule.stop()
+        if schedule.error is not None:
+            self.errors.append(f"nemesis: {schedule.error!r}")
+        if self.progress:
+            self.progress.phase("recovery wait", o["recovery_wait"])
+        time.sleep(o["recovery_wait"])
+        targets = self._max_offsets()
+        keys = sorted(generator.written_keys, key=int)
+        if self.progress:
+            self.progress.phase("final polls", o["final_time_limit"])
+        deadline = time.monotonic() + o["final_time_limit"]
+        self.stop_workload.clear()
+        final_threads = [threading.Thread(target=self.final_polls, args=(w, keys, targets, deadline), daemon=True)
+                         for w in workers]
+        for t in final_threads:
+            t.start()
+        for t in final_threads:
+            t.join(o["final_time_limit"] + o["request_timeout"] * 4 + 5)
+        for w in workers:
+            self.crash(w)
+        self.history.close()
+        return {"faults_executed": schedule.executed, "harness_errors": self.errors}
+
+    def _wait(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, 0.5))
+            if self.progress:
+                self.progress.tick(self.history.counts)
+
+    def _max_offsets(self) -> dict[str, int]:
+        """The highest offset of each key any ok operation reported."""
+        import json
+        best: dict[str, int] = {}
+        with open(self.history.path, encoding="utf-8") as f:
+            for line in f:
+                e = json.loads(line)
+                if e["type"] != "ok" or e["f"] not in ("send", "poll"):
+                    continue
+                for mop in e["value"]:
+                    if mop[0] == "send" and mop[2][0] is not None:
+                        best[mop[1]] = max(best.get(mop[1], -1), mop[2][0])
+                    elif mop[0] == "poll":
+                        for key, pairs in mop[1].items():
+                            for off, _ in pairs:
+                                best[key] = max(best.get(key, -1), off)
+        return best

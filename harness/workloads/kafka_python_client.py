@@ -1,0 +1,103 @@
+"""The queue workload's client on kafka-python 3.0, with its defaults
+(idempotence on, acks=all) and timeouts short enough that a fault shows up
+as an indeterminate (`info`) operation rather than a stall.
+
+Completion types follow Jepsen: `ok` it happened, `fail` it certainly did not
+(the request never left the client), `info` unknown.
+"""
+from __future__ import annotations
+
+import logging
+
+from harness.workloads.queue import key_topic_partition, topic_partition_key
+
+log = logging.getLogger(__name__)
+
+
+class ClientCrashed(Exception):
+    """The client is in an unknown state; the worker replaces it."""
+
+
+class KafkaPythonClient:
+    name = "kafka-python"
+
+    def __init__(self, bootstrap_servers: str, request_timeout: float = 5.0, poll_timeout: float = 0.5):
+        from kafka import KafkaConsumer, KafkaProducer
+        timeout_ms = int(request_timeout * 1000)
+        self.send_timeout = request_timeout * 3
+        self.poll_timeout_ms = int(poll_timeout * 1000)
+        common = dict(bootstrap_servers=bootstrap_servers, request_timeout_ms=timeout_ms,
+                      reconnect_backoff_max_ms=1000, api_version_auto_timeout_ms=timeout_ms)
+        self.producer = KafkaProducer(max_block_ms=timeout_ms, delivery_timeout_ms=timeout_ms * 2,
+                                      **common)
+        self.consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+                                      fetch_max_wait_ms=min(500, self.poll_timeout_ms),
+                                      **common)
+
+    def close(self) -> None:
+        for closer in (lambda: self.producer.close(timeout=1), lambda: self.consumer.close()):
+            try:
+                closer()
+            except Exception:
+                log.debug("closing client", exc_info=True)
+
+    def send(self, mops: list) -> tuple[str, list]:
+        """One or more sends; returns (type, completed micro-ops)."""
+        from kafka.errors import KafkaError
+        futures = []
+        for _, key, value in mops:
+            topic, partition = key_topic_partition(key)
+            try:
+                futures.append(self.producer.send(topic, value=str(value).encode(), partition=partition))
+            except KafkaError as e:
+                if not futures:  # nothing left the client: certainly not written
+                    return "fail", [["send", key, [None, value]] for _, key, value in mops]
+                raise ClientCrashed(str(e)) from e
+        done = []
+        for (_, key, value), future in zip(mops, futures):
+            try:
+                meta = future.get(timeout=self.send_timeout)
+            except Exception as e:
+                raise ClientCrashed(f"send {key}={value}: {e!r}") from e
+            done.append(["send", key, [meta.offset, value]])
+        return "ok", done
+
+    def poll(self) -> tuple[str, list]:
+        records = self.consumer.poll(timeout_ms=self.poll_timeout_ms)
+        seen: dict[str, list] = {}
+        for tp, batch in records.items():
+            key = topic_partition_key(tp.topic, tp.partition)
+            seen.setdefault(key, []).extend([r.offset, int(r.value)] for r in batch)
+        return "ok", [["poll", seen]]
+
+    def assign(self, keys: list[str], seek_to_beginning: bool = False) -> None:
+        from kafka import TopicPartition
+        tps = [TopicPartition(*key_topic_partition(k)) for k in keys]
+        self.consumer.assign(tps)
+        if seek_to_beginning and tps:
+            self.consumer.seek_to_beginning(*tps)
+
+    def positions(self, keys: list[str]) -> dict[str, int]:
+        from kafka import TopicPartition
+        out = {}
+        for k in keys:
+            try:
+                out[k] = self.consumer.position(TopicPartition(*key_topic_partition(k)), timeout_ms=1000)
+            except Exception:
+                pass
+        return out
+
+
+def create_topics(bootstrap_servers: str, topics: list[str], timeout: float = 10.0) -> None:
+    """Create topics (PARTITIONS_PER_TOPIC each), tolerating ones that exist."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+    from harness.workloads.queue import PARTITIONS_PER_TOPIC
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=int(timeout * 1000))
+    try:
+        try:
+            admin.create_topics([NewTopic(t, PARTITIONS_PER_TOPIC, 1) for t in topics])
+        except TopicAlreadyExistsError:
+            pass
+    finally:
+        admin.close()

@@ -1,0 +1,78 @@
+"""Jepsen's Kafka queue workload: unique increasing integers sent to a few keys
+and polled back.
+
+A key is a topic-partition: key `k` is topic `hw-<k div 2>`, partition
+`k mod 2` (Jepsen's mapping). Values are 1, 2, 3, … per key, written as
+decimal ASCII. Keys retire after a capped number of writes and fresh keys
+take their place, so every run covers new partitions as well as old ones.
+"""
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass
+
+PARTITIONS_PER_TOPIC = 2
+
+
+def key_topic_partition(key: str) -> tuple[str, int]:
+    k = int(key)
+    return f"hw-{k // PARTITIONS_PER_TOPIC}", k % PARTITIONS_PER_TOPIC
+
+
+def topic_partition_key(topic: str, partition: int) -> str:
+    return str(int(topic[3:]) * PARTITIONS_PER_TOPIC + partition)
+
+
+@dataclass
+class Op:
+    f: str
+    value: list
+    extra: dict | None = None
+
+
+class QueueGenerator:
+    """Thread-safe source of operations for all workers.
+
+    Half the operations send, half poll (Jepsen's mix). Each key takes at
+    most `max_writes_per_key` values; then the next unused key replaces it.
+    """
+
+    def __init__(self, rng: random.Random, active_keys: int = 4, max_writes_per_key: int = 256,
+                 on_new_key=None):
+        self.rng = rng
+        self.max_writes = max_writes_per_key
+        self._lock = threading.Lock()
+        self._next_key = 0
+        self.active: list[str] = []
+        self.next_value: dict[str, int] = {}
+        self.written_keys: list[str] = []
+        self.key_generation = 0  # bumps whenever the active set changes
+        self._on_new_key = on_new_key or (lambda key: None)
+        for _ in range(active_keys):
+            self._activate_key()
+
+    def _activate_key(self) -> None:
+        key = str(self._next_key)
+        self._next_key += 1
+        self._on_new_key(key)
+        self.active.append(key)
+        self.next_value[key] = 1
+        self.written_keys.append(key)
+        self.key_generation += 1
+
+    def next_op(self) -> Op:
+        with self._lock:
+            if self.rng.random() < 0.5:
+                return Op("poll", [["poll"]])
+            key = self.rng.choice(self.active)
+            value = self.next_value[key]
+            self.next_value[key] = value + 1
+            if value >= self.max_writes:
+                self.active.remove(key)
+                self._activate_key()
+            return Op("send", [["send", key, value]])
+
+    def assignment(self) -> tuple[int, list[str]]:
+        with self._lock:
+            return self.key_generation, sorted(self.active, key=int)

@@ -1,0 +1,105 @@
+"""`highwater run` end to end: a real broker process, real SIGKILLs, real
+kafka-python clients, a real S3; then the store directory and the verdict."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.s3server import s3_client
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline and "pytest" not in cmdline:
+            out.append(f"{pid}: {cmdline}")
+    return out
+
+
+def _read_jsonl(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+@pytest.mark.timeout(180)
+def test_run_kill_chaos_is_valid_and_stores_everything(tmp_path, s3_server):
+    bucket = "run-e2e"
+    s3_client(s3_server.endpoint).create_bucket(Bucket=bucket)
+    store = tmp_path / "store"
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--time-limit", "24s",
+                        "--nemesis", "kill", "--nemesis-interval", "5s", "--final-time-limit", "20s",
+                        "--rate", "40", "--store", str(store), "--s3-endpoint", s3_server.endpoint,
+                        "--bucket", bucket, "--seed", "7",
+                        "--broker-args", "--upload-bytes 16KiB --upload-interval 1s"],
+                       capture_output=True, text=True, timeout=170)
+    elapsed = time.monotonic() - t0
+    run_dir = (store / "latest").resolve()
+    assert r.returncode == 0, f"exit {r.returncode}\n{r.stderr[-4000:]}\n{(run_dir / 'results.json').read_text() if (run_dir / 'results.json').exists() else ''}"
+    assert elapsed < 24 + 20 + 60
+    for name in ("test.json", "history.jsonl", "nemesis.jsonl", "results.json", "nodes/n1/broker.log"):
+        assert (run_dir / name).exists(), name
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["valid"] is True
+    assert results["stats"]["ok"] > 100
+    test = json.loads((run_dir / "test.json").read_text())
+    assert test["seed"] == 7
+    nemesis = _read_jsonl(run_dir / "nemesis.jsonl")
+    starts = [e for e in nemesis if e["f"] == "start-kill"]
+    stops = [e for e in nemesis if e["f"] == "stop-kill"]
+    assert len(starts) >= 2 and [e["value"]["id"] for e in starts] == [e["value"]["id"] for e in stops]
+    history = _read_jsonl(run_dir / "history.jsonl")
+    assert [e["index"] for e in history] == list(range(len(history)))
+    last_heal = max(e["time"] for e in history if e["f"] == "stop-kill")
+    assert any(e["type"] == "ok" and e["f"] == "send" and e["time"] > last_heal for e in history)
+    assert "restart" in (run_dir / "nodes/n1/broker.log").read_text().lower() or \
+        (run_dir / "nodes/n1/broker.log").read_text().count("=== highwater: starting n1") >= 3
+    assert not _processes_mentioning(str(run_dir))
+
+
+@pytest.mark.timeout(120)
+def test_interrupted_run_leaves_no_process_behind(tmp_path):
+    """Ctrl-C in the middle of the workload: the embedded SeaweedFS and the
+    broker are gone afterwards, and what was recorded is kept."""
+    store = tmp_path / "store"
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--time-limit", "60s",
+                             "--store", str(store), "--nemesis", "none"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 90
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "workload" in line or time.monotonic() > deadline:
+            break
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(60)
+    run_dir = (store / "latest").resolve()
+    assert proc.returncode == 130, "".join(seen)
+    assert (run_dir / "history.jsonl").stat().st_size > 0
+    assert not _processes_mentioning(str(run_dir)), "left behind"
+
+
+@pytest.mark.timeout(90)
+def test_s3_verb_prints_endpoint_first_and_stops_cleanly(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "s3", "--dir", str(tmp_path / "s3")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()
+    assert first.startswith("http://127.0.0.1:") and "bucket=highwater" in first
+    endpoint = first.split()[0]
+    s3_client(endpoint).put_object(Bucket="highwater", Key="k", Body=b"v")
+    proc.send_signal(signal.SIGINT)
+    proc.wait(30)
+    assert not _processes_mentioning(str(tmp_path / "s3"))

@@ -79,7 +79,7 @@ class Run:
             w.key_generation = -1
             return True
         except Exception as e:
-            log.debug("worker %d: client start failed: %s", w.slot, e)
+            log.warning("worker %d: client start failed: %s", w.slot, e)
             return False
 
     def crash(self, w: Worker) -> None:

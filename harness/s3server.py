@@ -75,6 +75,9 @@ class SeaweedS3:
                 f"-volume.port={volume}", f"-volume.port.grpc={g_volume}",
                 f"-filer.port={filer}", f"-filer.port.grpc={g_filer}",
                 "-s3", f"-s3.port={self.port}", f"-s3.port.grpc={g_s3}",
+                # No fixed-port side servers (they collide between runs), no telemetry
+                # (the only network a test may touch is its own).
+                "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
                 "-master.volumeSizeLimitMB=64", "-volume.max=0"]
         self.log_path = self.data_dir / "weed.log"
         log = open(self.log_path, "ab")

@@ -18,7 +18,7 @@ from nemeses.base import Fault, choose_targets
 class NemesisSchedule:
     def __init__(self, faults: list[Fault], nodes: list[str], history, log_path, *,
                  interval: float, targets: str, rng: random.Random, time_limit: float,
-                 settle: float = 5.0):
+                 settle: float = 3.0):
         self.faults = faults
         self.nodes = nodes
         self.history = history

@@ -27,7 +27,7 @@ class KafkaPythonClient:
         self.send_timeout = request_timeout * 3
         self.poll_timeout_ms = int(poll_timeout * 1000)
         common = dict(bootstrap_servers=bootstrap_servers, request_timeout_ms=timeout_ms,
-                      reconnect_backoff_max_ms=1000, api_version_auto_timeout_ms=timeout_ms)
+                      reconnect_backoff_max_ms=1000)
         self.producer = KafkaProducer(max_block_ms=timeout_ms, delivery_timeout_ms=timeout_ms * 2,
                                       **common)
         self.consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",

@@ -1,0 +1,53 @@
+"""What a request handler may know about the broker it runs in."""
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable
+
+from reference.storage.api import StorageEngine
+
+# Error codes reference/errors.py does not list yet (numbers are Kafka's).
+TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
+FENCED_LEADER_EPOCH = 74
+UNKNOWN_LEADER_EPOCH = 75
+INVALID_RECORD = 87
+
+_LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
+
+
+def is_legal_topic_name(name: str | None) -> bool:
+    return bool(name) and name not in (".", "..") and _LEGAL_TOPIC.match(name) is not None
+
+
+@dataclass
+class BrokerContext:
+    engine: StorageEngine
+    node_id: int
+    host: str
+    port: int
+    auto_create_topics: bool = False
+    default_partitions: int = 1
+    cluster_id: str = field(default_factory=lambda: "highwater-" + uuid.uuid4().hex[:12])
+    clock: Callable[[], float] = time.monotonic
+    groups: object = None  # the GroupCoordinator; make_context sets it
+
+    def leader_epoch(self, topic: str, partition: int) -> int:
+        """The partition's leader epoch. One node that never hands leadership
+        away keeps epoch 0 for ever, also across its own restarts: the same
+        leader with the same epoch is consistent for clients (KIP-320), and
+        every stored batch carries that same epoch."""
+        return 0
+
+    def partition_count(self, topic: str) -> int | None:
+        info = self.engine.list_topics().get(topic)
+        return None if info is None else info.partitions
+
+
+def make_context(engine: StorageEngine, node_id: int, host: str, port: int, **options) -> BrokerContext:
+    from reference.protocol.groups import GroupCoordinator
+    ctx = BrokerContext(engine=engine, node_id=node_id, host=host, port=port, **options)
+    ctx.groups = GroupCoordinator(engine, clock=ctx.clock)
+    return ctx

@@ -1,0 +1,47 @@
+"""Metadata (3): brokers, and topics with their partitions' leaders.
+
+One node leads every partition it stores. A topic not found is created only
+when the broker runs with auto-creation on *and* the client allows it
+(v4+; earlier versions always allow it, as in Kafka)."""
+from kafka.protocol.metadata import MetadataResponse
+
+from reference import errors
+from reference.errors import KafkaError
+from reference.protocol.context import is_legal_topic_name
+
+API_KEY = 3
+Topic = MetadataResponse.MetadataResponseTopic
+Partition = Topic.MetadataResponsePartition
+
+
+async def handle(request, ctx):
+    version = request.version
+    known = ctx.engine.list_topics()
+    if request.topics is None or (version == 0 and not request.topics):
+        names = sorted(known)
+    else:
+        names = [t.name for t in request.topics]
+    allow_create = ctx.auto_create_topics and (version < 4 or request.allow_auto_topic_creation)
+    topics = []
+    for name in names:
+        info = known.get(name)
+        if info is None and allow_create and is_legal_topic_name(name):
+            try:
+                info = await ctx.engine.create_topic(name, ctx.default_partitions)
+            except KafkaError as exc:
+                if exc.code != errors.TOPIC_ALREADY_EXISTS:
+                    raise
+                info = ctx.engine.list_topics().get(name)
+        if info is None:
+            code = errors.UNKNOWN_TOPIC_OR_PARTITION if is_legal_topic_name(name) else errors.INVALID_TOPIC_EXCEPTION
+            topics.append(Topic(error_code=code, name=name, is_internal=False, partitions=[]))
+            continue
+        partitions = [Partition(error_code=0, partition_index=p, leader_id=ctx.node_id,
+                                leader_epoch=ctx.leader_epoch(name, p), replica_nodes=[ctx.node_id],
+                                isr_nodes=[ctx.node_id], offline_replicas=[])
+                      for p in range(info.partitions)]
+        topics.append(Topic(error_code=0, name=name, is_internal=False, partitions=partitions))
+    return MetadataResponse(
+        version=version, throttle_time_ms=0,
+        brokers=[MetadataResponse.MetadataResponseBroker(node_id=ctx.node_id, host=ctx.host, port=ctx.port, rack=None)],
+        cluster_id=ctx.cluster_id, controller_id=ctx.node_id, topics=topics)

@@ -1,0 +1,200 @@
+"""The TCP edge: asyncio streams in, `reference.protocol.dispatch` in the
+middle, bytes out. Nothing about Kafka's semantics lives here.
+
+Per connection:
+- one reader loop cuts frames (`codec.FrameReader`; a declared size above
+  the limit closes the connection before anything is buffered);
+- each request runs as its own task, and a writer loop sends the responses
+  in request order, whatever order the tasks finish in (Kafka clients match
+  responses to requests by position as well as by correlation id);
+- Produce requests of one connection run one after another, so a pipelining
+  idempotent producer's batches reach storage in sequence order;
+- memory is bounded: at most `max_inflight_requests` requests and about
+  `max_inflight_bytes` of request frames are in flight before the reader
+  stops reading (TCP back-pressure does the rest);
+- any failure, in decoding or in a handler, is logged and closes only that
+  connection; the broker keeps serving the others.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+
+from reference.protocol import codec, dispatch
+
+log = logging.getLogger("highwater.server")
+
+READ_CHUNK = 256 * 1024
+_CLOSE = object()  # a response slot meaning: stop after the responses before it
+
+
+class ConnectionLimits:
+    def __init__(self, max_frame_size: int = codec.DEFAULT_MAX_FRAME_SIZE,
+                 max_inflight_requests: int = 64, max_inflight_bytes: int = 128 * 1024 * 1024):
+        self.max_frame_size = max_frame_size
+        self.max_inflight_requests = max_inflight_requests
+        self.max_inflight_bytes = max_inflight_bytes
+
+
+class Connection:
+    def __init__(self, ctx, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 limits: ConnectionLimits, name: str):
+        self.ctx = ctx
+        self.reader = reader
+        self.writer = writer
+        self.limits = limits
+        self.name = name
+        self.frames = codec.FrameReader(limits.max_frame_size)
+        self.slots: asyncio.Queue = asyncio.Queue()  # response tasks (or _CLOSE), in request order
+        self.inflight_requests = 0
+        self.inflight_bytes = 0
+        self.room = asyncio.Condition()
+        self.last_produce: asyncio.Task | None = None
+        self.tasks: set[asyncio.Task] = set()
+
+    async def serve(self) -> None:
+        reader_task = asyncio.create_task(self._read_until_done())
+        try:
+            await self._write_responses()
+        finally:
+            # The writer stops on a close decision, a dead socket or after the
+            # reader's end marker; in every case nothing more is to be read.
+            reader_task.cancel()
+            for task in list(self.tasks):
+                task.cancel()
+            self.writer.close()  # flushes what was written, then closes
+
+    async def _read_until_done(self) -> None:
+        try:
+            await self._read_requests()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except codec.FrameError as exc:
+            log.warning("%s: closing: %s", self.name, exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: reader failed", self.name)
+        finally:
+            self.slots.put_nowait(_CLOSE)
+
+    async def _read_requests(self) -> None:
+        while True:
+            frame = self.frames.next_frame()
+            if frame is None:
+                data = await self.reader.read(READ_CHUNK)
+                if not data:
+                    return
+                self.frames.receive_data(data)
+                continue
+            await self._wait_for_room(len(frame))
+            try:
+                prefix, request = dispatch.parse(frame)
+            except dispatch.CloseConnection as exc:
+                log.warning("%s: closing: %s", self.name, exc)
+                return
+            if isinstance(request, (bytes, bytearray)):  # an immediate answer (unsupported version)
+                self._enqueue(self._ready(bytes(request)), len(frame))
+            else:
+                after = self.last_produce if prefix.api_key == codec.PRODUCE_KEY else None
+                task = self._enqueue(self._handle(prefix, request, after), len(frame))
+                if prefix.api_key == codec.PRODUCE_KEY:
+                    self.last_produce = task
+
+    async def _wait_for_room(self, size: int) -> None:
+        async with self.room:
+            await self.room.wait_for(lambda: self.inflight_requests == 0 or (
+                self.inflight_requests < self.limits.max_inflight_requests
+                and self.inflight_bytes + size <= self.limits.max_inflight_bytes))
+            self.inflight_requests += 1
+            self.inflight_bytes += size
+
+    def _enqueue(self, coro, size: int) -> asyncio.Task:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        self.slots.put_nowait((task, size))
+        return task
+
+    @staticmethod
+    async def _ready(data: bytes) -> bytes:
+        return data
+
+    async def _handle(self, prefix, request, after: asyncio.Task | None):
+        if after is not None:
+            await asyncio.wait([after])  # its outcome is its own business
+        try:
+            return await dispatch.handle(self.ctx, prefix, request)
+        except dispatch.CloseConnection as exc:
+            log.warning("%s: closing: %s", self.name, exc)
+            return _CLOSE
+
+    async def _write_responses(self) -> None:
+        while True:
+            slot = await self.slots.get()
+            if slot is _CLOSE:
+                return
+            task, size = slot
+            try:
+                response = await task
+            except asyncio.CancelledError:
+                return
+            except Exception:
+                log.exception("%s: request task failed", self.name)
+                return
+            finally:
+                async with self.room:
+                    self.inflight_requests -= 1
+                    self.inflight_bytes -= size
+                    self.room.notify_all()
+            if response is _CLOSE:
+                return
+            if response is not None:
+                try:
+                    self.writer.write(response)
+                    await self.writer.drain()
+                except (ConnectionError, RuntimeError):
+                    return
+
+
+class BrokerServer:
+    def __init__(self, ctx, host: str, port: int, limits: ConnectionLimits | None = None):
+        self.ctx = ctx
+        self.host = host
+        self.port = port
+        self.limits = limits or ConnectionLimits()
+        self._server: asyncio.AbstractServer | None = None
+        self._connections: set[asyncio.Task] = set()
+        self._ids = itertools.count(1)
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, self.host, self.port,
+                                                  limit=READ_CHUNK, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader, writer) -> None:
+        peer = writer.get_extra_info("peername")
+        name = f"conn{next(self._ids)}{peer}"
+        log.debug("%s: accepted", name)
+        task = asyncio.current_task()
+        self._connections.add(task)
+        try:
+            await Connection(self.ctx, reader, writer, self.limits, name).serve()
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("%s: connection failed", name)
+        finally:
+            self._connections.discard(task)
+            log.debug("%s: closed", name)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.wait(list(self._connections), timeout=5)
+        if self._server is not None:
+            await self._server.wait_closed()

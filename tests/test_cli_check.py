@@ -68,7 +68,7 @@ def test_check_malformed_line_is_named_and_exits_2(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     r = highwater("check", str(path))
     assert r.returncode == 2
-    assert "line 4" in r.stderr
+    assert "history.jsonl:4:" in r.stderr  # file:line, as compilers name lines
 
 
 def test_check_missing_file_exits_2(tmp_path):

@@ -1,0 +1,105 @@
+"""Checker benchmark: generates valid histories of N client operations (and
+the same with planted anomalies), then times reading and checking each one
+in a fresh process and reports its peak memory (max RSS).
+
+    python benchmarks/bench_checker.py                  # 100k and 1M ops
+    python benchmarks/bench_checker.py --ops 100000 --no-planted
+
+An "operation" is one invoke + completion pair (two history lines); the
+final polls of every worker come on top. Target (issue 5): 1M ops in under
+20 s and 4 GiB on a 2-core machine.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def plant(events):
+    """Loses one acked value mid-log (removed from every poll) and
+    duplicates another: lost-write, duplicate and skips must be found."""
+    sends = [(ev, m) for ev in events if ev["type"] == "ok" and ev["f"] == "send"
+             for m in ev["value"]]
+    _, (_, k, (o, v)) = sends[len(sends) // 2]
+    _, (_, k2, (o2, v2)) = sends[len(sends) // 3]
+    dup_done = False
+    for ev in events:
+        if ev["f"] == "poll" and ev["type"] != "invoke":
+            for m in ev["value"]:
+                if len(m) > 1 and k in m[1]:
+                    m[1][k] = [p for p in m[1][k] if p[1] != v]
+                if not dup_done and ev["type"] == "ok" and len(m) > 1 and k2 in m[1] \
+                        and any(p[1] == v2 for p in m[1][k2]):
+                    m[1][k2].append([10**9, v2])
+                    dup_done = True
+    return events
+
+
+def make(path, n_ops, planted, seed=7):
+    from checkers.synth import generate
+    t = time.monotonic()
+    events = generate(n_ops, processes=10, keys=20, seed=seed, nemesis_every=5000,
+                      batch=4)
+    if planted:
+        events = plant(events)
+    with open(path, "w") as fh:
+        for ev in events:
+            fh.write(json.dumps(ev, separators=(",", ":")))
+            fh.write("\n")
+    return len(events), time.monotonic() - t
+
+
+def measure(path):
+    """Runs in a child: read + check, prints one JSON line."""
+    from checkers import check_history, read_history
+    size_mib = os.path.getsize(path) / 2**20
+    t0 = time.monotonic()
+    h = read_history(path)
+    t1 = time.monotonic()
+    r = check_history(h, options={"recovery_bound_s": None})
+    t2 = time.monotonic()
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"read_s": round(t1 - t0, 2), "check_s": round(t2 - t1, 2),
+                      "total_s": round(t2 - t0, 2), "peak_mib": round(peak_kib / 1024),
+                      "valid": r["valid"], "anomaly_types": r["anomaly_types"],
+                      "kafka_s": r["checkers"]["kafka"].get("elapsed_s"),
+                      "size_mib": round(size_mib)}))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ops", type=int, nargs="*", default=[100_000, 1_000_000])
+    ap.add_argument("--no-planted", action="store_true")
+    ap.add_argument("--measure", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.measure:
+        measure(args.measure)
+        return
+    with tempfile.TemporaryDirectory() as d:
+        for n in args.ops:
+            for planted in ([False] if args.no_planted else [False, True]):
+                path = os.path.join(d, f"h{n}{'p' if planted else ''}.jsonl")
+                lines, gen_s = make(path, n, planted)
+                out = subprocess.run([sys.executable, __file__, "--measure", path],
+                                     capture_output=True, text=True, check=True)
+                res = json.loads(out.stdout.strip().splitlines()[-1])
+                print(f"{n:>9} ops {lines:>9} lines {'planted' if planted else 'valid  '} "
+                      f"read {res['read_s']:6.2f}s  check {res['check_s']:6.2f}s  "
+                      f"total {res['total_s']:6.2f}s  peak {res['peak_mib']:6d} MiB  "
+                      f"file {res['size_mib']} MiB  "
+                      f"valid={res['valid']} {','.join(res['anomaly_types'])}",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()

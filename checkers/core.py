@@ -1,0 +1,124 @@
+"""A tiny Porcupine-like core: checkers, composition, verdicts.
+
+A checker is any object with a ``name`` and ``check(history, options) ->
+dict`` whose result has at least ``{"valid": True | False | "unknown"}``,
+and optionally ``anomaly_types``, ``anomalies`` ({type: [witness, ...]}) and
+``allowed`` (types found but allowed). ``compose`` merges results into
+design.md's ``results.json`` shape.
+"""
+from __future__ import annotations
+
+import os
+import time
+import traceback
+
+from .history import History, no_gc, read_history
+
+UNKNOWN = "unknown"
+
+
+def merge_valid(values) -> bool | str:
+    """Any false -> false; else any unknown -> unknown; else true."""
+    values = list(values)
+    if any(v is False for v in values):
+        return False
+    if any(v is not True for v in values):
+        return UNKNOWN
+    return True
+
+
+def compose(results: dict, stats: dict | None = None) -> dict:
+    """{checker name: result} -> results.json. Anomaly witnesses move to the
+    top level; each checker keeps the rest of its result."""
+    anomalies, allowed = {}, set()
+    checkers = {}
+    for name, r in results.items():
+        for t, ws in (r.get("anomalies") or {}).items():
+            anomalies.setdefault(t, []).extend(ws)
+        allowed.update(r.get("allowed") or ())
+        checkers[name] = {k: v for k, v in r.items() if k != "anomalies"}
+    types = sorted(anomalies)
+    return {"valid": merge_valid(r.get("valid", UNKNOWN) for r in results.values()),
+            "anomaly_types": types,
+            "anomalies": {t: anomalies[t] for t in types},
+            "allowed": sorted(t for t in allowed if t in anomalies),
+            "checkers": checkers,
+            "stats": stats or {"ok": 0, "fail": 0, "info": 0}}
+
+
+def exit_code(result: dict) -> int:
+    """design.md's exit codes: 0 valid, 1 invalid, 3 unknown."""
+    v = result.get("valid")
+    if v is True:
+        return 0
+    if v is False:
+        return 1
+    return 3
+
+
+def _registry():
+    from .kafka import KafkaChecker
+    from .perf import PerfChecker
+    from .recovery import RecoveryChecker
+    from .workload import WorkloadChecker
+    reg = {c.name: c for c in (KafkaChecker(), RecoveryChecker(), PerfChecker(),
+                               WorkloadChecker())}
+    try:
+        from .linearizable import LinearizableChecker
+        reg[LinearizableChecker.name] = LinearizableChecker()
+    except ImportError:
+        pass
+    return reg
+
+
+def available_checkers() -> list:
+    return sorted(_registry())
+
+
+DEFAULT_CHECKERS = ("kafka", "recovery", "perf")
+
+
+def check_history(history, checkers=DEFAULT_CHECKERS, options=None) -> dict:
+    """Runs checkers (names or objects) over a History (or a path to a history
+    file / store directory) and composes results.json.
+
+    options (flat; each checker reads its own keys): ``require_activity``
+    (default True) adds the workload-sanity checker ("a quiet run is not a
+    passing run"); ``recovery_bound_s``; kafka's ``ww_deps``,
+    ``allowed_anomalies``, ``allow``, ``max_witnesses``, ...
+    """
+    options = dict(options or {})
+    if isinstance(history, (str, os.PathLike)):
+        history = read_history(history)
+    reg = _registry()
+    chosen = []
+    for c in checkers:
+        if isinstance(c, str):
+            if c not in reg:
+                raise ValueError(f"unknown checker {c!r}; available: "
+                                 f"{', '.join(sorted(reg))}")
+            c = reg[c]
+        chosen.append(c)
+    if options.get("require_activity", True) and not any(
+            c.name == "workload" for c in chosen):
+        chosen.append(reg["workload"])
+    results = {}
+    with no_gc():
+        for c in chosen:
+            t0 = time.monotonic()
+            try:
+                results[c.name] = dict(c.check(history, options))
+            except Exception as e:  # a crashing checker decides nothing
+                results[c.name] = {"valid": UNKNOWN,
+                                   "error": f"{type(e).__name__}: {e}",
+                                   "traceback": traceback.format_exc(limit=5)}
+            results[c.name]["elapsed_s"] = round(time.monotonic() - t0, 3)
+    out = compose(results, history.stats())
+    if history.warnings:
+        out["checkers"].setdefault("history", {"valid": True})
+        out["checkers"]["history"]["warnings"] = history.warnings[:20]
+    return out
+
+
+def check_path(path, checkers=DEFAULT_CHECKERS, options=None) -> dict:
+    return check_history(read_history(path), checkers, options)

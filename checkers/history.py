@@ -1,0 +1,450 @@
+"""Reading and validating a history (design.md, "History format").
+
+A history file is JSON Lines, one event per line. Reading it:
+
+- validates every line (fields, types, the value's shape for each ``f``);
+- drops a torn *last* line with a warning (the harness died mid-write);
+- pairs each invoke with the next completion of the same process; an invoke
+  left open at the end counts as ``info`` (it may or may not have happened);
+- raises ``HistoryError`` naming the file and 1-based line for anything else.
+
+The in-memory form is deliberately small, for histories of a million events:
+one ``Op`` (a ``__slots__`` record) per invoke/completion pair, values kept
+as the decoded JSON lists, and the event order as one ``array`` of ints.
+This is the only module of ``checkers`` that does I/O.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+from array import array
+from contextlib import contextmanager
+from itertools import chain
+from operator import itemgetter
+
+try:  # orjson is ~3x faster per line; the stdlib does the same job without it
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None
+
+log = logging.getLogger(__name__)
+
+CLIENT_FS = frozenset({"send", "poll", "txn", "assign", "subscribe", "crash"})
+# Jepsen's Kafka workload also records these; accepted and ignored by checkers.
+EXTRA_CLIENT_FS = frozenset({"debug-topic-partitions"})
+TYPES = frozenset({"invoke", "ok", "fail", "info"})
+COMPLETION_TYPES = ("ok", "fail", "info")
+NEMESIS = "nemesis"
+STANDARD_FIELDS = frozenset({"index", "time", "process", "type", "f", "value"})
+
+
+class HistoryError(ValueError):
+    """A malformed history. The message names the file and the line."""
+
+    def __init__(self, path, line: int | None, what: str):
+        self.path = str(path)
+        self.line = line
+        self.what = what
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {what}")
+
+
+class Op:
+    """One operation: an invoke and its completion.
+
+    ``type`` is the completion's type (``ok``/``fail``/``info``); an invoke
+    that never completed has type ``info`` and ``index``/``time`` of None.
+    ``value`` is the completion's value (the invoke's when there is none).
+    ``index``/``time`` are the completion's, ``invoke_index``/``invoke_time``
+    the invoke's. ``extra`` holds any non-standard fields (e.g.
+    ``seek_to_beginning``, ``rebalance_log``, ``error``) or None.
+    """
+
+    __slots__ = ("id", "process", "f", "type", "value", "invoke_index",
+                 "invoke_time", "index", "time", "extra")
+
+    def __init__(self, id, process, f, type, value, invoke_index, invoke_time,
+                 index=None, time=None, extra=None):
+        self.id = id
+        self.process = process
+        self.f = f
+        self.type = type
+        self.value = value
+        self.invoke_index = invoke_index
+        self.invoke_time = invoke_time
+        self.index = index
+        self.time = time
+        self.extra = extra
+
+    def ref(self) -> dict:
+        """A small JSON description of this op, for witnesses."""
+        return {"process": self.process, "type": self.type, "f": self.f,
+                "index": self.index if self.index is not None else self.invoke_index,
+                "time": self.time if self.time is not None else self.invoke_time}
+
+    def to_dict(self) -> dict:
+        d = self.ref()
+        d["invoke_index"] = self.invoke_index
+        d["value"] = self.value
+        if self.extra:
+            d.update(self.extra)
+        return d
+
+    def __repr__(self):
+        return (f"Op(id={self.id}, process={self.process!r}, f={self.f!r}, "
+                f"type={self.type!r}, index={self.index}, value={self.value!r})")
+
+
+class History:
+    """A parsed history.
+
+    ``ops``: client operations in invocation order (``op.id`` is the position).
+    ``nemesis``: nemesis events as Ops (``f`` = ``start-<fault>`` /
+    ``stop-<fault>``), in file order.
+    ``events``: for every client line in file order, ``2*op.id`` for an
+    invoke and ``2*op.id + 1`` for a completion (realtime order).
+    ``warnings``: what was tolerated (torn last line, open invokes, ...).
+    """
+
+    __slots__ = ("ops", "nemesis", "events", "warnings", "path", "n_lines",
+                 "end_time", "_cache")
+
+    def __init__(self, ops, nemesis, events, warnings, path=None, n_lines=0,
+                 end_time=0):
+        self.ops = ops
+        self.nemesis = nemesis
+        self.events = events
+        self.warnings = warnings
+        self.path = path
+        self.n_lines = n_lines
+        self.end_time = end_time
+        self._cache = {}
+
+    def __len__(self):
+        return len(self.ops)
+
+    def stats(self) -> dict:
+        """Completion-type counts of client ops (open invokes count as info)."""
+        counts = {"ok": 0, "fail": 0, "info": 0}
+        for op in self.ops:
+            counts[op.type] += 1
+        return counts
+
+
+@contextmanager
+def no_gc():
+    """Building millions of small containers triggers the cyclic collector
+    over and over (5x slower), and once re-enabled it would rescan them all
+    (seconds per million). Nothing we build has reference cycles, so: no
+    collection while we build, then ``gc.freeze()`` what is alive, which the
+    collector then leaves alone. Reference counting still frees all of it
+    when it is dropped; only cyclic garbage alive at that moment would stay."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.freeze()
+            gc.enable()
+
+
+# ---------------------------------------------------------------- validation
+
+_LIST = frozenset({list})
+_TWO = frozenset({2})
+_INT = frozenset({int})
+_first = itemgetter(0)
+_second = itemgetter(1)
+
+
+def _check_send_mop(m, completion: bool):
+    if len(m) != 3:
+        return f"send micro-op must be [\"send\", key, value], got {m!r}"
+    k, v = m[1], m[2]
+    if type(k) is not str:
+        return f"send key must be a string, got {k!r}"
+    if type(v) is int:
+        return None
+    if completion and type(v) is list and len(v) == 2:
+        o, x = v
+        if (o is None or (type(o) is int and o >= 0)) and type(x) is int:
+            return None
+    return (f"send value must be an integer" +
+            (" or [offset|null, integer]" if completion else "") + f", got {v!r}")
+
+
+def _check_poll_mop(m, completion: bool):
+    if len(m) == 1:
+        return None
+    if len(m) != 2 or not completion:
+        return f"poll micro-op must be [\"poll\"]" + (
+            " or [\"poll\", {key: [[offset, value], ...]}]" if completion else "") + f", got {m!r}"
+    res = m[1]
+    if type(res) is not dict:
+        return f"poll result must be an object of key -> [[offset, value], ...], got {res!r}"
+    for k, pairs in res.items():
+        # Fast path at C speed: a list of [int >= 0, int] pairs.
+        if (type(pairs) is list
+                and set(map(type, pairs)) <= _LIST
+                and set(map(len, pairs)) <= _TWO
+                and set(map(type, chain.from_iterable(pairs))) <= _INT
+                and (not pairs or min(map(_first, pairs)) >= 0)):
+            continue
+        # Slow path: unknown offsets, or something to explain.
+        if type(pairs) is not list:
+            return f"poll result for key {k!r} must be a list, got {pairs!r}"
+        for p in pairs:
+            if type(p) is not list or len(p) != 2:
+                return f"poll result for key {k!r} must hold [offset, value] pairs, got {p!r}"
+            o, x = p
+            if not ((o is None or (type(o) is int and o >= 0)) and type(x) is int):
+                return f"poll pair for key {k!r} must be [offset|null, integer], got {p!r}"
+    return None
+
+
+def _check_mops(value, f: str, completion: bool):
+    if type(value) is not list:
+        return f"value of {f} must be a list of micro-ops, got {value!r}"
+    for m in value:
+        if type(m) is not list or not m:
+            return f"micro-op must be a non-empty list, got {m!r}"
+        kind = m[0]
+        if kind == "send" and f in ("send", "txn"):
+            err = _check_send_mop(m, completion)
+        elif kind == "poll" and f in ("poll", "txn"):
+            err = _check_poll_mop(m, completion)
+        else:
+            err = f"micro-op {kind!r} not allowed in {f}"
+        if err:
+            return err
+    return None
+
+
+def _check_value(f: str, type_: str, value):
+    completion = type_ != "invoke"
+    if f in ("send", "poll", "txn"):
+        if value is None and type_ in ("fail", "info"):
+            return None  # the invoke's value stands
+        return _check_mops(value, f, completion)
+    if f in ("assign", "subscribe"):
+        if value is None and type_ in ("fail", "info"):
+            return None
+        if type(value) is not list or any(type(k) is not str for k in value):
+            return f"value of {f} must be a list of key strings, got {value!r}"
+        return None
+    return None  # crash, debug-topic-partitions: any value
+
+
+def _check_nemesis(ev: dict):
+    f = ev["f"]
+    if type(f) is not str or not (f.startswith("start-") or f.startswith("stop-")):
+        return f"nemesis f must be start-<fault> or stop-<fault>, got {f!r}"
+    if ev["type"] not in ("invoke", "info", "ok", "fail"):
+        return f"bad nemesis type {ev['type']!r}"
+    v = ev["value"]
+    if ev["type"] == "invoke" and v is None:
+        return None
+    if type(v) is not dict:
+        return f"nemesis value must be an object with fault, id, targets; got {v!r}"
+    fault = f.split("-", 1)[1]
+    if v.get("fault") != fault:
+        return f"nemesis value.fault must be {fault!r} for {f}, got {v.get('fault')!r}"
+    if "id" not in v or type(v["id"]) not in (int, str):
+        return f"nemesis value.id must be an integer or string, got {v.get('id')!r}"
+    if "targets" in v and type(v["targets"]) is not list:
+        return f"nemesis value.targets must be a list, got {v['targets']!r}"
+    return None
+
+
+# ------------------------------------------------------------------- parsing
+
+class _Builder:
+    """Pairs invokes and completions as events arrive, validating them."""
+
+    def __init__(self, source):
+        self.source = source
+        self.ops = []
+        self.nemesis = []
+        self.events = array("q")
+        self.warnings = []
+        self.open = {}        # process -> open client Op
+        self.open_nemesis = {}  # (f) -> open nemesis Op (Jepsen-style invoke)
+        self.expected_index = 0
+        self.last_time = None
+        self.n_lines = 0
+
+    def fail(self, lineno, what):
+        raise HistoryError(self.source, lineno, what)
+
+    def warn(self, msg):
+        self.warnings.append(msg)
+        log.warning("%s", msg)
+
+    def add(self, ev, lineno):
+        if type(ev) is not dict:
+            self.fail(lineno, f"event must be a JSON object, got {type(ev).__name__}")
+        for field in ("index", "time", "process", "type", "f"):
+            if field not in ev:
+                self.fail(lineno, f"missing field {field!r}")
+        if "value" not in ev:
+            self.fail(lineno, "missing field 'value'")
+        index, time, process, type_, f = (ev["index"], ev["time"], ev["process"],
+                                          ev["type"], ev["f"])
+        if type(index) is not int:
+            self.fail(lineno, f"index must be an integer, got {index!r}")
+        if index != self.expected_index:
+            self.fail(lineno, f"index must be {self.expected_index} (events numbered "
+                              f"0, 1, 2, ... in file order), got {index}")
+        self.expected_index += 1
+        if type(time) not in (int, float) or time < 0:
+            self.fail(lineno, f"time must be a non-negative number of nanoseconds, got {time!r}")
+        if self.last_time is not None and time < self.last_time:
+            # Tolerated (clocks of writers may be off), but realtime order
+            # below always follows file order, never time.
+            if len(self.warnings) < 100:
+                self.warn(f"{self.source}:{lineno}: time {time} goes back from {self.last_time}")
+        self.last_time = time if self.last_time is None else max(time, self.last_time)
+        if type_ not in TYPES:
+            self.fail(lineno, f"type must be one of invoke, ok, fail, info; got {type_!r}")
+        if type(f) is not str:
+            self.fail(lineno, f"f must be a string, got {f!r}")
+        extra = None
+        if len(ev) > 6:
+            extra = {k: v for k, v in ev.items() if k not in STANDARD_FIELDS}
+        self.n_lines += 1
+
+        if process == NEMESIS:
+            err = _check_nemesis(ev)
+            if err:
+                self.fail(lineno, err)
+            self._add_nemesis(ev, extra, lineno)
+            return
+        if type(process) is not int:
+            self.fail(lineno, f"process must be an integer or \"nemesis\", got {process!r}")
+        if f not in CLIENT_FS and f not in EXTRA_CLIENT_FS:
+            self.fail(lineno, f"unknown f {f!r} for a client (expected one of "
+                              f"{', '.join(sorted(CLIENT_FS))})")
+        value = ev["value"]
+        err = _check_value(f, type_, value)
+        if err:
+            self.fail(lineno, err)
+
+        if type_ == "invoke":
+            if process in self.open:
+                prev = self.open[process]
+                self.fail(lineno, f"process {process} invokes {f} while its {prev.f} "
+                                  f"invoked at index {prev.invoke_index} has not completed")
+            op = Op(len(self.ops), process, f, "info", value, index, time, extra=extra)
+            self.open[process] = op
+            self.ops.append(op)
+            self.events.append(2 * op.id)
+            return
+        op = self.open.pop(process, None)
+        if op is None:
+            self.fail(lineno, f"{type_} completion of {f} by process {process} "
+                              f"without an open invoke")
+        if op.f != f:
+            self.fail(lineno, f"completion f {f!r} does not match the invoke's "
+                              f"{op.f!r} (index {op.invoke_index}) of process {process}")
+        op.type = type_
+        op.index = index
+        op.time = time
+        if value is not None:
+            op.value = value
+        if extra:
+            op.extra = {**op.extra, **extra} if op.extra else extra
+        self.events.append(2 * op.id + 1)
+
+    def _add_nemesis(self, ev, extra, lineno):
+        f, type_ = ev["f"], ev["type"]
+        if type_ == "invoke":
+            op = Op(len(self.nemesis), NEMESIS, f, "info", ev["value"], ev["index"],
+                    ev["time"], extra=extra)
+            self.open_nemesis[f] = op
+            self.nemesis.append(op)
+            return
+        op = self.open_nemesis.pop(f, None)
+        if op is None:  # design.md's standalone info event
+            op = Op(len(self.nemesis), NEMESIS, f, type_, ev["value"], ev["index"],
+                    ev["time"], extra=extra)
+            self.nemesis.append(op)
+        op.type = type_
+        op.index = ev["index"]
+        op.time = ev["time"]
+        if ev["value"] is not None:
+            op.value = ev["value"]
+
+    def finish(self) -> History:
+        for process, op in sorted(self.open.items(), key=lambda kv: kv[1].invoke_index):
+            self.warn(f"{self.source}: invoke of {op.f} by process {process} at index "
+                      f"{op.invoke_index} never completed; counted as info")
+        for op in self.open_nemesis.values():
+            op.index, op.time = op.invoke_index, op.invoke_time
+        end_time = self.last_time or 0
+        return History(self.ops, self.nemesis, self.events, self.warnings,
+                       path=str(self.source), n_lines=self.n_lines, end_time=end_time)
+
+
+def _loads(line: bytes):
+    if _orjson is not None:
+        return _orjson.loads(line)
+    return json.loads(line)
+
+
+def parse_lines(lines, source="<memory>") -> History:
+    """Parses a list of lines (bytes or str, without newlines) as a history."""
+    b = _Builder(source)
+    # A torn last line is only the final non-blank one: trailing blanks are
+    # what a final newline leaves.
+    n = len(lines)
+    while n and not lines[n - 1].strip():
+        n -= 1
+    with no_gc():
+        for i in range(n):
+            line = lines[i]
+            lineno = i + 1
+            try:
+                ev = _loads(line)
+            except ValueError as e:
+                if i == n - 1:
+                    b.warn(f"{source}:{lineno}: torn last line dropped "
+                           f"({_short(line)!s})")
+                    break
+                if not line.strip():
+                    b.fail(lineno, "empty line")
+                raise HistoryError(source, lineno, f"invalid JSON: {e}") from None
+            b.add(ev, lineno)
+        return b.finish()
+
+
+def _short(line, n=60):
+    s = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+    return repr(s if len(s) <= n else s[:n] + "...")
+
+
+def parse_events(events, source="<memory>") -> History:
+    """Builds a history from already-decoded event dicts (tests, importers)."""
+    b = _Builder(source)
+    with no_gc():
+        for i, ev in enumerate(events):
+            b.add(ev, i + 1)
+        return b.finish()
+
+
+def read_history(path) -> History:
+    """Reads a history from a file, or from a store directory's history.jsonl."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        candidate = os.path.join(path, "history.jsonl")
+        if not os.path.exists(candidate):
+            raise HistoryError(path, None, "store directory has no history.jsonl")
+        path = candidate
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as e:
+        raise HistoryError(path, None, f"cannot read: {e.strerror or e}") from None
+    return parse_lines(data.split(b"\n"), source=path)

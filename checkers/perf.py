@@ -1,0 +1,61 @@
+"""Performance statistics: latency percentiles per f and type, throughput,
+and a rate series for plots. Never judges: valid is always true."""
+from __future__ import annotations
+
+from .history import History
+from .util import NS_PER_S, distribution, ns_to_s
+
+
+def perf(history: History, options=None) -> dict:
+    options = options or {}
+    max_buckets = options.get("rate_buckets", 600)
+    lat = {}          # f -> type -> [latency ns]
+    count = {}        # f -> type -> n
+    first = last = None
+    for op in history.ops:
+        if op.invoke_time is not None:
+            first = op.invoke_time if first is None else min(first, op.invoke_time)
+        if op.time is None:
+            count.setdefault(op.f, {}).setdefault("info", 0)
+            count[op.f]["info"] += 1
+            continue
+        last = op.time if last is None else max(last, op.time)
+        lat.setdefault(op.f, {}).setdefault(op.type, []).append(op.time - op.invoke_time)
+        count.setdefault(op.f, {}).setdefault(op.type, 0)
+        count[op.f][op.type] += 1
+    duration_ns = (last - first) if first is not None and last is not None else 0
+    dur_s = duration_ns / NS_PER_S
+    latency = {f: {t: distribution(xs, 1e-9) for t, xs in sorted(by_t.items())}
+               for f, by_t in sorted(lat.items())}
+    throughput = {f: {t: (n / dur_s if dur_s > 0 else None) for t, n in sorted(by_t.items())}
+                  for f, by_t in sorted(count.items())}
+    total_ok = sum(by_t.get("ok", 0) for by_t in count.values())
+    # Rate series: completions per bucket, bucket width chosen to fit.
+    width = 1.0
+    if dur_s > max_buckets:
+        width = dur_s / max_buckets
+    rate = {}
+    if first is not None:
+        for op in history.ops:
+            if op.time is None:
+                continue
+            b = int((op.time - first) / NS_PER_S / width)
+            series = rate.setdefault(f"{op.f}:{op.type}", {})
+            series[b] = series.get(b, 0) + 1
+    rate_series = {name: [[round(b * width, 3), n / width] for b, n in sorted(s.items())]
+                   for name, s in sorted(rate.items())}
+    return {"valid": True,
+            "duration_s": dur_s,
+            "start_s": ns_to_s(first),
+            "throughput_ok_per_s": (total_ok / dur_s) if dur_s > 0 else None,
+            "throughput_per_s": throughput,
+            "counts": {f: dict(sorted(by_t.items())) for f, by_t in sorted(count.items())},
+            "latency_s": latency,
+            "rate": {"bucket_s": width, "series": rate_series}}
+
+
+class PerfChecker:
+    name = "perf"
+
+    def check(self, history: History, options=None) -> dict:
+        return perf(history, options)

@@ -28,3 +28,5 @@ if [ "${1:-}" = "--test" ]; then
 else
     "$PY" -m pip install -q --disable-pip-version-check -e .
 fi
+# pyenv installs console scripts behind shims; make `highwater` callable at once.
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi

@@ -60,6 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="partitions of a topic created without a count (default 1)")
     parser.add_argument("--max-frame-bytes", type=int, default=100 * 1024 * 1024,
                         help="largest request accepted; a bigger one closes its connection (default 100 MiB)")
+    parser.add_argument("--connections-max-idle-ms", type=int, default=600_000,
+                        help="close a connection with nothing in flight and no byte read or written for this "
+                             "long, also one stalled inside a frame (default 600000, Kafka's "
+                             "connections.max.idle.ms; 0: never)")
+    parser.add_argument("--fetch-max-bytes", type=int, default=55 * 1024 * 1024,
+                        help="the most one Fetch response holds, whatever a client asks (default 55 MiB, "
+                             "Kafka's fetch.max.bytes); past it only one batch, so a consumer progresses")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     engine = _engine_module()
     if engine is not None and hasattr(engine, "add_arguments"):
@@ -122,8 +129,11 @@ async def serve(args) -> None:
         if adv_host in ("0.0.0.0", "::", ""):
             adv_host = "127.0.0.1"
         ctx = make_context(engine, args.node_id, adv_host, adv_port,
-                           auto_create_topics=args.auto_create_topics, default_partitions=args.default_partitions)
-        server = BrokerServer(ctx, listen_host, listen_port, ConnectionLimits(max_frame_size=args.max_frame_bytes))
+                           auto_create_topics=args.auto_create_topics, default_partitions=args.default_partitions,
+                           fetch_max_bytes=args.fetch_max_bytes)
+        limits = ConnectionLimits(max_frame_size=args.max_frame_bytes,
+                                  idle_timeout=args.connections_max_idle_ms / 1000)
+        server = BrokerServer(ctx, listen_host, listen_port, limits)
         await server.start()
         if args.advertise is None and listen_port == 0:
             ctx.port = server.port

@@ -10,8 +10,17 @@ Per connection:
 - Produce requests of one connection run one after another, so a pipelining
   idempotent producer's batches reach storage in sequence order;
 - memory is bounded: at most `max_inflight_requests` requests and about
-  `max_inflight_bytes` of request frames are in flight before the reader
-  stops reading (TCP back-pressure does the rest);
+  `max_inflight_bytes` are in flight before the reader stops reading (TCP
+  back-pressure does the rest). A request's cost is its frame plus the most
+  its response may take (`dispatch.response_reservation`: a Fetch response
+  is capped by the broker's fetch limit, and reserved as such); one request
+  whatever its cost is always admitted when nothing else is in flight. So a
+  connection holds at most about: its read buffer (one partial frame, at
+  most `max_frame_size`, plus one read chunk) + `max_inflight_bytes` + one
+  more request and its response;
+- a connection with nothing in flight and no byte read or written for
+  `idle_timeout` seconds (Kafka's connections.max.idle.ms, 10 minutes by
+  default) is closed, also one that stalls in the middle of a frame;
 - any failure, in decoding or in a handler, is logged and closes only that
   connection; the broker keeps serving the others.
 """
@@ -26,15 +35,18 @@ from reference.protocol import codec, dispatch
 log = logging.getLogger("highwater.server")
 
 READ_CHUNK = 256 * 1024
+DEFAULT_IDLE_TIMEOUT = 600.0  # seconds: Kafka's connections.max.idle.ms default, 10 minutes
 _CLOSE = object()  # a response slot meaning: stop after the responses before it
 
 
 class ConnectionLimits:
     def __init__(self, max_frame_size: int = codec.DEFAULT_MAX_FRAME_SIZE,
-                 max_inflight_requests: int = 64, max_inflight_bytes: int = 128 * 1024 * 1024):
+                 max_inflight_requests: int = 64, max_inflight_bytes: int = 128 * 1024 * 1024,
+                 idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT):
         self.max_frame_size = max_frame_size
         self.max_inflight_requests = max_inflight_requests
         self.max_inflight_bytes = max_inflight_bytes
+        self.idle_timeout = idle_timeout if idle_timeout and idle_timeout > 0 else None  # None: never
 
 
 class Connection:
@@ -52,18 +64,36 @@ class Connection:
         self.room = asyncio.Condition()
         self.last_produce: asyncio.Task | None = None
         self.tasks: set[asyncio.Task] = set()
+        self.last_activity = asyncio.get_running_loop().time()  # last byte read or written
 
     async def serve(self) -> None:
         reader_task = asyncio.create_task(self._read_until_done())
+        idle_task = asyncio.create_task(self._close_when_idle()) if self.limits.idle_timeout else None
         try:
             await self._write_responses()
         finally:
             # The writer stops on a close decision, a dead socket or after the
             # reader's end marker; in every case nothing more is to be read.
             reader_task.cancel()
+            if idle_task is not None:
+                idle_task.cancel()
             for task in list(self.tasks):
                 task.cancel()
             self.writer.close()  # flushes what was written, then closes
+
+    async def _close_when_idle(self) -> None:
+        idle = self.limits.idle_timeout
+        loop = asyncio.get_running_loop()
+        while True:
+            remaining = self.last_activity + idle - loop.time()
+            if remaining <= 0:
+                if self.inflight_requests == 0:
+                    log.info("%s: closing: idle for %.0f ms (connections max idle)", self.name,
+                             (loop.time() - self.last_activity) * 1000)
+                    self.slots.put_nowait(_CLOSE)  # after any response still being written
+                    return
+                remaining = min(idle, 1.0)  # busy (a long poll, a slow reader): not idle
+            await asyncio.sleep(remaining)
 
     async def _read_until_done(self) -> None:
         try:
@@ -86,19 +116,23 @@ class Connection:
                 data = await self.reader.read(READ_CHUNK)
                 if not data:
                     return
+                self.last_activity = asyncio.get_running_loop().time()
                 self.frames.receive_data(data)
                 continue
-            await self._wait_for_room(len(frame))
             try:
                 prefix, request = dispatch.parse(frame)
             except dispatch.CloseConnection as exc:
                 log.warning("%s: closing: %s", self.name, exc)
                 return
             if isinstance(request, (bytes, bytearray)):  # an immediate answer (unsupported version)
-                self._enqueue(self._ready(bytes(request)), len(frame))
+                cost = len(frame) + len(request)
+                await self._wait_for_room(cost)
+                self._enqueue(self._ready(bytes(request)), cost)
             else:
+                cost = len(frame) + dispatch.response_reservation(self.ctx, prefix, request)
+                await self._wait_for_room(cost)
                 after = self.last_produce if prefix.api_key == codec.PRODUCE_KEY else None
-                task = self._enqueue(self._handle(prefix, request, after), len(frame))
+                task = self._enqueue(self._handle(prefix, request, after), cost)
                 if prefix.api_key == codec.PRODUCE_KEY:
                     self.last_produce = task
 
@@ -156,6 +190,7 @@ class Connection:
                     await self.writer.drain()
                 except (ConnectionError, RuntimeError):
                     return
+                self.last_activity = asyncio.get_running_loop().time()
 
 
 class BrokerServer:
@@ -166,6 +201,7 @@ class BrokerServer:
         self.limits = limits or ConnectionLimits()
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Task] = set()
+        self.connections: set[Connection] = set()  # the live ones, for inspection
         self._ids = itertools.count(1)
 
     async def start(self) -> None:
@@ -179,13 +215,16 @@ class BrokerServer:
         log.debug("%s: accepted", name)
         task = asyncio.current_task()
         self._connections.add(task)
+        connection = Connection(self.ctx, reader, writer, self.limits, name)
+        self.connections.add(connection)
         try:
-            await Connection(self.ctx, reader, writer, self.limits, name).serve()
+            await connection.serve()
         except asyncio.CancelledError:
             pass
         except Exception:
             log.exception("%s: connection failed", name)
         finally:
+            self.connections.discard(connection)
             self._connections.discard(task)
             log.debug("%s: closed", name)
 

@@ -1,10 +1,10 @@
 """Real clients against a real broker process: kafka-python 3.0 (defaults:
 idempotence on, acks=all), confluent-kafka (librdkafka) and kcat.
 
-Storage: the WAL + S3 engine when reference/storage/engine.py is present
-(a volume under tmp_path and a fresh bucket on the session's SeaweedFS; the
-restart steps then really restart), else the non-durable `--storage
-memory`. HIGHWATER_TEST_STORAGE=memory|s3 overrides.
+Storage: the WAL + S3 engine (a volume under tmp_path and a fresh bucket on
+the session's SeaweedFS), so the restart steps really restart. A developer
+may set HIGHWATER_TEST_STORAGE=memory to run the protocol checks on the
+non-durable store; the restart steps are then skipped, visibly.
 """
 from __future__ import annotations
 
@@ -23,9 +23,8 @@ import pytest
 from harness.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
-ENGINE_PRESENT = (REPO / "reference" / "storage" / "engine.py").exists()
 # The one switch: "s3" (WAL + S3 engine on the session's SeaweedFS) or "memory".
-STORAGE = os.environ.get("HIGHWATER_TEST_STORAGE", "s3" if ENGINE_PRESENT else "memory")
+STORAGE = os.environ.get("HIGHWATER_TEST_STORAGE", "s3")
 DURABLE = STORAGE == "s3"
 
 
@@ -302,11 +301,27 @@ def test_replayed_produce_request_gets_its_original_offset(broker):
     assert original == 2
     client.close()
     if DURABLE:
-        broker.restart()
+        broker.restart()  # SIGKILL: the producer state must come back from the WAL / S3
+        assert broker.starts == 2
     replay = RawClient(broker.bootstrap)
-    replay.send_bytes(captured)
+    replay.send_bytes(captured)  # the very same bytes, correlation id included
     assert base_offset(replay.receive()) == original
+    # nothing was appended: the log is still exactly the five records
+    from kafka.protocol.consumer import FetchRequest, FetchResponse
+    from kafka.record.memory_records import MemoryRecords
+    T = FetchRequest.FetchTopic
+    part = replay.call(FetchRequest(replica_id=-1, max_wait_ms=0, min_bytes=1, max_bytes=1 << 20, isolation_level=0,
+                                    topics=[T(topic="idem", partitions=[T.FetchPartition(
+                                        partition=0, current_leader_epoch=-1, fetch_offset=0, log_start_offset=-1,
+                                        partition_max_bytes=1 << 20)])]), 11, FetchResponse).responses[0].partitions[0]
     replay.close()
+    assert part.error_code == 0 and part.high_watermark == 5
+    batches, stored = MemoryRecords(part.records), []
+    while batches.has_next():
+        batch = batches.next_batch()
+        assert batch.producer_id == pid
+        stored.extend((r.offset, r.value) for r in batch)
+    assert stored == list(enumerate([b"a", b"b", b"c", b"d", b"e"]))
     got = consume_all_kafka_python(broker.bootstrap, "idem", 1, 5, timeout=5)
     assert [v for _, v in got[0]] == [b"a", b"b", b"c", b"d", b"e"]
 
@@ -333,32 +348,69 @@ def test_pipelined_requests_are_answered_in_order(broker):
     client.close()
 
 
+def closed_by_broker(sock: socket.socket, within: float) -> bool:
+    """Read until the broker closes the connection (True) or `within` passes."""
+    sock.settimeout(within)
+    try:
+        while sock.recv(4096):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
 def test_hostile_connections_do_not_disturb_others(broker):
+    """Each hostile opening is logged and its connection closed at once (no
+    answer is owed), and the broker keeps serving a real client."""
     from kafka import KafkaProducer
     create_topic(broker.bootstrap, "safe", 1)
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
     producer.send("safe", b"before", partition=0).get(10)
-    hostile = [
-        struct.pack(">i", 2**31 - 1),                                  # oversized length
-        struct.pack(">i", -1),                                         # negative length
-        struct.pack(">ihhi", 8, 777, 0, 1),                            # unknown api key
-        struct.pack(">ihhi", 10, 0, 8, 1) + b"\x00\x01",               # truncated produce body
-        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",                          # not Kafka at all
+    hostile = [  # (bytes, what the broker's log says)
+        (struct.pack(">i", 2**31 - 1), "frame size 2147483647 exceeds the limit"),   # oversized length
+        (struct.pack(">i", -1), "frame size -1 is smaller than a request header"),    # negative length
+        (struct.pack(">ihhi", 8, 777, 0, 1), "unknown api key 777"),                  # unknown api key
+        (struct.pack(">ihhi", 10, 0, 8, 1) + b"\x00\x01", "cannot decode ProduceRequest v8"),  # truncated body
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "exceeds the limit"),                # not Kafka at all
     ]
-    for garbage in hostile:
+    for garbage, logged in hostile:
         with socket.create_connection(("127.0.0.1", broker.port), timeout=5) as s:
-            s.sendall(garbage)
-            s.settimeout(2)
-            try:
-                while s.recv(4096):
-                    pass
-            except (socket.timeout, ConnectionError):
-                pass
+            s.sendall(garbage)  # and keep our side open: the broker must be the one to close
+            assert closed_by_broker(s, within=5), garbage
+        deadline = time.monotonic() + 5
+        while logged not in broker.log_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert logged in broker.log_text(), logged
     producer.send("safe", b"after", partition=0).get(10)
     producer.close()
     assert broker.alive()
     got = consume_all_kafka_python(broker.bootstrap, "safe", 1, 2, timeout=5)
     assert [v for _, v in got[0]] == [b"before", b"after"]
+
+
+def test_idle_connections_are_closed_after_connections_max_idle_ms(tmp_path, storage_args):
+    """--connections-max-idle-ms: a connection stalled inside a frame is
+    closed (and logged) once idle; a client that keeps talking is not."""
+    from kafka.protocol.metadata import MetadataRequest, MetadataResponse
+    process = BrokerProcess(tmp_path, storage_args, extra_args=["--connections-max-idle-ms", "500"])
+    process.start()
+    try:
+        busy = RawClient(process.bootstrap)
+        with socket.create_connection(("127.0.0.1", process.port), timeout=5) as stalled:
+            stalled.sendall(struct.pack(">i", 1 << 20) + b"\x00\x03\x00")  # a partial frame, then nothing
+            started = time.monotonic()
+            for _ in range(6):  # 1.2 s of a request every 0.2 s
+                busy.call(MetadataRequest(topics=None), 8, MetadataResponse)
+                time.sleep(0.2)
+            assert closed_by_broker(stalled, within=5)
+            assert 0.4 <= time.monotonic() - started < 3
+        busy.call(MetadataRequest(topics=None), 8, MetadataResponse)  # still served
+        busy.close()
+        assert "idle for" in process.log_text()
+    finally:
+        process.kill()
 
 
 def test_acks_zero_and_auto_created_topics(tmp_path, storage_args):

@@ -15,6 +15,11 @@ FENCED_LEADER_EPOCH = 74
 UNKNOWN_LEADER_EPOCH = 75
 INVALID_RECORD = 87
 
+# Kafka's fetch.max.bytes default (55 MiB): the most one Fetch response holds
+# (past it only the first partition's first batch, so that a consumer always
+# progresses), whatever larger max_bytes a client asks for.
+DEFAULT_FETCH_MAX_BYTES = 55 * 1024 * 1024
+
 _LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 
 
@@ -30,6 +35,7 @@ class BrokerContext:
     port: int
     auto_create_topics: bool = False
     default_partitions: int = 1
+    fetch_max_bytes: int = DEFAULT_FETCH_MAX_BYTES
     cluster_id: str = field(default_factory=lambda: "highwater-" + uuid.uuid4().hex[:12])
     clock: Callable[[], float] = time.monotonic
     groups: object = None  # the GroupCoordinator; make_context sets it

@@ -65,6 +65,16 @@ def parse(frame: bytes):
         raise CloseConnection(str(exc)) from exc
 
 
+def response_reservation(ctx, prefix: codec.RequestHeaderPrefix, request) -> int:
+    """Bytes to count against the connection's in-flight budget for this
+    request's response, beyond its frame: a Fetch response may be as large as
+    its (capped) max_bytes; every other response is small next to its request
+    or to the broker's own metadata."""
+    if prefix.api_key == fetch.API_KEY:
+        return fetch.response_budget(ctx, request)
+    return 0
+
+
 async def handle(ctx, prefix: codec.RequestHeaderPrefix, request) -> bytes | None:
     """Run the API's handler; the framed response, or None for no response."""
     if log.isEnabledFor(logging.DEBUG):

@@ -62,9 +62,15 @@ async def _read_partition(ctx, topic, part, budget: int, first: bool) -> Partiti
     return answer(errors.NONE, records=records, start=start, hwm=hwm)
 
 
+def response_budget(ctx, request) -> int:
+    """The client's max_bytes, capped by the broker's fetch limit."""
+    asked = request.max_bytes if request.max_bytes > 0 else 2**31 - 1
+    return min(asked, ctx.fetch_max_bytes)
+
+
 async def _read_all(ctx, request):
     """One pass over every requested partition, within the response size limit."""
-    budget = request.max_bytes if request.max_bytes > 0 else 2**31 - 1
+    budget = response_budget(ctx, request)
     topics, total = [], 0
     for topic in request.topics:
         parts = []

@@ -4,6 +4,7 @@ in a fresh process and reports its peak memory (max RSS).
 
     python benchmarks/bench_checker.py                  # 100k and 1M ops
     python benchmarks/bench_checker.py --ops 100000 --no-planted
+    python benchmarks/bench_checker.py --dir /tmp/hwb    # keep / reuse histories
 
 An "operation" is one invoke + completion pair (two history lines); the
 final polls of every worker come on top. Target (issue 5): 1M ops in under
@@ -80,16 +81,24 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ops", type=int, nargs="*", default=[100_000, 1_000_000])
     ap.add_argument("--no-planted", action="store_true")
+    ap.add_argument("--dir", help="write histories here and reuse those already there "
+                                  "(generating 1M ops takes ~70 s)")
     ap.add_argument("--measure", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:
         measure(args.measure)
         return
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as tmp:
+        d = args.dir or tmp
+        os.makedirs(d, exist_ok=True)
         for n in args.ops:
             for planted in ([False] if args.no_planted else [False, True]):
                 path = os.path.join(d, f"h{n}{'p' if planted else ''}.jsonl")
-                lines, gen_s = make(path, n, planted)
+                if args.dir and os.path.exists(path):
+                    with open(path, "rb") as fh:
+                        lines = sum(1 for _ in fh)
+                else:
+                    lines, gen_s = make(path, n, planted)
                 out = subprocess.run([sys.executable, __file__, "--measure", path],
                                      capture_output=True, text=True, check=True)
                 res = json.loads(out.stdout.strip().splitlines()[-1])

@@ -24,6 +24,8 @@ from .util import distribution, downsample, ns_to_s, sort_key
 
 from operator import itemgetter
 
+import numpy as np
+
 _first = itemgetter(0)
 _second = itemgetter(1)
 
@@ -151,10 +153,11 @@ def extract(history: History) -> Analysis:
                 vals = set(map(_second, pairs))
                 fr = first_reader.get(k)
                 if fr is None:
-                    fr = first_reader[k] = {}
-                for v in vals:
-                    if v not in fr:
-                        fr[v] = i
+                    fr = first_reader[k] = dict.fromkeys(vals, i)
+                else:
+                    new = vals.difference(fr)  # C speed (dict fast path): most were read before
+                    if new:
+                        fr.update(dict.fromkeys(new, i))
                 if okr:
                     s = ok_reads.get(k)
                     if s is None:
@@ -720,42 +723,66 @@ def dependency_graph(a: Analysis, ww_deps=True) -> Graph:
                 w = wk.get(v)
                 if w is not None and w != i and vertex[w]:
                     src.append(w); dst.append(i); rel.append(WR)
-    # process: consecutive vertex ops of each process
-    lastp = {}
-    for op in ops:
-        if not vertex[op.id]:
-            continue
-        p = lastp.get(op.process)
-        if p is not None:
-            src.append(p); dst.append(op.id); rel.append(PROCESS)
-        lastp[op.process] = op.id
-    # realtime: A -> B iff A completed (ok) before B was invoked. Threaded
-    # through barrier vertices so edges stay linear in the history: each ok
-    # completion links into the current barrier; an invoke links from it and
-    # seals it, so later completions open a new barrier chained after it.
-    n_nodes = n
-    barrier = -1
-    sealed = True
-    for e in a.history.events:
-        i = e >> 1
-        if not vertex[i]:
-            continue
-        if e & 1:
-            if ops[i].type != "ok":
-                continue
-            if sealed:
-                nb = n_nodes
-                n_nodes += 1
-                if barrier >= 0:
-                    src.append(barrier); dst.append(nb); rel.append(REALTIME)
-                barrier = nb
-                sealed = False
-            src.append(i); dst.append(barrier); rel.append(REALTIME)
-        else:
-            if barrier >= 0:
-                src.append(barrier); dst.append(i); rel.append(REALTIME)
-                sealed = True
+    # process and realtime edges, vectorised (same edges, same order as the
+    # event-by-event walk described in _process_realtime_edges)
+    ps, pd, rs, rd, n_nodes = _process_realtime_edges(a, vertex)
+    src = np.concatenate((np.asarray(src, dtype=np.int64), ps, rs))
+    dst = np.concatenate((np.asarray(dst, dtype=np.int64), pd, rd))
+    rel = np.concatenate((np.asarray(rel, dtype=np.int8),
+                          np.full(len(ps), PROCESS, dtype=np.int8),
+                          np.full(len(rs), REALTIME, dtype=np.int8)))
     return Graph(n, n_nodes, src, dst, rel)
+
+
+def _process_realtime_edges(a: Analysis, vertex):
+    """process: consecutive vertex ops of each process, in op order.
+    realtime: A -> B iff A completed (ok) before B was invoked, threaded
+    through barrier vertices so edges stay linear in the history: each ok
+    completion links into the current barrier; an invoke links from it and
+    seals it, so later completions open a new barrier chained after it.
+    Returns (process src, dst, realtime src, dst, number of nodes)."""
+    ops = a.history.ops
+    n = len(ops)
+    vert = np.frombuffer(bytes(vertex), dtype=np.uint8).astype(bool)
+    vids = np.flatnonzero(vert)
+    # process edges, emitted in the order of their destination op
+    pid = {}
+    procs = np.fromiter((pid.setdefault(ops[i].process, len(pid)) for i in vids.tolist()),
+                        dtype=np.int64, count=len(vids))
+    order = np.argsort(procs, kind="stable")
+    sp, sv = procs[order], vids[order]
+    same = sp[1:] == sp[:-1]
+    psrc, pdst = sv[:-1][same], sv[1:][same]
+    o = np.argsort(pdst, kind="stable")
+    psrc, pdst = psrc[o], pdst[o]
+    # realtime edges through barriers
+    ok = np.fromiter((op.type == "ok" for op in ops), dtype=bool, count=n)
+    ev = np.frombuffer(a.history.events, dtype=np.int64) if len(a.history.events) \
+        else np.zeros(0, dtype=np.int64)
+    oi = ev >> 1
+    comp = (ev & 1).astype(bool)
+    keep = vert[oi] & (~comp | ok[oi])
+    oi, comp = oi[keep], comp[keep]
+    m = len(oi)
+    if m == 0:
+        z = np.zeros(0, dtype=np.int64)
+        return psrc, pdst, z, z, n
+    prev_inv = np.ones(m, dtype=bool)      # previous relevant event is an invoke (or none)
+    prev_inv[1:] = ~comp[:-1]
+    newb = comp & prev_inv
+    nbar = np.cumsum(newb)                  # barriers opened so far (inclusive)
+    cur = n + nbar - 1                      # current barrier id (if nbar > 0)
+    # first edge of each event: barrier chain (new barrier) or barrier -> invoke
+    m1 = (newb & (nbar > 1)) | (~comp & (nbar > 0))
+    s1 = np.where(comp, cur - 1, cur)
+    d1 = np.where(comp, cur, oi)
+    # second edge: completion -> current barrier
+    m2 = comp
+    s2, d2 = oi, cur
+    mask = np.stack((m1, m2), 1).ravel()
+    rsrc = np.stack((s1, s2), 1).ravel()[mask]
+    rdst = np.stack((d1, d2), 1).ravel()[mask]
+    return psrc, pdst, rsrc, rdst, n + int(nbar[-1])
 
 
 def _explain_step(a: Analysis, x, y, r):

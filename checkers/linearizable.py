@@ -11,7 +11,13 @@ state')`` and optionally ``partition(ops) -> [ops, ...]``.
 Models: ``register``, ``cas-register``, ``kv`` (a register per key) and
 ``log``, the Kafka partition: ``("append", value, offset|None)`` appends
 (and must land at the reported offset), ``("read", [(offset, value), ...])``
-must match the log at that moment.
+must match the log at that moment, and ``("read-end", start, [(offset,
+value), ...])`` is a read to the end: exactly the log's slice from ``start``
+to its end at that moment, so it must include every append acknowledged
+before the read began (the search linearizes those first).
+
+On a violation the result names the longest linearizable prefix found and
+the operation that cannot be placed after it; ``render_linear`` draws it.
 """
 from __future__ import annotations
 
@@ -75,8 +81,16 @@ class Log:
             if offset is not None and offset != len(state):
                 return False, state
             return True, state + (v,)
-        pairs = inp[1]
         n = len(state)
+        if inp[0] == "read-end":
+            _, start, pairs = inp
+            if start + len(pairs) != n:
+                return False, state      # missed (or invented) the tail
+            for j, (o, v) in enumerate(pairs):
+                if (o is not None and o != start + j) or state[start + j] != v:
+                    return False, state
+            return True, state
+        pairs = inp[1]
         for o, v in pairs:
             if o is None:
                 if v not in state:
@@ -176,9 +190,14 @@ def check_operations(ops, model, budget_s: float = 10.0, max_states: int = 2_000
     for part in parts:
         verdict, info = _search(part, model, deadline, max_states)
         if verdict is False:
+            prefix = [part[j] for j in info["prefix"]]
+            state = model.init
+            for o in prefix:
+                _, state = model.step(state, o.input, o.output)
             return {"valid": False, "model": model.name,
-                    "prefix": [part[j] for j in info["prefix"]],
-                    "cannot_place": part[info["cannot_place"]]}
+                    "prefix": prefix,
+                    "cannot_place": part[info["cannot_place"]],
+                    "state": state, "partition": part}
         if verdict == "unknown":
             unknown = info
     if unknown:
@@ -188,16 +207,37 @@ def check_operations(ops, model, budget_s: float = 10.0, max_states: int = 2_000
 
 # ------------------------------------------------------- Kafka histories
 
+def _to_end_keys(op):
+    """Keys an ok poll read to the end (extra field ``to_end``: true for
+    every key it returned, or a list of keys), else an empty set."""
+    te = op.extra.get("to_end") if op.extra else None
+    if not te:
+        return ()
+    return _ALL if te is True else set(te)
+
+
+class _AllKeys:
+    def __contains__(self, _):
+        return True
+
+
+_ALL = _AllKeys()
+
+
 def log_operations(history: History):
     """Per-key log operations from a Kafka history: each send micro-op of an
     ok or info send is an append (info: may or may not have happened), each
-    key of an ok poll a read. (A multi-key send is split by key.)"""
+    key of an ok poll a read. (A multi-key send is split by key.) A poll
+    that says it read to the end (``"to_end": true`` or a list of keys, an
+    extra field of its completion) gives ``read-end`` reads from the first
+    offset it returned."""
     by_key = {}
     for op in history.ops:
         if op.f not in ("send", "poll", "txn") or op.type == "fail" or not op.value:
             continue
         ret = op.time if op.type == "ok" else None
         ref = op.ref()
+        to_end = _to_end_keys(op) if op.type == "ok" else ()
         for m in op.value:
             if m[0] == "send":
                 v = m[2]
@@ -206,11 +246,79 @@ def log_operations(history: History):
                     Operation(op.invoke_time, ret, ("append", v, o), None, ref))
             elif op.type == "ok" and len(m) > 1 and m[1]:
                 for k, pairs in m[1].items():
-                    if pairs:
-                        by_key.setdefault(k, []).append(
-                            Operation(op.invoke_time, ret,
-                                      ("read", tuple((p[0], p[1]) for p in pairs)), None, ref))
+                    ps = tuple((p[0], p[1]) for p in pairs)
+                    if k in to_end and ps and ps[0][0] is not None:
+                        inp = ("read-end", ps[0][0], ps)
+                    elif pairs:
+                        inp = ("read", ps)
+                    else:
+                        continue
+                    by_key.setdefault(k, []).append(Operation(op.invoke_time, ret, inp, None, ref))
     return by_key
+
+
+MAX_TIMELINE = 200
+
+
+def _jsonable(x):
+    if isinstance(x, tuple):
+        return [_jsonable(y) for y in x]
+    if isinstance(x, list):
+        return [_jsonable(y) for y in x]
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    return str(x)
+
+
+def _describe_state(model_name, state):
+    if model_name == "log":
+        return {"length": len(state), "tail": [[len(state) - len(state[-8:]) + j, v]
+                                               for j, v in enumerate(state[-8:])]}
+    return _jsonable(state)
+
+
+def violation_witness(r, key=None, time_unit="ns") -> dict:
+    """The witness of a linearizability violation from check_operations'
+    result: the op that cannot be placed, the longest linearizable prefix
+    found (its length, its tail) and the model state after it, and a
+    timeline of the operations around them (what render_linear draws)."""
+    bad = r["cannot_place"]
+    prefix = r["prefix"]
+    part = r["partition"]
+    pos = {id(o): n for n, o in enumerate(prefix)}
+    # the ops worth drawing: the prefix's tail, the bad op, and everything
+    # not linearized that was called before the bad op returned
+    horizon = bad.ret if bad.ret is not None else max(o.call for o in part)
+    tail_ids = {id(o) for o in prefix[-MAX_TIMELINE // 2:]}
+    shown = [o for o in part if id(o) in tail_ids or o is bad or
+             (id(o) not in pos and o.call <= horizon)]
+    shown.sort(key=lambda o: (o.call, o.ret if o.ret is not None else float("inf")))
+    if len(shown) > MAX_TIMELINE:
+        keep = shown[:MAX_TIMELINE]
+        if bad not in keep:
+            keep[-1] = bad
+        shown = keep
+
+    def entry(o):
+        e = {"call": o.call, "ret": o.ret, "input": _jsonable(o.input),
+             "output": _jsonable(o.output),
+             "linearized": pos.get(id(o)), "cannot_place": o is bad}
+        if o.ref is not None:
+            e["op"] = o.ref
+        return e
+
+    w = {"op": {**(bad.ref or {}), "input": _jsonable(bad.input)},
+         "prefix_length": len(prefix),
+         "prefix_tail": [o.ref if o.ref is not None else {"input": _jsonable(o.input)}
+                         for o in prefix[-5:]],
+         "state": _describe_state(r["model"], r["state"]),
+         "model": r["model"], "time_unit": time_unit,
+         "timeline": [entry(o) for o in shown]}
+    if bad.output is not None:
+        w["op"]["output"] = _jsonable(bad.output)
+    if key is not None:
+        w = {"key": key, **w}
+    return w
 
 
 class LinearizableChecker:
@@ -229,10 +337,7 @@ class LinearizableChecker:
                         "reason": "time budget exhausted", "key": k}
             r = check_operations(ops, "log", left, max_states)
             if r["valid"] is False:
-                w = {"key": k,
-                     "op": {**r["cannot_place"].ref, "input": list(r["cannot_place"].input)},
-                     "prefix_length": len(r["prefix"]),
-                     "prefix_tail": [o.ref for o in r["prefix"][-5:]]}
+                w = violation_witness(r, key=k)
                 return {"valid": False, "model": "log",
                         "anomaly_types": ["nonlinearizable"],
                         "anomalies": {"nonlinearizable": [w]}}
@@ -242,3 +347,160 @@ class LinearizableChecker:
             return {"valid": "unknown", "model": "log",
                     "reason": f"search budget exhausted on keys {unknown[:10]}"}
         return {"valid": True, "model": "log"}
+
+
+# ------------------------------------------- register / cas / kv histories
+
+def _s(x):
+    return str(x) if x is not None else None
+
+
+def model_operations(events, model: str, source="<memory>"):
+    """Operations of a register, cas-register or kv history given as
+    Jepsen/Knossos-style event dicts (``process``, ``type``
+    invoke/ok/fail/info, ``f`` read/write/cas, ``value``; kv values are
+    ``[key, value]`` as Jepsen's independent checker writes them; times from
+    ``time``, else the event's position). Invoke/completion pairs per
+    process; fail ops are dropped, info ops (and invokes never completed)
+    are indeterminate. Returns (operations, stats)."""
+    from .history import HistoryError
+    open_ = {}
+    ops = []
+    stats = {"ok": 0, "fail": 0, "info": 0}
+    for n, ev in enumerate(events):
+        if not isinstance(ev, dict):
+            raise HistoryError(source, n + 1, f"event must be a map, got {ev!r}")
+        p = ev.get("process")
+        if _s(p) == "nemesis":
+            continue
+        t = ev.get("time", n)
+        typ = _s(ev.get("type"))
+        f = _s(ev.get("f"))
+        if typ == "invoke":
+            if p in open_:
+                raise HistoryError(source, n + 1, f"process {p} invokes while an op is open")
+            open_[p] = (t, f, ev.get("value"), ev.get("index", n))
+            continue
+        if typ not in ("ok", "fail", "info"):
+            raise HistoryError(source, n + 1, f"unknown type {typ!r}")
+        if p not in open_:
+            raise HistoryError(source, n + 1, f"{typ} of process {p} without an invoke")
+        call, f0, v_in, idx = open_.pop(p)
+        stats[typ] += 1
+        if typ == "fail":
+            continue
+        ret = t if typ == "ok" else None
+        v_out = ev.get("value")
+        ops.append(_model_op(model, f0, v_in, v_out if typ == "ok" else None, call, ret,
+                             {"process": _jsonable(p), "f": f0, "type": typ,
+                              "index": ev.get("index", n), "invoke_index": idx},
+                             source, n + 1))
+    for p, (call, f0, v_in, idx) in open_.items():
+        stats["info"] += 1
+        ops.append(_model_op(model, f0, v_in, None, call, None,
+                             {"process": _jsonable(p), "f": f0, "type": "info",
+                              "index": idx, "invoke_index": idx}, source, None))
+    return ops, stats
+
+
+def _model_op(model, f, v_in, v_out, call, ret, ref, source, line):
+    from .history import HistoryError
+    key = None
+    if model == "kv":
+        kv_in = v_in if isinstance(v_in, (list, tuple)) and len(v_in) == 2 else None
+        kv_out = v_out if isinstance(v_out, (list, tuple)) and len(v_out) == 2 else None
+        if kv_in is None and kv_out is None:
+            raise HistoryError(source, line, f"kv value must be [key, value], got {v_in!r}")
+        key = _jsonable((kv_in or kv_out)[0])
+        v_in = kv_in[1] if kv_in else None
+        v_out = kv_out[1] if kv_out else None
+        ref = {**ref, "key": key}
+    v_in, v_out = _hashable(v_in), _hashable(v_out)
+    if f == "read":
+        inp = ("read", None)
+        out = v_out
+        if ret is None:        # an indeterminate read constrains nothing
+            out = None
+    elif f == "write":
+        inp, out = ("write", v_in), None
+    elif f == "cas" and model in ("cas-register", "kv"):
+        if not isinstance(v_in, tuple) or len(v_in) != 2:
+            raise HistoryError(source, line, f"cas value must be [old, new], got {v_in!r}")
+        inp, out = ("cas", v_in), None
+    else:
+        raise HistoryError(source, line, f"f {f!r} is not an operation of the {model} model")
+    if model == "kv":
+        inp = (inp[0], key, inp[1])
+    return Operation(call, ret, inp, out, ref)
+
+
+def _hashable(x):
+    if isinstance(x, list):
+        return tuple(_hashable(y) for y in x)
+    return x
+
+
+def check_model_events(events, model: str, options=None, source="<memory>") -> dict:
+    """A linearizable checker result (plus "stats") for a register,
+    cas-register or kv history of event dicts."""
+    options = options or {}
+    ops, stats = model_operations(events, model, source)
+    # an indeterminate read tells nothing: leave it out
+    ops = [o for o in ops if not (o.input[0] == "read" and o.ret is None)]
+    r = check_operations(ops, model, options.get("linearizable_budget_s", 10.0),
+                         options.get("linearizable_max_states", 2_000_000))
+    if r["valid"] is False:
+        w = violation_witness(r, key=r["cannot_place"].input[1] if model == "kv" else None)
+        out = {"valid": False, "model": model, "anomaly_types": ["nonlinearizable"],
+               "anomalies": {"nonlinearizable": [w]}}
+    else:
+        out = {k: v for k, v in r.items() if k in ("valid", "model", "reason", "states",
+                                                  "partitions")}
+    out["operations"] = len(ops)
+    return out, stats
+
+
+def read_model_events(path, fmt=None):
+    """Event dicts of a generic (register/cas/kv) history file: JSON Lines,
+    or Jepsen EDN (a vector of op maps, or one map per line)."""
+    import json
+    import os
+    from .history import HistoryError
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        for name in ("history.jsonl", "history.edn"):
+            if os.path.exists(os.path.join(path, name)):
+                path = os.path.join(path, name)
+                break
+    if fmt is None:
+        fmt = "edn" if path.endswith(".edn") else "jsonl"
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as e:
+        raise HistoryError(path, None, f"cannot read: {e.strerror or e}") from None
+    if fmt == "edn":
+        from .edn import EdnError, Tagged, read_all
+        try:
+            forms = read_all(text)
+        except EdnError as e:
+            raise HistoryError(path, None, f"EDN: {e}") from None
+        if len(forms) == 1 and isinstance(forms[0], list):
+            forms = forms[0]
+        events = []
+        for f in forms:
+            while isinstance(f, Tagged):
+                f = f.value
+            if isinstance(f, dict):
+                f = {str(k): v for k, v in f.items()}
+            events.append(f)
+        return events, path
+    events = []
+    for n, line in enumerate(text.splitlines()):
+        if not line.strip():
+            continue
+        try:
+            events.append(json.loads(line))
+        except ValueError as e:
+            raise HistoryError(path, n + 1, f"invalid JSON: {e}") from None
+    return events, path

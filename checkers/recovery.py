@@ -5,7 +5,8 @@ paired by ``value.id``). For each fault and key: the time from the fault's
 start, and from its heal, until the key acknowledged a send invoked after
 that moment. For each key, its unavailability windows: every send attempt
 (whatever its outcome) waits until the key next acknowledges any send; the
-longest such wait is the key's longest window. A window longer than
+longest such wait is the key's longest window (``longest_windows``; the
+longest few per key, for plots, in ``windows``). A window longer than
 ``options["recovery_bound_s"]`` is a ``recovery-bound-exceeded`` anomaly
 (None: report only).
 """
@@ -70,16 +71,19 @@ def _first_ack_after(oks, t):
 def recovery(history: History, options=None) -> dict:
     options = options or {}
     bound_s = options.get("recovery_bound_s")
+    max_windows = options.get("recovery_max_windows", 20)
     end = history.end_time
     faults = faults_of(history)
     acks, attempts, oks = _sends_by_key(history)
     keys = sorted(attempts, key=sort_key)
 
     windows = {}
+    top = {}
     anomalies = []
     for k in keys:
         ak = acks.get(k, [])
         worst = None
+        by_end = {}   # ack (or end) -> earliest attempt waiting for it
         for t in attempts[k]:
             j = bisect_left(ak, t)
             if j < len(ak):
@@ -88,6 +92,13 @@ def recovery(history: History, options=None) -> dict:
                 w = (t, end, True)
             if worst is None or w[1] - w[0] > worst[1] - worst[0]:
                 worst = w
+            e = (w[1], w[2])
+            if e not in by_end or t < by_end[e]:
+                by_end[e] = t
+        longest = sorted(((e - t0, t0, e, u) for (e, u), t0 in by_end.items()),
+                         reverse=True)[:max_windows]
+        top[k] = [{"start_s": ns_to_s(t0), "end_s": ns_to_s(e), "window_s": ns_to_s(d),
+                   "unrecovered": u} for d, t0, e, u in sorted(longest, key=lambda x: x[1])]
         if worst is None:
             continue
         t0, t1, unrecovered = worst
@@ -111,12 +122,19 @@ def recovery(history: History, options=None) -> dict:
                 "after_heal_s": (ns_to_s(a_heal - f["stop"]) if a_heal is not None else None),
             }
         heal_times = [v["after_heal_s"] for v in per_key.values() if v["after_heal_s"] is not None]
+        start_times = [v["after_start_s"] for v in per_key.values()
+                       if v["after_start_s"] is not None]
         per_fault.append({"fault": f["fault"], "id": f["id"], "targets": f["targets"],
                           "start_s": ns_to_s(f["start"]), "stop_s": ns_to_s(f["stop"]),
+                          "max_after_start_s": max(start_times) if start_times else None,
                           "max_after_heal_s": max(heal_times) if heal_times else None,
                           "keys": per_key})
-    result = {"valid": not anomalies, "bound_s": bound_s, "faults": per_fault,
-              "longest_windows": windows}
+    # For plots: the time axis, fault intervals (faults), per-key times to
+    # the first ok send after each start / heal (faults[].keys), and per key
+    # its longest unavailability windows (windows, by start time).
+    result = {"valid": not anomalies, "bound_s": bound_s, "end_s": ns_to_s(end),
+              "keys": keys, "faults": per_fault,
+              "longest_windows": windows, "windows": top}
     if anomalies:
         result["anomaly_types"] = ["recovery-bound-exceeded"]
         result["anomalies"] = {"recovery-bound-exceeded": anomalies}

@@ -46,11 +46,23 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a chaos test (default: 60 s on a local reference broker + SeaweedFS)")
     _add_run_arguments(run)
 
-    check = sub.add_parser("check", help="check stored histories (store directories or history.jsonl files)")
+    check = sub.add_parser("check", help="check stored histories (store directories, history.jsonl "
+                                          "or Jepsen history.edn files), one JSON result line per path")
     check.add_argument("paths", nargs="+")
-    check.add_argument("--checker", default="kafka,recovery,perf",
-                       help="comma-separated checkers (default kafka,recovery,perf)")
+    check.add_argument("--checker", default=None,
+                       help="comma-separated checkers: kafka, linearizable, recovery, perf "
+                            "(default kafka,recovery,perf; linearizable only for --model "
+                            "register|cas-register|kv)")
+    check.add_argument("--model", choices=("log", "register", "cas-register", "kv"),
+                       help="linearizability model (adds the linearizable checker): log judges "
+                            "a Kafka history per partition; register, cas-register and kv judge "
+                            "Jepsen/Knossos-style read/write/cas histories")
+    check.add_argument("--format", choices=("jsonl", "edn"),
+                       help="history format (default: edn for *.edn files and store "
+                            "directories holding only history.edn, else jsonl)")
     check.add_argument("--recovery-bound", help="flag unavailability windows longer than this")
+    check.add_argument("--linearizable-budget", help="time budget of the linearizability "
+                                                    "search per path (default 10s)")
     check.add_argument("--no-require-activity", action="store_true",
                        help="do not demand evidence of real work (for hand-written histories)")
 
@@ -103,30 +115,83 @@ def cmd_run(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from checkers import check_history, exit_code
+    from checkers import check_history, compose, exit_code
+    from checkers.edn import read_edn_history
     from checkers.history import HistoryError, read_history
     from harness.durations import parse_duration
     from harness.store import resolve_history
-    names = tuple(n.strip() for n in args.checker.split(",") if n.strip())
+
+    def _check_format(path, fmt):
+        """jsonl or edn for a path: the flag, else the suffix, else what a
+        store directory holds."""
+        if fmt:
+            return fmt
+        p = Path(path)
+        if p.suffix == ".edn":
+            return "edn"
+        if p.is_dir() and not (p / "history.jsonl").exists() and (p / "history.edn").exists():
+            return "edn"
+        return "jsonl"
+
+    def _html_path(path) -> Path:
+        """Where linearizability.html goes: into a store directory, or next to
+        the history file (prefixed by its stem unless it is history.*)."""
+        p = Path(path)
+        if p.is_dir():
+            return p / "linearizability.html"
+        stem = p.name.split(".")[0]
+        name = "linearizability.html" if stem == "history" else f"{stem}.linearizability.html"
+        return p.parent / name
+
+    generic = args.model in ("register", "cas-register", "kv")
+    if args.checker is None:
+        names = ("linearizable",) if generic else ("kafka", "recovery", "perf")
+    else:
+        names = tuple(n.strip() for n in args.checker.split(",") if n.strip())
+    if args.model and "linearizable" not in names:
+        names = names + ("linearizable",)
+    if generic and names != ("linearizable",):
+        print(f"highwater check: --model {args.model} judges read/write/cas histories with the "
+              f"linearizable checker only; drop --checker {','.join(names)}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
     options = {"require_activity": not args.no_require_activity}
-    if args.recovery_bound:
-        try:
+    try:
+        if args.recovery_bound:
             options["recovery_bound_s"] = parse_duration(args.recovery_bound)
-        except ValueError as e:
-            print(f"highwater check: {e}", file=sys.stderr)
-            return EXIT_CANNOT_RUN
+        if args.linearizable_budget:
+            options["linearizable_budget_s"] = parse_duration(args.linearizable_budget)
+    except ValueError as e:
+        print(f"highwater check: {e}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
     codes = []
     for path in args.paths:
-        history_path = resolve_history(path)
+        fmt = _check_format(path, args.format)
         try:
-            history = read_history(history_path)
-            result = check_history(history, checkers=names, options=options)
+            if generic:
+                from checkers.linearizable import check_model_events, read_model_events
+                events, source = read_model_events(path, fmt)
+                lin, stats = check_model_events(events, args.model, options, source)
+                result = compose({"linearizable": lin}, stats)
+            else:
+                if fmt == "edn":
+                    history = read_edn_history(path)
+                else:
+                    history = read_history(resolve_history(path))
+                result = check_history(history, checkers=names, options=options)
         except (HistoryError, OSError, ValueError) as e:
             print(json.dumps({"path": str(path), "valid": "unknown", "error": str(e)}))
             print(f"highwater check: {e}", file=sys.stderr)
             codes.append(EXIT_CANNOT_RUN)
             continue
-        print(json.dumps({"path": str(path), **result}, default=str))
+        bad_lin = result.get("anomalies", {}).get("nonlinearizable")
+        if bad_lin and bad_lin[0].get("timeline") is not None:
+            from checkers.render_linear import write_html
+            target = _html_path(path)
+            try:
+                result["linearizability_html"] = write_html(bad_lin[0], target, source=str(path))
+            except OSError as e:
+                print(f"highwater check: cannot write {target}: {e}", file=sys.stderr)
+        print(json.dumps({"path": str(path), **result}, default=str), flush=True)
         codes.append(exit_code(result))
     for code in (EXIT_INVALID, EXIT_CANNOT_RUN, EXIT_UNKNOWN):
         if code in codes:

@@ -84,3 +84,114 @@ def test_quiet_history_is_not_valid(tmp_path):
                          {"process": 0, "type": "ok", "f": "poll", "value": [["poll", {}]]}])
     r = highwater("check", str(path))
     assert r.returncode == 3, (r.stdout, r.stderr)
+
+
+# --------------------------------------------------- issue 5: more of `check`
+
+VALID = LOST_WRITE[:-1] + [
+    {"process": 1, "type": "ok", "f": "poll", "value": [["poll", {"0": [[0, 1], [1, 2], [2, 3]]}]]}]
+
+
+def test_several_paths_one_line_each_and_exit_precedence(tmp_path):
+    good, bad, broken = tmp_path / "good.jsonl", tmp_path / "bad.jsonl", tmp_path / "broken.jsonl"
+    write_history(good, VALID)
+    write_history(bad, LOST_WRITE)
+    broken.write_text('{"index": 0,\n{"index": 1}\n')
+    r = highwater("check", str(good), str(broken), str(bad), "--no-require-activity")
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [x["path"] for x in lines] == [str(good), str(broken), str(bad)]
+    assert [x["valid"] for x in lines] == [True, "unknown", False]
+    assert r.returncode == 1                       # any invalid wins
+    r = highwater("check", str(good), str(broken), "--no-require-activity")
+    assert r.returncode == 2                       # else could not run
+    quiet = tmp_path / "quiet.jsonl"
+    write_history(quiet, [{"process": 0, "type": "invoke", "f": "poll", "value": [["poll"]]},
+                          {"process": 0, "type": "ok", "f": "poll", "value": [["poll", {}]]}])
+    r = highwater("check", str(good), str(quiet))
+    assert r.returncode == 3                       # else unknown
+    r = highwater("check", str(good), str(good), "--no-require-activity")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 2
+
+
+STALE_TO_END = [
+    {"process": 0, "type": "invoke", "f": "send", "value": [["send", "0", 1]]},
+    {"process": 0, "type": "ok", "f": "send", "value": [["send", "0", [0, 1]]]},
+    {"process": 0, "type": "invoke", "f": "send", "value": [["send", "0", 2]]},
+    {"process": 0, "type": "ok", "f": "send", "value": [["send", "0", [1, 2]]]},
+    {"process": 1, "type": "invoke", "f": "poll", "value": [["poll"]]},
+    {"process": 1, "type": "ok", "f": "poll", "value": [["poll", {"0": [[0, 1]]}]], "to_end": True},
+]
+
+
+def test_model_log_violation_writes_html_into_store_dir(tmp_path):
+    write_history(tmp_path / "history.jsonl", STALE_TO_END)
+    r = highwater("check", str(tmp_path), "--model", "log", "--no-require-activity")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    result = json.loads(r.stdout)
+    assert result["checkers"]["linearizable"]["valid"] is False
+    (w,) = result["anomalies"]["nonlinearizable"]
+    assert w["key"] == "0" and w["prefix_length"] == 2 and w["op"]["index"] == 5
+    page = tmp_path / "linearizability.html"
+    assert result["linearizability_html"] == str(page)
+    assert page.read_text().startswith("<!DOCTYPE html>")
+    # next to a history file named otherwise
+    other = tmp_path / "run7.jsonl"
+    write_history(other, STALE_TO_END)
+    r = highwater("check", str(other), "--checker", "kafka,linearizable", "--no-require-activity")
+    assert r.returncode == 1 and (tmp_path / "run7.linearizability.html").exists()
+
+
+def test_valid_log_model_writes_no_html(tmp_path):
+    write_history(tmp_path / "history.jsonl", VALID)
+    r = highwater("check", str(tmp_path), "--model", "log", "--no-require-activity")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert json.loads(r.stdout)["checkers"]["linearizable"]["valid"] is True
+    assert not (tmp_path / "linearizability.html").exists()
+
+
+KNOSSOS = """[{:type :invoke, :f :write, :value 1, :process 0, :time 0}
+ {:type :ok, :f :write, :value 1, :process 0, :time 10}
+ {:type :invoke, :f :cas, :value [1 2], :process 1, :time 20}
+ {:type :ok, :f :cas, :value [1 2], :process 1, :time 30}
+ {:type :invoke, :f :read, :value nil, :process 0, :time 40}
+ {:type :ok, :f :read, :value %s, :process 0, :time 50}]
+"""
+
+
+def test_model_cas_register_on_edn(tmp_path):
+    good, bad = tmp_path / "good.edn", tmp_path / "bad.edn"
+    good.write_text(KNOSSOS % 2)
+    bad.write_text(KNOSSOS % 1)
+    r = highwater("check", str(good), str(bad), "--model", "cas-register")
+    out = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [x["valid"] for x in out] == [True, False] and r.returncode == 1, r.stderr
+    assert out[1]["anomalies"]["nonlinearizable"][0]["op"]["output"] == 1
+    assert (tmp_path / "bad.linearizability.html").exists()
+    # the same, as JSON Lines, with --format forcing the reader
+    from checkers.edn import read_all
+    jl = tmp_path / "bad.txt"
+    jl.write_text("".join(json.dumps({str(k): (str(v) if k in ("type", "f") else v)
+                                      for k, v in e.items()}) + "\n"
+                          for e in read_all(KNOSSOS % 1)[0]))
+    r = highwater("check", str(jl), "--model", "cas-register", "--format", "jsonl")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    # register models judge with the linearizable checker only
+    r = highwater("check", str(good), "--model", "register", "--checker", "kafka")
+    assert r.returncode == 2 and "linearizable checker only" in r.stderr
+
+
+def test_jepsen_kafka_edn_auto_detected(tmp_path):
+    import os
+    import shutil
+    src = os.path.join(os.path.dirname(__file__), "data", "histories", "jepsen-kafka-small.edn")
+    shutil.copy(src, tmp_path / "history.edn")
+    by_suffix = highwater("check", str(tmp_path / "history.edn"), "--no-require-activity")
+    by_dir = highwater("check", str(tmp_path), "--no-require-activity")
+    forced = highwater("check", str(tmp_path / "history.edn"), "--format", "edn",
+                       "--no-require-activity")
+    a, b, c = (json.loads(x.stdout) for x in (by_suffix, by_dir, forced))
+    assert "error" not in a, a
+    assert a["valid"] == b["valid"] == c["valid"] and a["stats"] == b["stats"] == c["stats"]
+    assert by_suffix.returncode == by_dir.returncode == forced.returncode != 2
+    wrong = highwater("check", str(tmp_path / "history.edn"), "--format", "jsonl")
+    assert wrong.returncode == 2

@@ -45,6 +45,8 @@ class PartitionLog:
         if not self.log_start_offset <= offset <= self.high_watermark:
             raise KafkaError(errors.OFFSET_OUT_OF_RANGE,
                              f"offset {offset} outside [{self.log_start_offset}, {self.high_watermark}]")
+        if offset == self.high_watermark:
+            return b""
         i = max(bisect.bisect_right(self.base_offsets, offset) - 1, 0)
         out, size = [], 0
         for batch in itertools.islice(self.batches, i, None):

@@ -1,0 +1,103 @@
+"""The storage engine's settings, and the command-line flags that set them.
+
+Defaults follow AutoMQ where that makes sense (2 GiB WAL, 500 MiB upload
+threshold capped at a third of the cache, 512 KiB data blocks, 8 MiB stream
+object split, 60 min prepared-object TTL); all of them can be shrunk for
+tests (`--wal-capacity 4MiB --upload-bytes 64KiB --upload-interval 500ms`).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import dataclass, fields
+
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": KiB, "m": 1000**2, "mb": 1000**2, "mib": MiB,
+               "g": 1000**3, "gb": 1000**3, "gib": GiB}
+_TIME_UNITS = {"": 1.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def parse_size(text: str | int) -> int:
+    """'64MiB', '4MB', '512k', '1048576' -> bytes (KiB/MiB/GiB binary, kB/MB/GB decimal)."""
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
+    if not m or m.group(2).lower() not in _SIZE_UNITS:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 64MiB, 4MB, 512KiB)")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+
+
+def parse_duration(text: str | float) -> float:
+    """'500ms', '2s', '2m', '1.5' -> seconds."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
+    if not m or m.group(2).lower() not in _TIME_UNITS:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 500ms, 2s, 2m)")
+    return float(m.group(1)) * _TIME_UNITS[m.group(2).lower()]
+
+
+@dataclass
+class EngineConfig:
+    wal_capacity: int = 2 * GiB           # ring size of the WAL file (incl. its 8 KiB header area)
+    wal_device: str | None = None         # raw block device instead of <volume>/wal (not yet supported)
+    wal_max_write: int = 8 * MiB          # most bytes one group commit writes
+    cache_size: int = 512 * MiB           # log cache (durable tail; pending data is never evicted)
+    upload_bytes: int | None = None       # upload when pending >= this; None: min(cache/3, 500 MiB)
+    upload_interval: float = 60.0         # ... or when this long has passed with anything pending
+    block_cache_size: int = 256 * MiB     # decoded S3 blocks for reads below the log cache
+    data_block_bytes: int = 512 * KiB     # data block size inside objects
+    stream_object_bytes: int = 8 * MiB    # a stream with this much in one upload gets its own object
+    object_ttl: float = 3600.0            # a prepared object not committed by then is garbage
+    object_retention: float = 600.0       # how long a garbage object lives before it is deleted
+    cleanup_interval: float = 1.0         # how often expired/garbage objects are checked
+    s3_prefix: str = ""                   # every key of this cluster under this prefix (share a bucket)
+    metadata_prefix: str = "metadata"     # key prefix of the metadata log and snapshots
+    metadata_snapshot_every: int = 200    # snapshot the metadata every N log records
+    producer_id_block: int = 1000         # producer ids reserved per metadata write
+    s3_timeout: float = 10.0              # connect/read timeout of each S3 request
+    s3_threads: int = 16                  # blocking S3 calls run in this many threads
+    close_upload_timeout: float = 30.0    # at a clean close, how long to try uploading what is left
+    compaction_interval: float = 0.0      # 0 disables stream-set object compaction
+    compaction_max_objects: int = 16      # merge at most this many objects at once
+    compaction_small_bytes: int = 64 * MiB  # objects smaller than this are merged
+
+    @property
+    def effective_upload_bytes(self) -> int:
+        if self.upload_bytes is not None:
+            return self.upload_bytes
+        return min(self.cache_size // 3, 500 * MiB)
+
+
+_FLAGS = [
+    # (flag, field, parser, help)
+    ("--wal-capacity", "wal_capacity", parse_size, "WAL ring capacity (default 2GiB; a few MiB for tests)"),
+    ("--wal-device", "wal_device", str, "raw block device for the WAL instead of <volume>/wal"),
+    ("--cache-size", "cache_size", parse_size, "log cache size (default 512MiB); producers wait when it is full of un-uploaded data"),
+    ("--upload-bytes", "upload_bytes", parse_size, "upload when this much is pending (default min(cache/3, 500MiB))"),
+    ("--upload-interval", "upload_interval", parse_duration, "upload at least this often when anything is pending (default 60s)"),
+    ("--block-cache-size", "block_cache_size", parse_size, "cache of S3 blocks for reads (default 256MiB)"),
+    ("--stream-object-bytes", "stream_object_bytes", parse_size, "split a stream into its own object above this (default 8MiB)"),
+    ("--object-ttl", "object_ttl", parse_duration, "prepared objects not committed by then are garbage (default 60m)"),
+    ("--object-retention", "object_retention", parse_duration, "delete garbage objects after this (default 10m)"),
+    ("--compaction-interval", "compaction_interval", parse_duration, "merge small objects this often (default 0: off)"),
+    ("--s3-prefix", "s3_prefix", str, "put every key of this cluster under this prefix in the bucket (default: none)"),
+    ("--metadata-prefix", "metadata_prefix", str, "S3 key prefix of the metadata log (default 'metadata')"),
+]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the storage flags to a broker's argument parser."""
+    group = parser.add_argument_group("storage engine")
+    for flag, name, parse, help_text in _FLAGS:
+        group.add_argument(flag, dest=f"storage_{name}", type=parse, default=None, help=help_text)
+
+
+def config_from_args(args: argparse.Namespace) -> EngineConfig:
+    config = EngineConfig()
+    for f in fields(EngineConfig):
+        value = getattr(args, f"storage_{f.name}", None)
+        if value is not None:
+            setattr(config, f.name, value)
+    return config

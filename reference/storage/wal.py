@@ -1,0 +1,497 @@
+"""The write-ahead log: one shared ring buffer per node, on its volume.
+
+Every partition's appends on a node go through this one WAL. A produce is
+acknowledged only after its record is durable here (written and fsynced);
+the WAL is trimmed only after the data it holds has been uploaded to S3 and
+committed in the metadata. So the WAL stays small (bounded by its capacity)
+and a crashed node's acknowledged writes are always either in S3 or in its
+WAL, from which recovery uploads them.
+
+File layout (`<volume>/wal`, fixed size = capacity):
+
+    [0, 4096)       header copy A  } written alternately (sequence parity);
+    [4096, 8192)    header copy B  } the valid copy with the newest sequence wins
+    [8192, capacity) the ring: logical offset o lives at 8192 + o mod (capacity - 8192)
+
+Header (big-endian): magic u32, version u16, shutdown u8, pad u8,
+capacity u64, trim offset u64, last write time ns u64, sequence u64,
+node id i32, node epoch u64, CRC32C u32 of the preceding bytes.
+
+Record: a 24-byte header -- magic u32, body length u32, logical offset u64
+(of the record itself), body CRC32C u32, header CRC32C u32 (of the first 20
+bytes) -- then the body. A padding record (its own magic) fills each write up
+to the next 4 KiB boundary, so every group-commit write covers whole blocks
+and never rewrites a block that holds already-acknowledged records (a torn
+rewrite could otherwise destroy them). The logical offset inside each header
+tells a record of the current lap from a stale one of an earlier lap.
+
+Group commit: `append()` queues a record; a single writer task takes
+everything queued, frames it into one buffer, and does one pwrite + fdatasync
+(in the WAL's own I/O thread), then reports every record in it durable in
+order. Throughput comes from batching, latency is one fsync.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import struct
+import time
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from crc32c import crc32c
+
+log = logging.getLogger(__name__)
+
+BLOCK = 4096
+HEADER_AREA = 2 * BLOCK
+HEADER_MAGIC = 0x48574C31  # "HWL1"
+HEADER_VERSION = 1
+HEADER = struct.Struct(">IHBxQQQQiQ")
+HEADER_CRC = struct.Struct(">I")
+RECORD_MAGIC = 0x87654321
+PADDING_MAGIC = 0x76543210
+RECORD_HEADER = struct.Struct(">IIQI")  # + header CRC u32 = 24 bytes
+RECORD_HEADER_SIZE = RECORD_HEADER.size + 4
+SHUTDOWN_CRASH = 0   # written at open: if still there at the next open, the node crashed
+SHUTDOWN_CLEAN = 1
+MIN_CAPACITY = HEADER_AREA + 16 * BLOCK
+
+assert RECORD_HEADER_SIZE == 24
+
+
+class WalError(Exception):
+    pass
+
+
+class WalFull(WalError):
+    pass
+
+
+# --------------------------------------------------------------------------
+# sans-I/O: header and record framing
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WalHeader:
+    capacity: int
+    trim_offset: int
+    write_time_ns: int
+    sequence: int
+    node_id: int
+    node_epoch: int = 0
+    shutdown: int = SHUTDOWN_CRASH
+
+    @property
+    def ring_size(self) -> int:
+        return self.capacity - HEADER_AREA
+
+    @property
+    def slot(self) -> int:
+        return self.sequence % 2
+
+
+def encode_header(h: WalHeader) -> bytes:
+    body = HEADER.pack(HEADER_MAGIC, HEADER_VERSION, h.shutdown, h.capacity, h.trim_offset,
+                       h.write_time_ns, h.sequence, h.node_id, h.node_epoch)
+    raw = body + HEADER_CRC.pack(crc32c(body))
+    return raw + bytes(BLOCK - len(raw))
+
+
+def decode_header(buf: bytes) -> WalHeader | None:
+    """The header in one 4 KiB block, or None if it is not a valid one."""
+    n = HEADER.size
+    if len(buf) < n + 4:
+        return None
+    (crc,) = HEADER_CRC.unpack_from(buf, n)
+    if crc32c(buf[:n]) != crc:
+        return None
+    magic, version, shutdown, capacity, trim, wtime, seq, node_id, epoch = HEADER.unpack_from(buf, 0)
+    if magic != HEADER_MAGIC or version != HEADER_VERSION:
+        return None
+    return WalHeader(capacity, trim, wtime, seq, node_id, epoch, shutdown)
+
+
+def newest_header(block_a: bytes, block_b: bytes) -> WalHeader | None:
+    valid = [h for h in (decode_header(block_a), decode_header(block_b)) if h is not None]
+    return max(valid, key=lambda h: h.sequence) if valid else None
+
+
+def align_up(n: int, to: int = BLOCK) -> int:
+    return (n + to - 1) // to * to
+
+
+def frame_record(offset: int, body: bytes, magic: int = RECORD_MAGIC) -> bytes:
+    head = RECORD_HEADER.pack(magic, len(body), offset, crc32c(body))
+    return head + HEADER_CRC.pack(crc32c(head)) + body
+
+
+def frame_records(start: int, bodies: list[bytes]) -> tuple[bytes, list[tuple[int, int]]]:
+    """Frame bodies at logical offset `start` (block aligned), padded to a
+    whole number of blocks. Returns the buffer and each record's [start, end)."""
+    assert start % BLOCK == 0, start
+    parts, spans, pos = [], [], start
+    for body in bodies:
+        rec = frame_record(pos, body)
+        parts.append(rec)
+        spans.append((pos, pos + len(rec)))
+        pos += len(rec)
+    used = pos - start
+    pad = align_up(used) - used
+    if 0 < pad < RECORD_HEADER_SIZE:
+        pad += BLOCK
+    if pad:
+        parts.append(frame_record(pos, bytes(pad - RECORD_HEADER_SIZE), PADDING_MAGIC))
+    buf = b"".join(parts)
+    assert len(buf) % BLOCK == 0
+    return buf, spans
+
+
+def framed_size(body_sizes: list[int]) -> int:
+    used = sum(RECORD_HEADER_SIZE + n for n in body_sizes)
+    pad = align_up(used) - used
+    if 0 < pad < RECORD_HEADER_SIZE:
+        pad += BLOCK
+    return used + pad
+
+
+@dataclass(frozen=True)
+class RecordCheck:
+    ok: bool
+    padding: bool = False
+    body_length: int = 0
+    body_crc: int = 0
+    reason: str = ""
+    looks_current: bool = False  # header valid and of this lap: a failure after it is corruption
+
+
+def check_record_header(buf: bytes, expected_offset: int) -> RecordCheck:
+    if len(buf) < RECORD_HEADER_SIZE:
+        return RecordCheck(False, reason="truncated record header")
+    magic, length, offset, body_crc = RECORD_HEADER.unpack_from(buf, 0)
+    (hcrc,) = HEADER_CRC.unpack_from(buf, RECORD_HEADER.size)
+    if crc32c(buf[:RECORD_HEADER.size]) != hcrc:
+        if magic in (RECORD_MAGIC, PADDING_MAGIC) and offset == expected_offset:
+            return RecordCheck(False, reason="record header CRC mismatch", looks_current=True)
+        return RecordCheck(False, reason="no valid record header (end of log)")
+    if offset != expected_offset:
+        return RecordCheck(False, reason=f"stale record (its offset {offset} != {expected_offset}): end of log")
+    if magic not in (RECORD_MAGIC, PADDING_MAGIC):
+        return RecordCheck(False, reason=f"bad record magic {magic:#x}", looks_current=True)
+    return RecordCheck(True, magic == PADDING_MAGIC, length, body_crc, looks_current=True)
+
+
+@dataclass
+class ScanResult:
+    records: list[tuple[int, bytes]]   # (logical offset, body)
+    start: int
+    end: int                           # logical offset just past the last good record
+    stop_reason: str
+    corrupt: bool = False              # stopped at a damaged record (not a clean end)
+    lost_after: int = 0                # valid-looking records found beyond the stop point
+
+
+# --------------------------------------------------------------------------
+# I/O: the WAL file
+# --------------------------------------------------------------------------
+
+class WalFile:
+    """Blocking positional I/O on the ring; called from the WAL's I/O thread."""
+
+    def __init__(self, path: str | Path, capacity: int, node_id: int, node_epoch: int = 0):
+        self.path = Path(path)
+        capacity = align_up(capacity)
+        existed = self.path.exists() and self.path.stat().st_size >= HEADER_AREA
+        if capacity < MIN_CAPACITY and not existed:
+            raise WalError(f"WAL capacity {capacity} is below the minimum {MIN_CAPACITY}")
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.header: WalHeader
+        self.created = False
+        if existed:
+            h = newest_header(os.pread(self.fd, BLOCK, 0), os.pread(self.fd, BLOCK, BLOCK))
+            if h is None:
+                os.close(self.fd)
+                raise WalError(f"{self.path}: no valid WAL header in either copy; refusing to guess")
+            if h.capacity != capacity and capacity:
+                log.warning("WAL %s has capacity %d, configured %d: keeping the file's", self.path, h.capacity, capacity)
+            if os.fstat(self.fd).st_size < h.capacity:
+                os.ftruncate(self.fd, h.capacity)
+            self.header = h
+        else:
+            os.ftruncate(self.fd, capacity)
+            self.header = WalHeader(capacity, 0, time.time_ns(), 0, node_id, node_epoch, SHUTDOWN_CLEAN)
+            # both copies, so a torn first header write still leaves one valid
+            os.pwrite(self.fd, encode_header(replace(self.header, sequence=1)), BLOCK)
+            os.pwrite(self.fd, encode_header(self.header), 0)
+            os.fsync(self.fd)
+            self.created = True
+            log.info("created WAL %s, capacity %d", self.path, capacity)
+        self.capacity = self.header.capacity
+        self.ring = self.capacity - HEADER_AREA
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def _physical(self, logical: int) -> int:
+        return HEADER_AREA + logical % self.ring
+
+    def pread(self, logical: int, n: int) -> bytes:
+        out = bytearray()
+        while n > 0:
+            phys = self._physical(logical)
+            chunk = min(n, self.capacity - phys)
+            data = os.pread(self.fd, chunk, phys)
+            out += data
+            if len(data) < chunk:
+                break
+            logical += chunk
+            n -= chunk
+        return bytes(out)
+
+    def pwrite(self, logical: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            phys = self._physical(logical)
+            chunk = min(len(view), self.capacity - phys)
+            written = os.pwrite(self.fd, view[:chunk], phys)
+            view = view[written:]
+            logical += written
+
+    def sync(self) -> None:
+        os.fdatasync(self.fd)
+
+    def write_and_sync(self, logical: int, data: bytes) -> None:
+        self.pwrite(logical, data)
+        self.sync()
+
+    def write_header(self, **changes) -> WalHeader:
+        h = replace(self.header, sequence=self.header.sequence + 1, write_time_ns=time.time_ns(), **changes)
+        os.pwrite(self.fd, encode_header(h), h.slot * BLOCK)
+        os.fdatasync(self.fd)
+        self.header = h
+        return h
+
+    def scan(self, probe_window: int = 64 << 20) -> ScanResult:
+        """Read every valid record from the trim offset; stop at the first
+        record that fails its checks (a torn tail, a flipped bit, a stale lap)."""
+        start = pos = self.header.trim_offset
+        limit = start + self.ring
+        records: list[tuple[int, bytes]] = []
+        reason, corrupt = "ring full", False
+        while pos + RECORD_HEADER_SIZE <= limit:
+            check = check_record_header(self.pread(pos, RECORD_HEADER_SIZE), pos)
+            if not check.ok:
+                reason, corrupt = check.reason, check.looks_current
+                break
+            end = pos + RECORD_HEADER_SIZE + check.body_length
+            if end > limit:
+                reason, corrupt = f"record at {pos} runs past the ring ({check.body_length} bytes)", True
+                break
+            if not check.padding:
+                body = self.pread(pos + RECORD_HEADER_SIZE, check.body_length)
+                if len(body) != check.body_length or crc32c(body) != check.body_crc:
+                    reason, corrupt = f"record at {pos}: body CRC mismatch ({check.body_length} bytes)", True
+                    break
+                records.append((pos, body))
+            pos = end
+        result = ScanResult(records, start, pos, reason, corrupt)
+        if corrupt:
+            result.lost_after = self._probe_after(pos, min(limit, pos + probe_window))
+        return result
+
+    def _probe_after(self, pos: int, limit: int) -> int:
+        """Count block-aligned, valid-looking records of this lap beyond a
+        damaged one: acknowledged writes that the scan had to give up."""
+        found = 0
+        block = align_up(pos + 1)
+        chunk = 1 << 20
+        while block < limit:
+            data = self.pread(block, min(chunk, limit - block))
+            if not data:
+                break
+            for i in range(0, len(data) - RECORD_HEADER_SIZE + 1, BLOCK):
+                c = check_record_header(data[i:i + RECORD_HEADER_SIZE], block + i)
+                if c.ok and not c.padding:
+                    found += 1
+            block += len(data)
+        return found
+
+
+def read_header(path: str | Path) -> dict:
+    """The newest valid header of a WAL file (for tests and operators):
+    {capacity, trim_offset, write_time_ns, sequence, node_id, node_epoch, shutdown, slot}.
+    `path` is the WAL file or the volume directory holding it."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "wal"
+    with open(path, "rb") as f:
+        a, b = f.read(BLOCK), f.read(BLOCK)
+    h = newest_header(a, b)
+    if h is None:
+        raise WalError(f"{path}: no valid WAL header")
+    return {"capacity": h.capacity, "trim_offset": h.trim_offset, "write_time_ns": h.write_time_ns,
+            "sequence": h.sequence, "node_id": h.node_id, "node_epoch": h.node_epoch,
+            "shutdown": "clean" if h.shutdown == SHUTDOWN_CLEAN else "crash", "slot": h.slot}
+
+
+# --------------------------------------------------------------------------
+# group commit
+# --------------------------------------------------------------------------
+
+OnDurable = Callable[[int, int], None]
+
+
+class _Pending:
+    __slots__ = ("body", "on_durable", "future")
+
+    def __init__(self, body, on_durable, future):
+        self.body, self.on_durable, self.future = body, on_durable, future
+
+
+class GroupCommitWal:
+    """The asyncio face of the WAL: `append` returns once the record is
+    durable; a single writer task batches every queued record into one
+    write + fdatasync."""
+
+    def __init__(self, wal: WalFile, start_offset: int, max_write_bytes: int = 8 << 20,
+                 executor: Executor | None = None, on_space_needed: Callable[[], None] | None = None):
+        assert start_offset % BLOCK == 0
+        self.file = wal
+        self.next_offset = start_offset
+        self.trim_offset = wal.header.trim_offset
+        self.max_write_bytes = max_write_bytes
+        self.executor = executor or ThreadPoolExecutor(1, thread_name_prefix="wal-io")
+        self._own_executor = executor is None
+        self.on_space_needed = on_space_needed
+        self._queue: list[_Pending] = []
+        self._writing: list[_Pending] = []
+        self._wakeup = asyncio.Event()
+        self._space = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self.failed: BaseException | None = None
+        self.closed = False
+        self.writes = 0
+        self.records_written = 0
+        self.bytes_written = 0
+
+    # -- sizes --------------------------------------------------------------
+    @property
+    def ring(self) -> int:
+        return self.file.ring
+
+    @property
+    def used(self) -> int:
+        return self.next_offset - self.trim_offset
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing being written."""
+        return not self._queue and not self._writing
+
+    def max_body(self) -> int:
+        return self.ring // 2 - 2 * BLOCK
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._writer(), name="wal-writer")
+
+    async def close(self, clean: bool = True) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        loop = asyncio.get_running_loop()
+        if clean and self.failed is None:
+            await loop.run_in_executor(self.executor, lambda: self.file.write_header(shutdown=SHUTDOWN_CLEAN))
+        await loop.run_in_executor(self.executor, self.file.close)
+        if self._own_executor:
+            self.executor.shutdown(wait=False)
+
+    # -- appends ---------------------------------------------------------------
+    def append(self, body: bytes, on_durable: OnDurable | None = None) -> asyncio.Future:
+        """Queue one record; the future resolves to its (start, end) logical
+        offsets once it is durable. `on_durable` runs in WAL order, right
+        after the fsync, even if the caller stopped waiting."""
+        if self.failed is not None:
+            raise WalError(f"WAL failed: {self.failed}")
+        if self.closed:
+            raise WalError("WAL closed")
+        if len(body) > self.max_body():
+            raise WalFull(f"record of {len(body)} bytes exceeds the WAL's limit of {self.max_body()}")
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(body, on_durable, fut))
+        self._wakeup.set()
+        return fut
+
+    async def trim(self, offset: int) -> None:
+        """Free the ring up to `offset` (everything before it is in S3)."""
+        if offset <= self.trim_offset:
+            return
+        assert offset <= self.next_offset, (offset, self.next_offset)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.executor, lambda: self.file.write_header(trim_offset=offset))
+        self.trim_offset = offset
+        self._space.set()
+        log.info("WAL trimmed to %d (used %d of %d bytes)", offset, self.used, self.ring)
+
+    async def _writer(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                while self._queue:
+                    take, sizes = 0, []
+                    for p in self._queue:
+                        if take and framed_size(sizes + [len(p.body)]) > self.max_write_bytes:
+                            break
+                        sizes.append(len(p.body))
+                        take += 1
+                    need = framed_size(sizes)
+                    while self.used + need > self.ring:
+                        # back-pressure: wait for an upload to commit and trim
+                        self._space.clear()
+                        if self.on_space_needed:
+                            self.on_space_needed()
+                        await self._space.wait()
+                    group, self._queue = self._queue[:take], self._queue[take:]
+                    self._writing = group
+                    buf, spans = frame_records(self.next_offset, [p.body for p in group])
+                    start = self.next_offset
+                    await loop.run_in_executor(self.executor, self.file.write_and_sync, start, buf)
+                    self.next_offset = start + len(buf)
+                    self._writing = []
+                    self.writes += 1
+                    self.records_written += len(group)
+                    self.bytes_written += len(buf)
+                    for p, span in zip(group, spans):
+                        if p.on_durable:
+                            p.on_durable(span[0], self.next_offset)
+                        if not p.future.done():
+                            p.future.set_result((span[0], self.next_offset))
+        except asyncio.CancelledError:
+            self.closed = True
+            self._fail_pending(WalError("WAL closed"))
+            raise
+        except BaseException as e:  # an I/O error: the node cannot promise durability any more
+            log.error("WAL write failed: %r; failing every pending append", e)
+            self._fail(e)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.failed is None:
+            self.failed = exc
+        self._fail_pending(exc)
+
+    def _fail_pending(self, exc: BaseException) -> None:
+        for p in self._writing + self._queue:
+            if not p.future.done():
+                p.future.set_exception(WalError(f"WAL failed: {exc}"))
+        self._queue = []
+        self._writing = []

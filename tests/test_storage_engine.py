@@ -1,0 +1,314 @@
+"""The S3 engine end to end against a real SeaweedFS: appends, uploads,
+crashes (abort: no upload, no trim, no clean header), recovery, reads from
+S3, idempotence across restarts, corruption, garbage collection."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+
+import pytest
+
+from reference import errors
+from reference.errors import KafkaError
+from reference.storage import wal as W
+from reference.storage.api import CommittedOffset
+from reference.storage.engine import EngineConfig, S3Engine
+from reference.storage.metadata import object_key
+from reference.storage.s3io import ObjectStore
+from reference.storage.testing import batch_offsets, batch_values, make_batch
+
+
+def small_config(**kw) -> EngineConfig:
+    base = dict(wal_capacity=1 << 20, cache_size=4 << 20, upload_bytes=64 << 10, upload_interval=0.3,
+                block_cache_size=1 << 20, data_block_bytes=8 << 10, stream_object_bytes=256 << 10,
+                object_ttl=30, object_retention=0.5, cleanup_interval=0.2, close_upload_timeout=10)
+    base.update(kw)
+    return EngineConfig(**base)
+
+
+def engine(s3_bucket, volume, node_id=1, **kw) -> S3Engine:
+    endpoint, bucket = s3_bucket
+    return S3Engine(node_id, volume, endpoint, bucket, small_config(**kw))
+
+
+async def read_all(e: S3Engine, topic: str, partition: int, max_bytes: int = 3000) -> list[tuple[int, bytes]]:
+    """Every (offset, value), fetching from 0 in small steps (many fetches land
+    inside batches, which must come back whole)."""
+    start, hw = e.offsets(topic, partition)
+    out, pos = [], start
+    while pos < hw:
+        data = await e.read(topic, partition, pos, max_bytes)
+        assert data, f"empty read at {pos} < hw {hw}"
+        recs = batch_values(data)
+        assert recs[0][0] <= pos, "a fetch starts with the batch that holds the offset"
+        out.extend(r for r in recs if r[0] >= pos)
+        pos = out[-1][0] + 1
+    return out
+
+
+def test_crash_recovery_exactly_once_with_uploads_and_wal(s3_bucket, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="reference.storage")
+    vol = tmp_path / "vol"
+    expected: dict[int, list[tuple[int, bytes]]] = {0: [], 1: [], 2: []}
+    sent = {}
+
+    async def phase1():
+        e = engine(s3_bucket, vol)
+        await e.start()
+        await e.create_topic("t", 3)
+        pids = [await e.allocate_producer_id() for _ in range(3)]
+        seqs = {p: 0 for p in range(3)}
+        n = 0
+
+        async def produce(p, k):
+            nonlocal n
+            vals = [f"p{p}-{n + i}".encode() for i in range(k)]
+            n += k
+            b = make_batch(vals, pids[p], 0, seqs[p])
+            seqs[p] += k
+            r = await e.append("t", p, b)
+            assert not r.duplicate
+            expected[p].extend((r.base_offset + i, v) for i, v in enumerate(vals))
+            sent[(p, seqs[p] - k)] = (b, r.base_offset)
+
+        # wave 1: many concurrent batches, uploaded by size or interval
+        for wave in range(4):
+            before = e.uploader.uploads
+            await asyncio.gather(*[produce(i % 3, 1 + i % 4) for i in range(150)])
+            deadline = time.monotonic() + 10
+            while e.uploader.uploads == before and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+        await e.upload_now()
+        trim_after_upload = W.read_header(vol)["trim_offset"]
+        assert e.uploader.uploads >= 4
+        # wave 2: only in the WAL when we crash (no upload: interval far away)
+        e.uploader._last = time.monotonic() + 3600
+        await asyncio.gather(*[produce(i % 3, 2) for i in range(90)])
+        stats = e.stats()
+        await e.abort()  # SIGKILL-like: nothing more reaches S3 or the WAL header
+        return pids, trim_after_upload, stats
+
+    pids, trim_before, stats = asyncio.run(phase1())
+    assert stats["cache_pending_bytes"] > 0 and stats["wal_used"] > 0
+    header = W.read_header(vol)
+    assert header["shutdown"] == "crash" and header["trim_offset"] == trim_before > 0
+    store = ObjectStore(*s3_bucket)
+    assert len(store.list("objects/")) >= 2, "objects reached S3 before the crash"
+
+    caplog.clear()
+
+    async def phase2():
+        e = engine(s3_bucket, vol)
+        await e.start()
+        rec = e.recovery_summary
+        assert rec["replayed"] == 90 and not rec["corrupt"] and not rec["errors"]
+        for p in range(3):
+            got = await read_all(e, "t", p)
+            assert got == expected[p], f"partition {p}: every acked record once, in order, at its offset"
+            assert e.offsets("t", p) == (0, len(expected[p]))
+        # idempotent retries after the restart: of an uploaded batch (producer state
+        # from the committed snapshot) and of one that was only in the WAL (replayed)
+        for p in range(3):
+            first_key = min(k for k in sent if k[0] == p)
+            last_key = max(k for k in sent if k[0] == p)
+            for key in (last_key, ):
+                b, base = sent[key]
+                r = await e.append("t", p, b)
+                assert r.duplicate and r.base_offset == base
+            b, base = sent[first_key]
+            # the first batch is too old to be remembered (5 batches kept): out of order
+            with pytest.raises(KafkaError) as ei:
+                await e.append("t", p, b)
+            assert ei.value.code == errors.OUT_OF_ORDER_SEQUENCE_NUMBER
+        # new producer ids never repeat one handed out before the crash
+        assert await e.allocate_producer_id() > max(pids)
+        assert e.offsets("t", 0) == (0, len(expected[0]))
+        await e.close()
+
+    asyncio.run(phase2())
+    text = caplog.text
+    assert "recovered 90 records from WAL" in text or "90 replayed" in text
+    assert "uploaded and committed objects" in text
+    header = W.read_header(vol)
+    assert header["shutdown"] == "clean" and header["trim_offset"] > trim_before
+
+
+def test_reads_below_the_cache_come_from_s3(s3_bucket, tmp_path):
+    async def main():
+        e = engine(s3_bucket, tmp_path, cache_size=256 << 10, upload_bytes=32 << 10)
+        await e.start()
+        await e.create_topic("big", 2)
+        expected = {0: [], 1: []}
+        for i in range(400):
+            vals = [os.urandom(200) for _ in range(5)]
+            r = await e.append("big", i % 2, make_batch(vals))
+            expected[i % 2].extend((r.base_offset + k, v) for k, v in enumerate(vals))
+        await e.upload_now()
+        assert e.cache.first_offset(e._stream("big", 0).stream_id) > 0, "the cache evicted the head"
+        for p in (0, 1):
+            assert await read_all(e, "big", p, max_bytes=5000) == expected[p]
+        assert e.reader.gets > 0
+        # a fetch at an offset inside a batch returns that whole batch
+        data = await e.read("big", 0, 7, 1)
+        assert batch_offsets(data) == [(5, 5)]
+        with pytest.raises(KafkaError) as ei:
+            await e.read("big", 0, 10_000, 100)
+        assert ei.value.code == errors.OFFSET_OUT_OF_RANGE
+        assert await e.read("big", 0, e.offsets("big", 0)[1], 100) == b""
+        assert (await e.offset_for_timestamp("big", 1, 0))[0] == 0
+        await e.close()
+    asyncio.run(main())
+
+
+def test_corrupt_wal_record_is_reported_never_served(s3_bucket, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="reference.storage")
+    vol = tmp_path / "v"
+
+    async def write():
+        e = engine(s3_bucket, vol, upload_interval=3600, upload_bytes=1 << 30)
+        await e.start()
+        await e.create_topic("c", 1)
+        offs = []
+        for i in range(6):
+            offs.append((await e.append("c", 0, make_batch([f"v{i}"]))).base_offset)
+        await e.abort()
+        return offs
+    asyncio.run(write())
+    # flip a bit inside the 4th record's body (records are block aligned here:
+    # each append was its own group commit)
+    h = W.read_header(vol)
+    f = W.WalFile(vol / "wal", 0 + (1 << 20), 1)
+    scan = f.scan()
+    assert len(scan.records) == 6
+    fourth = scan.records[3][0]
+    phys = W.HEADER_AREA + fourth % f.ring + 24 + 40
+    b = bytearray(os.pread(f.fd, 1, phys))
+    b[0] ^= 0x04
+    os.pwrite(f.fd, bytes(b), phys)
+    f.close()
+
+    async def reopen():
+        e = engine(s3_bucket, vol)
+        await e.start()
+        got = await read_all(e, "c", 0)
+        assert [v for _, v in got] == [b"v0", b"v1", b"v2"]
+        assert e.recovery_summary["corrupt"] and e.recovery_summary["lost_after"] == 2
+        # the stream continues after the last good record
+        r = await e.append("c", 0, make_batch(["after"]))
+        assert r.base_offset == 3
+        await e.close()
+    asyncio.run(reopen())
+    errors_logged = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("body CRC mismatch" in r.getMessage() and "2 valid-looking records beyond it are LOST" in r.getMessage()
+               for r in errors_logged)
+
+
+def test_uncommitted_objects_are_deleted_after_retention(s3_bucket, tmp_path):
+    """A crash between PUT and commit leaves a prepared object; it expires and
+    is deleted. So is an object the metadata does not know at all."""
+    store = ObjectStore(*s3_bucket)
+
+    async def main():
+        e = engine(s3_bucket, tmp_path, object_ttl=0.3, object_retention=0.3, cleanup_interval=0.1)
+        await e.start()
+        await e.create_topic("g", 1)
+        ids = await e.meta.append({"type": "prepare_objects", "node": 1, "count": 1,
+                                   "deadline": time.time() + 0.3, "ts": time.time()})
+        store.put(object_key(ids[0]), b"half-done upload")
+        store.put(object_key(999_999), b"orphan")  # id beyond the counter: not ours, left alone
+        store.put(object_key(ids[0] - 0 + 0) + "x", b"junk")  # unparsable name: left alone
+        for i in range(20):
+            await e.append("g", 0, make_batch([i]))
+        await e.upload_now()
+        committed = {object_key(o.object_id) for o in e.meta.state.objects.values() if o.state == "committed"}
+        deadline = time.monotonic() + 10
+        while object_key(ids[0]) in dict(store.list("objects/")) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        keys = dict(store.list("objects/"))
+        assert object_key(ids[0]) not in keys
+        assert committed <= set(keys)
+        assert ids[0] not in e.meta.state.objects
+        assert [v for _, v in await read_all(e, "g", 0)] == [str(i).encode() for i in range(20)]
+        await e.close()
+    asyncio.run(main())
+
+
+def test_metadata_survives_restart_and_delete_topic(s3_bucket, tmp_path):
+    async def main():
+        e = engine(s3_bucket, tmp_path)
+        await e.start()
+        await e.create_topic("a", 1, {"retention.ms": "1"})
+        await e.create_topic("b", 1)
+        with pytest.raises(KafkaError) as ei:
+            await e.create_topic("a", 3)
+        assert ei.value.code == errors.TOPIC_ALREADY_EXISTS
+        await e.append("a", 0, make_batch([1, 2]))
+        await e.append("b", 0, make_batch([3]))
+        await e.commit_group_offsets("grp", {("a", 0): CommittedOffset(2, "m", 5)})
+        await e.delete_topic("b")
+        with pytest.raises(KafkaError):
+            await e.append("b", 0, make_batch([4]))
+        topic_id = e.list_topics()["a"].topic_id
+        await e.abort()
+
+        e2 = engine(s3_bucket, tmp_path)
+        await e2.start()
+        topics = e2.list_topics()
+        assert set(topics) == {"a"} and topics["a"].topic_id == topic_id
+        assert topics["a"].configs == {"retention.ms": "1"}
+        assert e2.group_offsets("grp") == {("a", 0): CommittedOffset(2, "m", 5)}
+        assert e2.recovery_summary["unknown"] == 1  # b's record, dropped
+        assert e2.offsets("a", 0) == (0, 2)
+        await e2.create_topic("b", 2)  # a new b, new streams, empty
+        assert e2.offsets("b", 1) == (0, 0)
+        await e2.close()
+    asyncio.run(main())
+
+
+def test_cache_full_applies_back_pressure_instead_of_growing(s3_bucket, tmp_path):
+    async def main():
+        e = engine(s3_bucket, tmp_path, cache_size=64 << 10, upload_bytes=1 << 30, upload_interval=3600)
+        await e.start()
+        await e.create_topic("bp", 1)
+        real = e.uploader._upload
+        gate = asyncio.Event()
+
+        async def slow_upload(*a, **kw):
+            await gate.wait()
+            return await real(*a, **kw)
+        e.uploader._upload = slow_upload
+        tasks = [asyncio.ensure_future(e.append("bp", 0, make_batch([os.urandom(1000)]))) for _ in range(200)]
+        await asyncio.sleep(0.5)
+        done = sum(t.done() for t in tasks)
+        assert 0 < done < 200, "producers wait when un-uploaded data fills the cache"
+        assert e.cache.pending_bytes + e.cache.inflight_bytes <= 64 << 10
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+        assert len(await read_all(e, "bp", 0, 1 << 20)) == 200
+        await e.close()
+    asyncio.run(main())
+
+
+def test_fenced_engine_halts(s3_bucket, tmp_path):
+    """A second engine on the same metadata (a restarted node while the old
+    one still runs) fences the first: its next metadata write fails and it
+    stops serving rather than acknowledge what it can no longer commit."""
+    async def main():
+        old = engine(s3_bucket, tmp_path / "old")
+        await old.start()
+        await old.create_topic("f", 1)
+        await old.append("f", 0, make_batch([1]))
+        new = engine(s3_bucket, tmp_path / "new")
+        await new.start()
+        await old.append("f", 0, make_batch([2]))  # the WAL still takes it ...
+        with pytest.raises(Exception):
+            await old.upload_now()  # ... but the commit is fenced
+        assert old.failed and old.halted.is_set()
+        with pytest.raises(KafkaError) as ei:
+            await old.append("f", 0, make_batch([3]))
+        assert ei.value.code == errors.KAFKA_STORAGE_ERROR
+        await old.abort()
+        await new.close()
+    asyncio.run(main())

@@ -85,6 +85,11 @@ def run_test(options: dict) -> int:
         results.setdefault("reasons", []).append("the harness itself hit errors: "
                                                  + "; ".join(run_info["harness_errors"][:5]))
     write_json(run_dir / "results.json", results)
+    try:
+        from harness.plots import write_plots
+        write_plots(run_dir, history, results)
+    except Exception:  # a plot is a view of the verdict, never part of it
+        log.exception("writing plots")
     code = exit_code(results)
     verdict = {True: "[green]valid[/green]", False: "[red]INVALID[/red]"}.get(results["valid"],
                                                                               "[yellow]unknown[/yellow]")

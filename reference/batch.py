@@ -128,3 +128,14 @@ def iter_batches(data: bytes | memoryview):
         header = parse_header(view, pos)
         yield header, view[pos:pos + header.size]
         pos += header.size
+
+
+def first_record_at_or_after(batch: bytes | memoryview, timestamp: int) -> tuple[int, int] | None:
+    """(offset, timestamp) of the first record in a stored batch whose
+    timestamp is >= `timestamp` (ListOffsets by time, exact to the record as
+    in Kafka, not just to the batch), or None. Decompresses as needed."""
+    from kafka.record.default_records import DefaultRecordBatch
+    for record in DefaultRecordBatch(bytes(batch)):
+        if record.timestamp >= timestamp:
+            return record.offset, record.timestamp
+    return None

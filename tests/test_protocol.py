@@ -364,6 +364,31 @@ def test_list_offsets_earliest_latest_and_by_time():
     run(scenario())
 
 
+@pytest.mark.parametrize("compression", [0, 1])  # none, gzip: the lookup decompresses
+def test_list_offsets_by_time_is_exact_to_the_record(compression):
+    """Kafka answers with the first *record* at or after the time, not the
+    start of the batch that holds it."""
+    L = ListOffsetsRequest.ListOffsetsTopic
+    builder = MemoryRecordsBuilder(magic=2, compression_type=compression, batch_size=1 << 20,
+                                   producer_id=-1, producer_epoch=-1, base_sequence=-1)
+    for i, ts in enumerate((1000, 1100, 1200, 1300)):
+        builder.append(ts, None, b"v%d" % i)
+    builder.close()
+
+    async def scenario():
+        ctx = new_ctx()
+        await create(ctx, "t")
+        await call(ctx, produce_request("t", 0, bytes(builder.buffer())), 8)
+        answers = {}
+        for ts in (1000, 1150, 1300, 1301):
+            p = (await call(ctx, ListOffsetsRequest(replica_id=-1, isolation_level=0, topics=[
+                L(name="t", partitions=[L.ListOffsetsPartition(partition_index=0, current_leader_epoch=-1,
+                                                               timestamp=ts)])]), 5)).topics[0].partitions[0]
+            answers[ts] = (p.offset, p.timestamp)
+        assert answers == {1000: (0, 1000), 1150: (2, 1200), 1300: (3, 1300), 1301: (-1, -1)}
+    run(scenario())
+
+
 def test_a_null_where_the_schema_forbids_it_closes_the_connection():
     # A Fetch v11 whose topics array has length -1: decodable, but not a valid request.
     body = struct.pack(">iiiibii", -1, 500, 1, 1 << 20, 0, 0, -1) + struct.pack(">iih", -1, 0, 0)

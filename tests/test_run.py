@@ -49,7 +49,8 @@ def test_run_kill_chaos_is_valid_and_stores_everything(tmp_path, s3_server):
     run_dir = (store / "latest").resolve()
     assert r.returncode == 0, f"exit {r.returncode}\n{r.stderr[-4000:]}\n{(run_dir / 'results.json').read_text() if (run_dir / 'results.json').exists() else ''}"
     assert elapsed < 24 + 20 + 60
-    for name in ("test.json", "history.jsonl", "nemesis.jsonl", "results.json", "nodes/n1/broker.log"):
+    for name in ("test.json", "history.jsonl", "nemesis.jsonl", "results.json", "nodes/n1/broker.log",
+                 "latency-raw.png", "rate.png", "availability.png"):
         assert (run_dir / name).exists(), name
     results = json.loads((run_dir / "results.json").read_text())
     assert results["valid"] is True

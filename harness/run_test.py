@@ -80,6 +80,12 @@ def run_test(options: dict) -> int:
     checker_options = {"recovery_bound_s": options["recovery_bound"], "require_activity": True}
     results = check_history(history, checkers=("kafka", "recovery", "perf"), options=checker_options)
     results["run"] = run_info
+    if run_info.get("nodes_exited_by_themselves") and results.get("valid") is True:
+        # No lost write was seen, but a node that dies without a fault is not a pass.
+        results["valid"] = "unknown"
+        results.setdefault("reasons", []).append(
+            "node(s) exited without a fault: " + ", ".join(f"{n} (code {c})" for n, c in
+                                                           sorted(run_info["nodes_exited_by_themselves"].items())))
     if run_info.get("harness_errors") and results.get("valid") is True:
         results["valid"] = "unknown"
         results.setdefault("reasons", []).append("the harness itself hit errors: "

@@ -209,6 +209,15 @@ class Run:
             schedule.stop()
         if schedule.error is not None:
             self.errors.append(f"nemesis: {schedule.error!r}")
+        crashed = self.db.died_on_their_own()
+        for name, code in sorted(crashed.items()):
+            log.error("node %s exited by itself with code %s; restarting it for the final polls", name, code)
+            if self.progress:
+                self.progress.say(f"[red]node {name} exited by itself (code {code})[/red]")
+            try:
+                self.db.start_node(name)
+            except Exception as e:
+                self.errors.append(f"restarting {name} after it exited by itself: {e}")
         if self.progress:
             self.progress.phase("recovery wait", o["recovery_wait"])
         time.sleep(o["recovery_wait"])
@@ -227,7 +236,8 @@ class Run:
         for w in workers:
             self.crash(w)
         self.history.close()
-        return {"faults_executed": schedule.executed, "harness_errors": self.errors}
+        return {"faults_executed": schedule.executed, "harness_errors": self.errors,
+                "nodes_exited_by_themselves": crashed}
 
     def _wait(self, seconds: float) -> None:
         end = time.monotonic() + seconds

@@ -32,6 +32,7 @@ class BrokerNode:
     dir: Path
     process: subprocess.Popen | None = None
     starts: int = 0
+    killed_by_us: bool = False
 
     @property
     def address(self) -> str:
@@ -91,6 +92,7 @@ class ReferenceCluster:
         if node.pid is not None:
             return
         node.volume.mkdir(parents=True, exist_ok=True)
+        node.killed_by_us = False
         with open(node.log_path, "ab") as out:
             out.write(f"\n=== highwater: starting {name} (start #{node.starts + 1}) ===\n".encode())
             out.flush()
@@ -129,11 +131,19 @@ class ReferenceCluster:
     def kill_node(self, name: str) -> None:
         """SIGKILL: no flush, no goodbye; what was not fsynced is the node's loss."""
         node = self.nodes[name]
+        node.killed_by_us = True
         if self.signal_node(name, signal.SIGKILL):
             node.process.wait(10)
 
+    def died_on_their_own(self) -> dict[str, int]:
+        """Nodes whose process exited without the harness stopping it: a
+        broker that crashes by itself is a finding, never a silent outage."""
+        return {n.name: n.process.returncode for n in self.nodes.values()
+                if n.process is not None and n.process.poll() is not None and not n.killed_by_us}
+
     def stop_node(self, name: str, grace: float = 5.0) -> None:
         node = self.nodes[name]
+        node.killed_by_us = True
         if not self.signal_node(name, signal.SIGTERM):
             return
         try:

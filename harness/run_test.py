@@ -93,9 +93,11 @@ def run_test(options: dict) -> int:
     write_json(run_dir / "results.json", results)
     try:
         from harness.plots import write_plots
+        from harness.report import write_index
         write_plots(run_dir, history, results)
-    except Exception:  # a plot is a view of the verdict, never part of it
-        log.exception("writing plots")
+        write_index(run_dir, results, {"options": options})
+    except Exception:  # plots and pages are views of the verdict, never part of it
+        log.exception("writing plots and index.html")
     code = exit_code(results)
     verdict = {True: "[green]valid[/green]", False: "[red]INVALID[/red]"}.get(results["valid"],
                                                                               "[yellow]unknown[/yellow]")

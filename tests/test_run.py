@@ -50,10 +50,12 @@ def test_run_kill_chaos_is_valid_and_stores_everything(tmp_path, s3_server):
     assert r.returncode == 0, f"exit {r.returncode}\n{r.stderr[-4000:]}\n{(run_dir / 'results.json').read_text() if (run_dir / 'results.json').exists() else ''}"
     assert elapsed < 24 + 20 + 60
     for name in ("test.json", "history.jsonl", "nemesis.jsonl", "results.json", "nodes/n1/broker.log",
-                 "latency-raw.png", "rate.png", "availability.png"):
+                 "latency-raw.png", "rate.png", "availability.png", "index.html"):
         assert (run_dir / name).exists(), name
     results = json.loads((run_dir / "results.json").read_text())
     assert results["valid"] is True
+    page = (run_dir / "index.html").read_text()
+    assert ">valid<" in page and "latency-raw.png" in page and "history.jsonl" in page
     assert results["stats"]["ok"] > 100
     test = json.loads((run_dir / "test.json").read_text())
     assert test["seed"] == 7

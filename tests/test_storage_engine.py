@@ -312,3 +312,40 @@ def test_fenced_engine_halts(s3_bucket, tmp_path):
         await old.abort()
         await new.close()
     asyncio.run(main())
+
+
+def test_stream_object_compaction_merges_contiguous_stream_objects(s3_bucket, tmp_path):
+    """Each upload of a busy stream makes a stream object; compaction merges
+    the contiguous chain into one: same offsets, same bytes, sources deleted
+    after retention."""
+    async def main():
+        e = engine(s3_bucket, tmp_path, stream_object_bytes=1 << 10, upload_interval=3600, upload_bytes=1 << 30)
+        await e.start()
+        await e.create_topic("s", 2)
+        expected = {0: [], 1: []}
+        for _ in range(4):
+            for i in range(10):
+                vals = [os.urandom(300)]
+                r = await e.append("s", i % 2, make_batch(vals))
+                expected[i % 2].append((r.base_offset, vals[0]))
+            await e.upload_now()
+        state = e.meta.state
+        sources = sorted(o.object_id for o in state.objects.values() if o.kind == "stream" and o.state == "committed")
+        assert len(sources) == 8
+        made = await e.compactor.compact_stream_objects_once()
+        assert len(made) == 2 and e.compactor.stream_compactions == 2
+        for oid in made:
+            o = state.objects[oid]
+            assert o.kind == "stream" and len(o.ranges) == 1 and o.ranges[0][1:] == [0, 20]
+        assert all(state.objects[oid].state == "destroy" for oid in sources)
+        e.cache.capacity = 1  # force reads from S3
+        e.cache._evict()
+        for p in (0, 1):
+            assert await read_all(e, "s", p, max_bytes=700) == expected[p]
+        assert await e.compactor.compact_stream_objects_once() == []  # nothing left to merge
+        await asyncio.sleep(0.6)  # object_retention
+        await e.cleaner.clean_once()
+        keys = {k for k, _ in ObjectStore(*s3_bucket).list("objects/")}
+        assert keys == {object_key(oid) for oid in made}
+        await e.close()
+    asyncio.run(main())

@@ -117,3 +117,35 @@ def test_sizes_durations_and_flags():
     assert (cfg.wal_capacity, cfg.upload_bytes, cfg.upload_interval, cfg.cache_size) == (64 << 20, 4 << 20, 2.0, 256 << 20)
     assert cfg.object_ttl == EngineConfig().object_ttl
     assert EngineConfig().effective_upload_bytes == (512 << 20) // 3
+
+
+def test_wal_mode_flags():
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    cfg = config_from_args(p.parse_args(["--wal", "s3", "--s3-wal-interval", "100ms", "--s3-wal-bytes", "1MiB"]))
+    assert (cfg.wal, cfg.s3_wal_interval, cfg.s3_wal_bytes) == ("s3", 0.1, 1 << 20)
+    d = EngineConfig()
+    assert (d.wal, d.s3_wal_interval, d.s3_wal_bytes) == ("file", 0.25, 8 << 20)
+    with pytest.raises(SystemExit):
+        p.parse_args(["--wal", "tape"])
+
+
+def test_pick_stream_object_runs():
+    from reference.storage.compaction import pick_stream_object_runs
+    from reference.storage.metadata import COMMITTED, DESTROY, MetadataState, ObjectMeta, StreamMeta
+    state = MetadataState()
+    state.streams = {1: StreamMeta(1, "t", 0), 2: StreamMeta(2, "t", 1)}
+    objs = [  # id, state, kind, ranges, size
+        (1, COMMITTED, "stream", [[1, 0, 10]], 100), (2, COMMITTED, "stream", [[1, 10, 20]], 100),
+        (3, COMMITTED, "stream", [[1, 20, 30]], 100),
+        (4, COMMITTED, "stream", [[1, 40, 50]], 100),   # a gap before it (the rest is in a set object)
+        (5, COMMITTED, "stream", [[1, 50, 60]], 100),
+        (6, COMMITTED, "set", [[2, 0, 5]], 10), (7, COMMITTED, "stream", [[2, 5, 9]], 100),  # set: not merged
+        (8, DESTROY, "stream", [[2, 9, 12]], 100), (9, COMMITTED, "stream", [[2, 12, 15]], 100),
+        (10, COMMITTED, "stream", [[3, 0, 5]], 100), (11, COMMITTED, "stream", [[3, 5, 9]], 100),  # deleted stream
+    ]
+    for oid, st_, kind, ranges, size in objs:
+        state.objects[oid] = ObjectMeta(oid, st_, 1, size=size, kind=kind, ranges=ranges)
+    assert pick_stream_object_runs(state, 1 << 20, 16) == [[1, 2, 3], [4, 5]]
+    assert pick_stream_object_runs(state, 250, 16) == [[1, 2], [4, 5]]   # size cap: 3 starts a run alone
+    assert pick_stream_object_runs(state, 1 << 20, 2) == [[1, 2], [4, 5]]

@@ -1,4 +1,5 @@
-"""Compaction: merge small stream-set objects, splitting big streams out.
+"""Compaction: merge small stream-set objects, splitting big streams out;
+and merge contiguous stream objects of one stream.
 
 Every upload makes one stream-set object, so a busy node makes many small
 ones, and a reader of one partition would touch all of them. The compactor
@@ -12,7 +13,15 @@ checks covers exactly the same (stream, offset) ranges: offsets and bytes
 never change. The sources are deleted after `object_retention` (readers that
 looked them up just before may still be reading).
 
-(AutoMQ also merges contiguous stream objects of one stream; not done here.)
+Stream-object compaction (AutoMQ's second kind): a busy stream gets its own
+stream object at every upload, so over time it has a long chain of them.
+Runs of at least two committed stream objects of one stream whose ranges
+follow on exactly (one's end is the next's start), up to
+`stream_compaction_max_bytes` (AutoMQ: 10 GiB, streamed; here read into
+memory, so smaller), are rewritten as one stream object holding the same
+batches, byte for byte, at the same offsets: committed with the sources
+marked for destruction in one record, checked for the same coverage, and
+the sources deleted after retention like any other garbage.
 """
 from __future__ import annotations
 
@@ -68,10 +77,36 @@ def ranges_of(records: list[StreamRecord]) -> list[list[int]]:
     return out
 
 
+def pick_stream_object_runs(state: MetadataState, max_bytes: int, max_objects: int) -> list[list[int]]:
+    """Runs of >= 2 committed single-range stream objects of one stream,
+    contiguous in offsets, in offset order, each at most max_bytes in all."""
+    by_stream: dict[int, list[tuple[int, int, int, int]]] = {}
+    for o in state.objects.values():
+        if o.state == COMMITTED and o.kind == "stream" and len(o.ranges) == 1 and o.ranges[0][0] in state.streams:
+            sid, start, end = o.ranges[0]
+            by_stream.setdefault(sid, []).append((start, end, o.size, o.object_id))
+    runs: list[list[int]] = []
+    for sid in sorted(by_stream):
+        run: list[int] = []
+        run_end = run_size = 0
+        for start, end, size, oid in sorted(by_stream[sid]):
+            if run and start == run_end and run_size + size <= max_bytes and len(run) < max_objects:
+                run.append(oid)
+                run_end, run_size = end, run_size + size
+                continue
+            if len(run) >= 2:
+                runs.append(run)
+            run, run_end, run_size = [oid], end, size
+        if len(run) >= 2:
+            runs.append(run)
+    return runs
+
+
 class Compactor:
     def __init__(self, engine):
         self.engine = engine
         self.compactions = 0
+        self.stream_compactions = 0
 
     async def run(self) -> None:
         e = self.engine
@@ -83,6 +118,7 @@ class Compactor:
                 pass
             try:
                 await self.compact_once()
+                await self.compact_stream_objects_once()
             except asyncio.CancelledError:
                 raise
             except Exception as ex:
@@ -121,3 +157,40 @@ class Compactor:
             log.info("compacted objects %s (%d bytes) into %s (%s)", picked, sum(len(b) for b in bodies), ids,
                      ", ".join(f"{o['kind']} {o['size']}B" for o in objects))
             return ids
+
+    async def compact_stream_objects_once(self) -> list[int]:
+        """Merge every run of contiguous stream objects. Returns the new ids."""
+        e = self.engine
+        cfg = e.config
+        loop = asyncio.get_running_loop()
+        made: list[int] = []
+        async with e.uploader._lock:
+            for run in pick_stream_object_runs(e.meta.state, cfg.stream_compaction_max_bytes,
+                                               cfg.compaction_max_objects):
+                state = e.meta.state
+                if any(state.objects.get(oid) is None or state.objects[oid].state != COMMITTED for oid in run):
+                    continue
+                sid = state.objects[run[0]].ranges[0][0]
+                start, end = state.objects[run[0]].ranges[0][1], state.objects[run[-1]].ranges[0][2]
+                bodies = await asyncio.gather(*[loop.run_in_executor(e.s3_executor, e.store.get, object_key(oid))
+                                                for oid in run])
+                records = sorted((r for b in bodies for r in decode_object(b)
+                                  if r.stream_id == sid and start <= r.base_offset < end),
+                                 key=lambda r: r.base_offset)
+                deadline = time.time() + cfg.object_ttl
+                (oid,) = await e.meta.append({"type": "prepare_objects", "node": e.node_id, "count": 1,
+                                              "deadline": deadline, "ts": time.time()})
+                body, _ = await loop.run_in_executor(e.s3_executor, encode_object, records, cfg.data_block_bytes)
+                await loop.run_in_executor(e.s3_executor, e.store.put, object_key(oid), body)
+                try:
+                    await e.meta.append({"type": "commit_objects", "node": e.node_id, "compacted": run,
+                                         "objects": [{"id": oid, "size": len(body), "kind": "stream",
+                                                      "ranges": ranges_of(records)}], "ts": time.time()})
+                except CommitRejected as ex:  # e.g. the topic was deleted meanwhile: the new object expires
+                    log.warning("stream object compaction of %s into %d rejected: %s", run, oid, ex)
+                    continue
+                self.stream_compactions += 1
+                made.append(oid)
+                log.info("merged stream objects %s of stream %d, offsets [%d, %d), into stream object %d "
+                         "(%d bytes)", run, sid, start, end, oid, len(body))
+        return made

@@ -40,9 +40,13 @@ def parse_duration(text: str | float) -> float:
 
 @dataclass
 class EngineConfig:
-    wal_capacity: int = 2 * GiB           # ring size of the WAL file (incl. its 8 KiB header area)
-    wal_device: str | None = None         # raw block device instead of <volume>/wal (not yet supported)
+    wal: str = "file"                     # "file": the volume's WAL (or --wal-device); "s3": WAL objects in S3
+    wal_capacity: int = 2 * GiB           # ring size of the WAL file (incl. its 8 KiB header area); with --wal s3,
+                                          # the most un-uploaded WAL bytes before appends wait
+    wal_device: str | None = None         # raw block device (O_DIRECT) instead of <volume>/wal; capacity min(device, wal_capacity)
     wal_max_write: int = 8 * MiB          # most bytes one group commit writes
+    s3_wal_interval: float = 0.25         # --wal s3: PUT a WAL object when its oldest record is this old ...
+    s3_wal_bytes: int = 8 * MiB           # ... or when this much is batched (AutoMQ main, WarpStream: 250ms / 8MiB)
     cache_size: int = 512 * MiB           # log cache (durable tail; pending data is never evicted)
     upload_bytes: int | None = None       # upload when pending >= this; None: min(cache/3, 500 MiB)
     upload_interval: float = 60.0         # ... or when this long has passed with anything pending
@@ -62,6 +66,7 @@ class EngineConfig:
     compaction_interval: float = 0.0      # 0 disables stream-set object compaction
     compaction_max_objects: int = 16      # merge at most this many objects at once
     compaction_small_bytes: int = 64 * MiB  # objects smaller than this are merged
+    stream_compaction_max_bytes: int = 256 * MiB  # contiguous stream objects of a stream merged up to this
 
     @property
     def effective_upload_bytes(self) -> int:
@@ -70,10 +75,20 @@ class EngineConfig:
         return min(self.cache_size // 3, 500 * MiB)
 
 
+def parse_wal_mode(text: str) -> str:
+    if text not in ("file", "s3"):
+        raise argparse.ArgumentTypeError(f"--wal must be file or s3, not {text!r}")
+    return text
+
+
 _FLAGS = [
     # (flag, field, parser, help)
+    ("--wal", "wal", parse_wal_mode, "where the WAL lives: file (the volume's, or --wal-device; default) or s3 "
+     "(no volume: batches PUT to S3 every --s3-wal-interval or --s3-wal-bytes, acked after the PUT)"),
     ("--wal-capacity", "wal_capacity", parse_size, "WAL ring capacity (default 2GiB; a few MiB for tests)"),
-    ("--wal-device", "wal_device", str, "raw block device for the WAL instead of <volume>/wal"),
+    ("--wal-device", "wal_device", str, "raw block device for the WAL instead of <volume>/wal, opened O_DIRECT|O_DSYNC (capacity: the device size, or --wal-capacity if smaller)"),
+    ("--s3-wal-interval", "s3_wal_interval", parse_duration, "--wal s3: PUT a WAL object at least this often (default 250ms)"),
+    ("--s3-wal-bytes", "s3_wal_bytes", parse_size, "--wal s3: ... or once this much is batched (default 8MiB)"),
     ("--cache-size", "cache_size", parse_size, "log cache size (default 512MiB); producers wait when it is full of un-uploaded data"),
     ("--upload-bytes", "upload_bytes", parse_size, "upload when this much is pending (default min(cache/3, 500MiB))"),
     ("--upload-interval", "upload_interval", parse_duration, "upload at least this often when anything is pending (default 60s)"),
@@ -81,7 +96,7 @@ _FLAGS = [
     ("--stream-object-bytes", "stream_object_bytes", parse_size, "split a stream into its own object above this (default 8MiB)"),
     ("--object-ttl", "object_ttl", parse_duration, "prepared objects not committed by then are garbage (default 60m)"),
     ("--object-retention", "object_retention", parse_duration, "delete garbage objects after this (default 10m)"),
-    ("--compaction-interval", "compaction_interval", parse_duration, "merge small objects this often (default 0: off)"),
+    ("--compaction-interval", "compaction_interval", parse_duration, "merge small stream-set objects, and contiguous stream objects, this often (default 0: off)"),
     ("--s3-prefix", "s3_prefix", str, "put every key of this cluster under this prefix in the bucket (default: none)"),
     ("--metadata-prefix", "metadata_prefix", str, "S3 key prefix of the metadata log (default 'metadata')"),
 ]

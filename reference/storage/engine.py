@@ -1,6 +1,8 @@
 """The S3 storage engine: AutoMQ's architecture, small and readable.
 
-    produce ──► append ──► WAL (one per node, group commit: write + fdatasync)
+    produce ──► append ──► WAL (one per node, group commit: write + fdatasync;
+                             │   or --wal-device: O_DIRECT|O_DSYNC on a raw device;
+                             │   or --wal s3: batched WAL objects in S3, acked after the PUT)
                              │ durable
                              ▼
                         log cache (per-stream tail) ──► ack
@@ -26,10 +28,13 @@ S3 key layout (bucket given by the broker; all under `--s3-prefix` if set):
     metadata/snapshot/<seq, 20 digits>  full metadata state after record <seq>
     objects/<id mod 997, 3 digits>/<id, 16 digits>
                                         stream-set and stream objects (object_format)
+    wal/<node>/<offset, 20 digits>      --wal s3 only: WAL objects (s3_wal), deleted once uploaded
 
-Modules: wal (ring + group commit), stream_record (WAL body), log_cache,
+Modules: wal (ring + group commit, on a file or a raw device), s3_wal (the
+WAL as S3 objects, same interface), stream_record (WAL body), log_cache,
 object_format, upload, object_reader (+ block cache), metadata, recovery,
-retention (garbage objects), compaction, config (EngineConfig and flags).
+retention (garbage objects), compaction (stream-set objects merged and
+split; contiguous stream objects merged), config (EngineConfig and flags).
 
 An unrecoverable condition (a WAL write error, a rejected commit, a fenced
 metadata writer) *halts* the engine: every later call raises
@@ -57,10 +62,11 @@ from reference.storage.object_reader import ObjectReader
 from reference.storage.producer_state import Duplicate, ProducerStateTable, Reject
 from reference.storage.recovery import recover
 from reference.storage.retention import Cleaner
+from reference.storage.s3_wal import S3BatchingWal, S3WalObjects
 from reference.storage.s3io import ObjectStore
 from reference.storage.stream_record import BODY_HEADER, encode_body
 from reference.storage.upload import Uploader
-from reference.storage.wal import GroupCommitWal, WalError, WalFile
+from reference.storage.wal import GroupCommitWal, WalDevice, WalError, WalFile
 
 __all__ = ["S3Engine", "EngineConfig", "add_arguments", "config_from_args", "parse_size", "parse_duration"]
 
@@ -94,7 +100,6 @@ class S3Engine(StorageEngine):
         self.s3_executor = ThreadPoolExecutor(cfg.s3_threads, thread_name_prefix=f"s3-n{node_id}")
         self.wal_executor = ThreadPoolExecutor(1, thread_name_prefix=f"wal-n{node_id}")
         self.meta = MetadataLog(self.store, cfg.metadata_prefix, cfg.metadata_snapshot_every, self.s3_executor)
-        self.meta.on_fenced = lambda exc: self.halt(str(exc))
         self.cache = LogCache(cfg.cache_size)
         self.reader = ObjectReader(self.store, cfg.block_cache_size, self.s3_executor)
         self.streams: dict[int, StreamRuntime] = {}
@@ -119,20 +124,45 @@ class S3Engine(StorageEngine):
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         cfg = self.config
-        if cfg.wal_device:
-            raise WalError("--wal-device (raw block device WAL) is not implemented yet; use the volume's WAL file")
+        if cfg.wal not in ("file", "s3"):
+            raise WalError(f"unknown WAL mode {cfg.wal!r} (file or s3)")
+        if cfg.wal == "s3" and cfg.wal_device:
+            raise WalError("--wal s3 and --wal-device exclude each other")
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         self.volume_dir.mkdir(parents=True, exist_ok=True)
-        await loop.run_in_executor(self.s3_executor, self.meta.load_sync)
-        await self.meta.append({"type": "node_open", "node": self.node_id, "ts": time.time()})
+        for attempt in range(5):
+            await loop.run_in_executor(self.s3_executor, self.meta.load_sync)
+            try:
+                await self.meta.append({"type": "node_open", "node": self.node_id, "ts": time.time()})
+                break
+            except MetadataFenced:
+                # another writer (e.g. this node's previous incarnation, still uploading) took that
+                # record number; nothing is acknowledged yet, so catch up and try the next one
+                if attempt == 4:
+                    raise
+                log.warning("node_open lost the race for a metadata record; reloading and retrying")
+                self.meta.fenced = None
+        self.meta.on_fenced = lambda exc: self.halt(str(exc))
         self.node_epoch = self.meta.state.nodes[self.node_id]
-        self.wal_file = await loop.run_in_executor(
-            self.wal_executor, WalFile, self.volume_dir / "wal", cfg.wal_capacity, self.node_id, self.node_epoch)
+        if cfg.wal == "s3":  # no volume WAL: batches go straight to S3 objects
+            self.wal_file = S3WalObjects(self.store, self.node_id, cfg.wal_capacity)
+        elif cfg.wal_device:  # a raw block device, O_DIRECT
+            self.wal_file = await loop.run_in_executor(
+                self.wal_executor, WalDevice, cfg.wal_device, cfg.wal_capacity, self.node_id, self.node_epoch)
+        else:
+            self.wal_file = await loop.run_in_executor(
+                self.wal_executor, WalFile, self.volume_dir / "wal", cfg.wal_capacity, self.node_id, self.node_epoch)
         self._sync_streams()
         self.recovery_summary = await recover(self)
-        self.wal = GroupCommitWal(self.wal_file, self.wal_file.header.trim_offset, cfg.wal_max_write,
-                                  self.wal_executor, on_space_needed=lambda: self.uploader.request("wal-full"))
+        want_space = lambda: self.uploader.request("wal-full")  # noqa: E731
+        if cfg.wal == "s3":
+            self.wal = S3BatchingWal(self.wal_file, self.wal_file.start_offset(), cfg.s3_wal_interval,
+                                     cfg.s3_wal_bytes, self.wal_executor, self.s3_executor, want_space,
+                                     put_deadline=max(30.0, 3 * cfg.s3_timeout))
+        else:
+            self.wal = GroupCommitWal(self.wal_file, self.wal_file.start_offset(), cfg.wal_max_write,
+                                      self.wal_executor, on_space_needed=want_space)
         self.wal.start()
         self._tasks = [loop.create_task(self.uploader.run(), name=f"uploader-n{self.node_id}"),
                        loop.create_task(self.cleaner.run(), name=f"cleaner-n{self.node_id}")]
@@ -177,12 +207,10 @@ class S3Engine(StorageEngine):
         self.failed = self.failed or "aborted"
         self.stopping.set()
         self.meta.abort()
-        for t in self._tasks:
+        wal_tasks = self.wal.tasks() if self.wal is not None else []
+        for t in self._tasks + wal_tasks:
             t.cancel()
-        if self.wal is not None and self.wal._task is not None:
-            self.wal._task.cancel()
-        await asyncio.gather(*self._tasks, *([self.wal._task] if self.wal and self.wal._task else []),
-                             return_exceptions=True)
+        await asyncio.gather(*self._tasks, *wal_tasks, return_exceptions=True)
         self._wake_all()
         self.wal_executor.shutdown(wait=True)
         if self.wal_file is not None:
@@ -434,5 +462,6 @@ class S3Engine(StorageEngine):
             "block_cache_bytes": self.reader.blocks.size, "s3_gets": self.reader.gets,
             "metadata_seq": self.meta.state.seq, "metadata_records_written": self.meta.records_written,
             "objects": len(self.meta.state.objects), "objects_deleted": self.cleaner.deleted,
-            "compactions": self.compactor.compactions, "recovery": self.recovery_summary,
+            "compactions": self.compactor.compactions, "stream_compactions": self.compactor.stream_compactions,
+            "recovery": self.recovery_summary,
         }

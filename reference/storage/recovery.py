@@ -6,9 +6,10 @@ and stop at the first bad CRC, stale lap or gap (a damaged record is logged,
 never served); drop every record the metadata already has committed (a
 stream's end offset is past it); replay the rest into the log cache and the
 producer tables (rebuilt from the committed snapshot plus the replayed
-batches); upload and commit them; then *reset* the WAL: its trim offset
-jumps a whole lap past the old data, so no stale record can ever look
-current again, and new writes start there.
+batches); upload and commit them; then *reset* the WAL: the file WAL's
+trim offset jumps a whole lap past the old data, so no stale record can
+ever look current again, and new writes start there (the S3 WAL deletes
+the objects it scanned instead).
 
 A stream whose first recovered batch lies beyond its committed end offset
 has a hole: acknowledged data is gone. That is logged as an error (AutoMQ
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from reference.batch import parse_header
 from reference.storage.log_cache import CachedBatch
 from reference.storage.stream_record import WalEntry, decode_body
-from reference.storage.wal import SHUTDOWN_CRASH, ScanResult, align_up
+from reference.storage.wal import ScanResult
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +72,7 @@ async def recover(engine) -> dict:
     """Scan the WAL, replay, upload, commit and reset. Returns a summary."""
     e = engine
     loop = asyncio.get_running_loop()
-    previous = e.wal_file.header
-    log.info("WAL %s: header sequence %d, trim offset %d, last shutdown %s, written by node %d epoch %d",
-             e.wal_file.path, previous.sequence, previous.trim_offset,
-             "clean" if previous.shutdown else "CRASH", previous.node_id, previous.node_epoch)
+    log.info("%s", e.wal_file.describe())
     scan: ScanResult = await loop.run_in_executor(e.wal_executor, e.wal_file.scan)
     if scan.corrupt and scan.lost_after:
         log.error("WAL scan stopped at offset %d: %s; the damaged record is not served, and %d valid-looking "
@@ -98,9 +96,7 @@ async def recover(engine) -> dict:
     summary = None
     if plan.replay:
         summary = await e.uploader.upload_once(cutoff=scan.end, trim=False)
-    new_start = align_up(scan.end) + e.wal_file.ring
-    await loop.run_in_executor(e.wal_executor, lambda: e.wal_file.write_header(
-        trim_offset=new_start, shutdown=SHUTDOWN_CRASH, node_id=e.node_id, node_epoch=e.node_epoch))
+    new_start = await loop.run_in_executor(e.wal_executor, e.wal_file.reset, scan.end, e.node_id, e.node_epoch)
     result = {"scanned": len(scan.records), "replayed": len(plan.replay), "replayed_bytes": replayed_bytes,
               "committed": plan.committed, "unknown": plan.unknown, "errors": plan.errors,
               "corrupt": scan.corrupt, "stop_reason": scan.stop_reason, "lost_after": scan.lost_after,

@@ -33,7 +33,9 @@ order. Throughput comes from batching, latency is one fsync.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import mmap
 import os
 import struct
 import time
@@ -240,12 +242,19 @@ class WalFile:
     def _physical(self, logical: int) -> int:
         return HEADER_AREA + logical % self.ring
 
+    # the two raw primitives; WalDevice replaces them with aligned O_DIRECT I/O
+    def _read_at(self, phys: int, n: int) -> bytes:
+        return os.pread(self.fd, n, phys)
+
+    def _write_at(self, phys: int, data) -> int:
+        return os.pwrite(self.fd, data, phys)
+
     def pread(self, logical: int, n: int) -> bytes:
         out = bytearray()
         while n > 0:
             phys = self._physical(logical)
             chunk = min(n, self.capacity - phys)
-            data = os.pread(self.fd, chunk, phys)
+            data = self._read_at(phys, chunk)
             out += data
             if len(data) < chunk:
                 break
@@ -258,7 +267,7 @@ class WalFile:
         while view:
             phys = self._physical(logical)
             chunk = min(len(view), self.capacity - phys)
-            written = os.pwrite(self.fd, view[:chunk], phys)
+            written = self._write_at(phys, view[:chunk])
             view = view[written:]
             logical += written
 
@@ -271,8 +280,8 @@ class WalFile:
 
     def write_header(self, **changes) -> WalHeader:
         h = replace(self.header, sequence=self.header.sequence + 1, write_time_ns=time.time_ns(), **changes)
-        os.pwrite(self.fd, encode_header(h), h.slot * BLOCK)
-        os.fdatasync(self.fd)
+        self._write_at(h.slot * BLOCK, encode_header(h))
+        self.sync()
         self.header = h
         return h
 
@@ -320,6 +329,139 @@ class WalFile:
                     found += 1
             block += len(data)
         return found
+
+
+    # -- what recovery needs (the S3 WAL offers the same three) ---------------
+    def describe(self) -> str:
+        h = self.header
+        return (f"WAL {self.path}: header sequence {h.sequence}, trim offset {h.trim_offset}, last shutdown "
+                f"{'clean' if h.shutdown else 'CRASH'}, written by node {h.node_id} epoch {h.node_epoch}")
+
+    def start_offset(self) -> int:
+        """Where new appends go (after recovery: the reset trim offset)."""
+        return self.header.trim_offset
+
+    def reset(self, scan_end: int, node_id: int, node_epoch: int) -> int:
+        """After recovery uploaded everything scanned: jump a whole lap past
+        the old records, so no stale one can ever look current again."""
+        new_start = align_up(scan_end) + self.ring
+        self.write_header(trim_offset=new_start, shutdown=SHUTDOWN_CRASH, node_id=node_id, node_epoch=node_epoch)
+        return new_start
+
+
+class WalDevice(WalFile):
+    """The same ring on a raw block device (`--wal-device /dev/nvme1n1`, or a
+    loop device in tests), as AutoMQ 1.4 runs it on EBS: opened
+    O_DIRECT | O_DSYNC, so every write bypasses the page cache and returns
+    only once the device has it (no separate fdatasync). O_DIRECT wants
+    offsets, lengths and buffer addresses aligned to the block size: writes
+    are already whole 4 KiB blocks at block offsets (the framing pads them),
+    buffers come from an anonymous mmap (page aligned), and reads round out
+    to whole blocks through a 1 MiB read-ahead window (recovery scans
+    sequentially).
+
+    Capacity: the device's size, or the configured capacity if smaller (an
+    existing WAL keeps the capacity in its header). A device whose two
+    header blocks are neither a valid header nor all zeros is refused
+    rather than formatted: it may hold someone else's data."""
+
+    READ_WINDOW = 1 << 20
+
+    def __init__(self, path: str | Path, capacity: int, node_id: int, node_epoch: int = 0):
+        self.path = Path(path)
+        self.fd = -1
+        if not hasattr(os, "O_DIRECT"):
+            raise WalError("--wal-device needs O_DIRECT, which this platform does not have")
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_DIRECT | os.O_DSYNC)
+        except FileNotFoundError:
+            raise WalError(f"WAL device {self.path} does not exist") from None
+        except OSError as e:
+            raise self._direct_error(e) from None
+        self._buf = mmap.mmap(-1, self.READ_WINDOW)
+        self._window: tuple[int, bytes] = (0, b"")
+        try:
+            self._open(capacity, node_id, node_epoch)
+        except BaseException:
+            self.close()
+            raise
+
+    def _direct_error(self, e: OSError) -> WalError:
+        if e.errno == errno.EINVAL:
+            return WalError(f"WAL device {self.path}: O_DIRECT is not supported there ({e.strerror}); give a "
+                            "block device (or a file on a file system with direct I/O), or drop --wal-device "
+                            "to use the WAL file in --volume")
+        return WalError(f"WAL device {self.path}: {e}")
+
+    def _open(self, capacity: int, node_id: int, node_epoch: int) -> None:
+        size = os.lseek(self.fd, 0, os.SEEK_END) // BLOCK * BLOCK  # st_size is 0 for block devices
+        if size < MIN_CAPACITY:
+            raise WalError(f"WAL device {self.path} has {size} bytes, below the minimum {MIN_CAPACITY}")
+        want = min(size, align_up(capacity)) if capacity else size
+        self.capacity = size  # until the header says
+        try:
+            head = self._read_at(0, HEADER_AREA)  # the first O_DIRECT I/O: fails here if unsupported
+        except OSError as e:
+            raise self._direct_error(e) from None
+        h = newest_header(head[:BLOCK], head[BLOCK:])
+        self.created = False
+        if h is None:
+            if any(head):
+                raise WalError(f"WAL device {self.path}: no valid WAL header and not blank; refusing to format "
+                               f"it (zero its first {HEADER_AREA} bytes to make a new WAL)")
+            if want < MIN_CAPACITY:
+                raise WalError(f"WAL capacity {want} is below the minimum {MIN_CAPACITY}")
+            self.header = WalHeader(want, 0, time.time_ns(), 0, node_id, node_epoch, SHUTDOWN_CLEAN)
+            self._write_at(BLOCK, encode_header(replace(self.header, sequence=1)))
+            self._write_at(0, encode_header(self.header))
+            self.created = True
+            log.info("formatted WAL device %s: capacity %d of %d bytes (O_DIRECT|O_DSYNC)", self.path, want, size)
+        else:
+            if h.capacity > size:
+                raise WalError(f"WAL device {self.path}: its header says capacity {h.capacity}, "
+                               f"but the device has only {size} bytes")
+            if h.capacity != want:
+                log.warning("WAL device %s has capacity %d, configured %d: keeping the device's",
+                            self.path, h.capacity, want)
+            self.header = h
+        self.capacity = self.header.capacity
+        self.ring = self.capacity - HEADER_AREA
+
+    def _aligned(self, n: int) -> mmap.mmap:
+        if len(self._buf) < n:
+            self._buf.close()
+            self._buf = mmap.mmap(-1, align_up(n, self.READ_WINDOW))
+        return self._buf
+
+    def _read_at(self, phys: int, n: int) -> bytes:
+        w0, wdata = self._window
+        if w0 <= phys and phys + n <= w0 + len(wdata):
+            return wdata[phys - w0:phys - w0 + n]
+        start = phys // BLOCK * BLOCK
+        length = min(max(align_up(phys + n) - start, self.READ_WINDOW), self.capacity - start)
+        buf = self._aligned(length)
+        got = os.preadv(self.fd, [memoryview(buf)[:length]], start)
+        data = bytes(buf[:got])
+        self._window = (start, data)
+        return data[phys - start:phys - start + n]
+
+    def _write_at(self, phys: int, data) -> int:
+        n = len(data)
+        if phys % BLOCK or n % BLOCK:
+            raise WalError(f"unaligned direct write of {n} bytes at {phys}")
+        buf = self._aligned(n)
+        buf[:n] = data
+        self._window = (0, b"")
+        return os.pwritev(self.fd, [memoryview(buf)[:n]], phys)
+
+    def sync(self) -> None:
+        pass  # O_DSYNC: each write returned only once durable
+
+    def close(self) -> None:
+        super().close()
+        buf = getattr(self, "_buf", None)
+        if buf is not None and not buf.closed:
+            buf.close()
 
 
 def read_header(path: str | Path) -> dict:
@@ -399,6 +541,9 @@ class GroupCommitWal:
     # -- lifecycle -------------------------------------------------------------
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._writer(), name="wal-writer")
+
+    def tasks(self) -> list[asyncio.Task]:
+        return [self._task] if self._task is not None else []
 
     async def close(self, clean: bool = True) -> None:
         if self._task:

@@ -7,8 +7,10 @@ Per connection:
 - each request runs as its own task, and a writer loop sends the responses
   in request order, whatever order the tasks finish in (Kafka clients match
   responses to requests by position as well as by correlation id);
-- Produce requests of one connection run one after another, so a pipelining
-  idempotent producer's batches reach storage in sequence order;
+- Produce requests of one connection are placed one after another: the next
+  starts once every batch of the previous one has its place in its partition
+  (queued for the WAL), so a pipelining idempotent producer's batches reach
+  storage in sequence order, yet can share one group commit;
 - memory is bounded: at most `max_inflight_requests` requests and about
   `max_inflight_bytes` are in flight before the reader stops reading (TCP
   back-pressure does the rest). A request's cost is its frame plus the most
@@ -31,6 +33,7 @@ import itertools
 import logging
 
 from reference.protocol import codec, dispatch
+from reference.protocol.handlers import produce
 
 log = logging.getLogger("highwater.server")
 
@@ -62,7 +65,7 @@ class Connection:
         self.inflight_requests = 0
         self.inflight_bytes = 0
         self.room = asyncio.Condition()
-        self.last_produce: asyncio.Task | None = None
+        self.last_produce: tuple[asyncio.Task, asyncio.Future] | None = None  # (task, its batches queued)
         self.tasks: set[asyncio.Task] = set()
         self.last_activity = asyncio.get_running_loop().time()  # last byte read or written
 
@@ -131,10 +134,12 @@ class Connection:
             else:
                 cost = len(frame) + dispatch.response_reservation(self.ctx, prefix, request)
                 await self._wait_for_room(cost)
-                after = self.last_produce if prefix.api_key == codec.PRODUCE_KEY else None
-                task = self._enqueue(self._handle(prefix, request, after), cost)
                 if prefix.api_key == codec.PRODUCE_KEY:
-                    self.last_produce = task
+                    queued = asyncio.get_running_loop().create_future()
+                    task = self._enqueue(self._handle(prefix, request, self.last_produce, queued), cost)
+                    self.last_produce = (task, queued)
+                else:
+                    task = self._enqueue(self._handle(prefix, request), cost)
 
     async def _wait_for_room(self, size: int) -> None:
         async with self.room:
@@ -155,9 +160,13 @@ class Connection:
     async def _ready(data: bytes) -> bytes:
         return data
 
-    async def _handle(self, prefix, request, after: asyncio.Task | None):
+    async def _handle(self, prefix, request, after=None, queued: asyncio.Future | None = None):
         if after is not None:
-            await asyncio.wait([after])  # its outcome is its own business
+            # The previous Produce of this connection has placed all its batches
+            # (or finished, whatever its outcome): this one may start.
+            await asyncio.wait(after, return_when=asyncio.FIRST_COMPLETED)
+        if queued is not None:
+            produce.REQUEST_QUEUED.set(queued)
         try:
             return await dispatch.handle(self.ctx, prefix, request)
         except dispatch.CloseConnection as exc:

@@ -212,3 +212,45 @@ def test_a_long_poll_longer_than_the_idle_timeout_is_answered():
 @pytest.mark.parametrize("idle", [None, 0])
 def test_no_idle_timeout_when_disabled(idle):
     assert ConnectionLimits(idle_timeout=idle).idle_timeout is None
+
+
+class GatedEngine(MemoryEngine):
+    """Appends are queued (in order) at once but become durable only when
+    the test opens the gate: like a WAL whose fsync (or S3 PUT) is slow."""
+
+    def __init__(self):
+        super().__init__(1)
+        self.gate = asyncio.Event()
+        self.queued_order: list[int] = []
+
+    async def append(self, topic, partition, batch, leader_epoch=0, on_queued=None):
+        result = await super().append(topic, partition, batch, leader_epoch, on_queued=on_queued)
+        self.queued_order.append(result.base_offset)
+        await self.gate.wait()
+        return result
+
+
+def test_pipelined_produce_requests_queue_in_order_without_waiting_for_durability():
+    """A connection's next Produce starts once the previous one's batches are
+    queued, not once they are durable: so they can share a group commit, and
+    an idempotent producer's sequence order is kept."""
+    async def scenario():
+        engine = GatedEngine()
+        server = await start(ConnectionLimits(), engine=engine)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        for seq in range(5):  # one idempotent producer, sequences 0, 2, 4, … (2 records a batch)
+            data = records([b"a%d" % seq, b"b%d" % seq], producer_id=7, epoch=0, sequence=2 * seq)
+            writer.write(frame(produce_request("t", 0, data), 8, seq))
+        await writer.drain()
+        deadline = time.monotonic() + 5
+        while len(engine.queued_order) < 5 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert engine.queued_order == [0, 2, 4, 6, 8]   # all queued while none is durable yet
+        engine.gate.set()
+        answers = [await read_response(reader, ProduceResponse, 8) for _ in range(5)]
+        assert [a.header.correlation_id for a in answers] == list(range(5))
+        assert [a.responses[0].partition_responses[0].error_code for a in answers] == [0] * 5
+        assert [a.responses[0].partition_responses[0].base_offset for a in answers] == [0, 2, 4, 6, 8]
+        writer.close()
+        await server.close()
+    asyncio.run(scenario())

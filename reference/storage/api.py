@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import uuid
 from dataclasses import dataclass, field
+from typing import Callable
 
 
 @dataclass
@@ -66,9 +67,15 @@ class StorageEngine(abc.ABC):
 
     # --- partitions -----------------------------------------------------
     @abc.abstractmethod
-    async def append(self, topic: str, partition: int, batch: bytes, leader_epoch: int = 0) -> AppendResult:
+    async def append(self, topic: str, partition: int, batch: bytes, leader_epoch: int = 0,
+                     on_queued: Callable[[], None] | None = None) -> AppendResult:
         """Append one validated record batch (see reference.batch). Returns once
         durable. Idempotent retries return the original offset with duplicate=True.
+        `on_queued()` is called once, as soon as the batch's place in its
+        partition is fixed (queued for the WAL, recognised as a duplicate, or
+        refused): a caller that must keep batches in order (a pipelining
+        idempotent producer) may start the next append then, without waiting
+        for this one to be durable, so group commit can batch them together.
         Raises KafkaError(UNKNOWN_TOPIC_OR_PARTITION / OUT_OF_ORDER_SEQUENCE_NUMBER /
         INVALID_PRODUCER_EPOCH / UNKNOWN_PRODUCER_ID / KAFKA_STORAGE_ERROR)."""
 

@@ -310,7 +310,26 @@ class S3Engine(StorageEngine):
             raise KafkaError(errors.UNKNOWN_TOPIC_OR_PARTITION, f"no partition {topic}-{partition}")
         return s
 
-    async def append(self, topic, partition, batch, leader_epoch=0):
+    async def append(self, topic, partition, batch, leader_epoch=0, on_queued=None):
+        try:
+            fut, s, base = await self._queue_append(topic, partition, batch, leader_epoch)
+        finally:
+            if on_queued is not None:
+                on_queued()
+        if fut is None:  # an idempotent retry: answer once the original is durable
+            await self._wait_durable(s, base)
+            return AppendResult(base, s.meta.start_offset, duplicate=True)
+        try:
+            await fut
+        except WalError as e:
+            self.halt(f"WAL write failed: {e}")
+            raise KafkaError(errors.KAFKA_STORAGE_ERROR, str(e)) from None
+        return AppendResult(base, s.meta.start_offset)
+
+    async def _queue_append(self, topic, partition, batch, leader_epoch):
+        """Decide and queue: fixes the batch's offset and order. Returns
+        (WAL durability future, stream, base offset); the future is None for
+        a duplicate, whose base offset is the original's."""
         self._check()
         s = self._stream(topic, partition)
         header = parse_header(batch)
@@ -330,8 +349,7 @@ class S3Engine(StorageEngine):
             if isinstance(decision, Duplicate):
                 self.cache.unreserve(n)
                 n = 0
-                await self._wait_durable(s, decision.base_offset)
-                return AppendResult(decision.base_offset, s.meta.start_offset, duplicate=True)
+                return None, s, decision.base_offset
             base = s.next_offset
             end = base + header.last_offset_delta + 1
             stamped = assign_offset(batch, base, leader_epoch)
@@ -346,12 +364,7 @@ class S3Engine(StorageEngine):
         # from here the record is queued: state moves on even if the caller goes away
         s.next_offset = end
         s.producers.record(header, base)
-        try:
-            await fut
-        except WalError as e:
-            self.halt(f"WAL write failed: {e}")
-            raise KafkaError(errors.KAFKA_STORAGE_ERROR, str(e)) from None
-        return AppendResult(base, s.meta.start_offset)
+        return fut, s, base
 
     def _on_durable(self, s: StreamRuntime, base, end, data, max_ts, reserved, wal_end) -> None:
         """Runs in WAL order right after the fsync: the batch becomes visible."""

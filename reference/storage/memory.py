@@ -94,8 +94,12 @@ class MemoryEngine(StorageEngine):
         except KeyError:
             raise KafkaError(errors.UNKNOWN_TOPIC_OR_PARTITION, f"no partition {topic}-{partition}") from None
 
-    async def append(self, topic, partition, batch, leader_epoch=0):
-        result = self._log(topic, partition).append(batch, leader_epoch)
+    async def append(self, topic, partition, batch, leader_epoch=0, on_queued=None):
+        try:
+            result = self._log(topic, partition).append(batch, leader_epoch)
+        finally:
+            if on_queued is not None:
+                on_queued()
         self._appended.set()
         self._appended = asyncio.Event()
         return result

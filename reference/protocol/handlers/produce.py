@@ -8,11 +8,15 @@ acks=0 appends the same way and answers nothing. An idempotent retry the
 engine recognises comes back with its original base offset and no error.
 
 Partitions of one request are appended concurrently, so the engine can
-commit them together; the server runs one connection's Produce requests one
-after another, so a pipelining idempotent producer's batches for a partition
-reach the engine in sequence order (as in Kafka, which handles a
-connection's requests one at a time)."""
+commit them together. A pipelining idempotent producer's batches must reach
+each partition in sequence order, so the server starts a connection's next
+Produce only once every batch of this one has its place in its partition
+(`REQUEST_QUEUED`, resolved when the engine has queued them all): the order
+is Kafka's, one request after another, but the next request's batches can
+join the same group commit instead of waiting a whole fsync (or, with the
+WAL in S3, a whole PUT window) behind this one."""
 import asyncio
+import contextvars
 import logging
 
 from kafka.protocol.producer import ProduceResponse
@@ -25,6 +29,9 @@ from reference.protocol.context import INVALID_RECORD
 API_KEY = 0
 log = logging.getLogger("highwater.produce")
 TopicResponse = ProduceResponse.TopicProduceResponse
+# Set by the server for each Produce request it runs; None when called directly.
+REQUEST_QUEUED: contextvars.ContextVar[asyncio.Future | None] = contextvars.ContextVar(
+    "produce_request_queued", default=None)
 PartitionResponse = TopicResponse.PartitionProduceResponse
 
 
@@ -33,7 +40,19 @@ def _partition_error(index, code, message=None):
                              log_start_offset=-1, record_errors=[], error_message=message)
 
 
-async def _append_partition(ctx, topic: str, index: int, records) -> PartitionResponse:
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _append_partition(ctx, topic: str, index: int, records, queued: asyncio.Future) -> PartitionResponse:
+    try:
+        return await _append_partition_batches(ctx, topic, index, records, queued)
+    finally:
+        _resolve(queued)
+
+
+async def _append_partition_batches(ctx, topic, index, records, queued) -> PartitionResponse:
     count = ctx.partition_count(topic)
     if count is None or not 0 <= index < count:
         return _partition_error(index, errors.UNKNOWN_TOPIC_OR_PARTITION, f"no partition {topic}-{index}")
@@ -46,14 +65,22 @@ async def _append_partition(ctx, topic: str, index: int, records) -> PartitionRe
         header = parse_header(batch)
         if header.is_control or header.is_transactional:
             return _partition_error(index, INVALID_RECORD, "transactional and control batches are not supported")
-    first = None
-    try:
-        for batch in batches:
-            result = await ctx.engine.append(topic, index, batch, ctx.leader_epoch(topic, index))
-            if first is None:
-                first = result
-    except KafkaError as exc:
-        return _partition_error(index, exc.code, str(exc))
+    loop = asyncio.get_running_loop()
+    appends = []
+    for batch in batches:  # each batch queued behind the one before, none waiting for durability
+        batch_queued = loop.create_future()
+        append = asyncio.ensure_future(ctx.engine.append(topic, index, batch, ctx.leader_epoch(topic, index),
+                                                         on_queued=lambda f=batch_queued: _resolve(f)))
+        appends.append(append)
+        await asyncio.wait([batch_queued, append], return_when=asyncio.FIRST_COMPLETED)
+    _resolve(queued)
+    results = await asyncio.gather(*appends, return_exceptions=True)
+    for result in results:
+        if isinstance(result, KafkaError):
+            return _partition_error(index, result.code, str(result))
+        if isinstance(result, BaseException):
+            raise result
+    first = results[0]
     return PartitionResponse(index=index, error_code=errors.NONE, base_offset=first.base_offset,
                              log_append_time_ms=-1, log_start_offset=first.log_start_offset,
                              record_errors=[], error_message=None)
@@ -72,7 +99,13 @@ async def handle(request, ctx):
         return None if request.acks == 0 else ProduceResponse(version=request.version, responses=responses,
                                                                throttle_time_ms=0)
     work = [(t.name, p.index, p.records) for t in request.topic_data for p in t.partition_data]
-    results = await asyncio.gather(*(_append_partition(ctx, *w) for w in work))
+    loop = asyncio.get_running_loop()
+    queued = [loop.create_future() for _ in work]
+    request_queued = REQUEST_QUEUED.get()
+    if request_queued is not None:
+        all_queued = asyncio.gather(*queued)
+        all_queued.add_done_callback(lambda _: _resolve(request_queued))
+    results = await asyncio.gather(*(_append_partition(ctx, *w, q) for w, q in zip(work, queued)))
     if request.acks == 0:
         return None
     by_topic: dict[str, list] = {}

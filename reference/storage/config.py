@@ -8,34 +8,28 @@ tests (`--wal-capacity 4MiB --upload-bytes 64KiB --upload-interval 500ms`).
 from __future__ import annotations
 
 import argparse
-import re
 from dataclasses import dataclass, fields
+
+from harness import durations
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": KiB, "m": 1000**2, "mb": 1000**2, "mib": MiB,
-               "g": 1000**3, "gb": 1000**3, "gib": GiB}
-_TIME_UNITS = {"": 1.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "m": 60.0, "min": 60.0, "h": 3600.0}
 
 
 def parse_size(text: str | int) -> int:
-    """'64MiB', '4MB', '512k', '1048576' -> bytes (KiB/MiB/GiB binary, kB/MB/GB decimal)."""
-    if isinstance(text, int):
-        return text
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
-    if not m or m.group(2).lower() not in _SIZE_UNITS:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 64MiB, 4MB, 512KiB)")
-    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+    """'64MiB', '4MB', '512KiB', '1048576' -> bytes, as an argparse type."""
+    try:
+        return durations.parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def parse_duration(text: str | float) -> float:
-    """'500ms', '2s', '2m', '1.5' -> seconds."""
-    if isinstance(text, (int, float)):
-        return float(text)
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
-    if not m or m.group(2).lower() not in _TIME_UNITS:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 500ms, 2s, 2m)")
-    return float(m.group(1)) * _TIME_UNITS[m.group(2).lower()]
+    """'500ms', '2s', '2m', '1.5' -> seconds, as an argparse type."""
+    try:
+        return durations.parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 @dataclass

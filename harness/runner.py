@@ -4,16 +4,16 @@ polls, check the history, write results, tear down, and leave nothing
 running — also when interrupted with Ctrl-C."""
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.history import HistoryWriter
-from harness.store import write_json
 from harness.workloads.kafka_python_client import ClientCrashed, KafkaPythonClient, create_topics
 from harness.workloads.queue import QueueGenerator, key_topic_partition
 from nemeses import build_faults
@@ -31,7 +31,6 @@ class Worker:
     process: int = 0
     client: KafkaPythonClient | None = None
     key_generation: int = -1
-    max_offsets: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.process = self.slot
@@ -226,7 +225,6 @@ class Run:
         if self.progress:
             self.progress.phase("final polls", o["final_time_limit"])
         deadline = time.monotonic() + o["final_time_limit"]
-        self.stop_workload.clear()
         final_threads = [threading.Thread(target=self.final_polls, args=(w, keys, targets, deadline), daemon=True)
                          for w in workers]
         for t in final_threads:
@@ -248,7 +246,6 @@ class Run:
 
     def _max_offsets(self) -> dict[str, int]:
         """The highest offset of each key any ok operation reported."""
-        import json
         best: dict[str, int] = {}
         with open(self.history.path, encoding="utf-8") as f:
             for line in f:

@@ -13,7 +13,7 @@ import itertools
 from reference import errors
 from reference.batch import assign_offset, parse_header
 from reference.errors import KafkaError
-from reference.storage.api import AppendResult, CommittedOffset, StorageEngine, TopicInfo
+from reference.storage.api import AppendResult, StorageEngine, TopicInfo
 from reference.storage.producer_state import Duplicate, ProducerStateTable, Reject
 
 

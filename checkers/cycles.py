@@ -122,6 +122,151 @@ def _bfs_cycle(adj, first_edge, required, deadline):
     return None
 
 
+class _Component:
+    """The edges inside one component as CSR arrays over local vertex ids,
+    each vertex's edges in graph edge order (what a dict of adjacency lists
+    built edge by edge holds)."""
+
+    __slots__ = ("verts", "indptr", "dst", "rel", "src_order_edges")
+
+    def __init__(self, src, dst, rel):
+        verts = np.sort(np.concatenate((src, dst)))  # (np.unique hashes: slow)
+        if len(verts) > 1:
+            verts = verts[np.concatenate(([True], verts[1:] != verts[:-1]))]
+        ls = np.searchsorted(verts, src)
+        ld = np.searchsorted(verts, dst)
+        o = np.argsort(ls, kind="stable")
+        self.verts = verts
+        self.indptr = np.zeros(len(verts) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(ls, minlength=len(verts)), out=self.indptr[1:])
+        self.dst = ld[o]
+        self.rel = rel[o].astype(np.int64)
+        # edges in dict-iteration order: sources by first appearance, then
+        # each source's edges in order
+        first = np.full(len(verts), len(src), dtype=np.int64)
+        np.minimum.at(first, ls, np.arange(len(src), dtype=np.int64))
+        self.src_order_edges = (ls, first)
+
+    def starts(self, bit, candidates, src_global, dst_global, rel):
+        ls, first = self.src_order_edges
+        e = np.flatnonzero((rel & bit) != 0)
+        if not len(e):
+            return []
+        o = np.lexsort((e, first[ls[e]]))[:candidates]
+        e = e[o]
+        return list(zip(src_global[e].tolist(), dst_global[e].tolist(), rel[e].tolist()))
+
+
+def _component_arrays(graph, labels, comps, mask):
+    """{component: _Component} for edges inside components."""
+    wanted = np.zeros(labels.max() + 1, dtype=bool)
+    wanted[comps] = True
+    src, dst, rel = graph.src[mask], graph.dst[mask], graph.rel[mask]
+    ls = labels[src]
+    inside = (ls == labels[dst]) & wanted[ls]
+    src, dst, rel, ls = src[inside], dst[inside], rel[inside], ls[inside]
+    o = np.argsort(ls, kind="stable")
+    src, dst, rel, ls = src[o], dst[o], rel[o], ls[o]
+    b = np.searchsorted(ls, comps)
+    e = np.searchsorted(ls, comps, "right")
+    out = {}
+    for c, lo, hi in zip(comps, b.tolist(), e.tolist()):
+        comp = _Component(src[lo:hi], dst[lo:hi], rel[lo:hi])
+        out[c] = (comp, src[lo:hi], dst[lo:hi], rel[lo:hi].astype(np.int64))
+    return out
+
+
+def _bfs_cycle_arrays(comp, first_edge, required, deadline):
+    """_bfs_cycle over a _Component, level by level with arrays, visiting
+    states in exactly the FIFO order (so the same parents, the same cycle).
+    States are local vertex * 16 + relation bits seen."""
+    a, b, r0 = first_edge
+    verts = comp.verts
+    la = int(np.searchsorted(verts, a))
+    lb = int(np.searchsorted(verts, b))
+    start = lb * 16 + (r0 & required)
+    goal = la * 16 + required
+    if start == goal:
+        return [(a, r0)]
+    nstates = len(verts) * 16
+    visited_b = bytearray(nstates)
+    visited = np.frombuffer(visited_b, dtype=bool)
+    parent = np.empty(nstates, dtype=np.int64)  # read only where visited
+    prel = np.empty(nstates, dtype=np.int8)
+    visited_b[start] = 1
+    indptr, cdst, crel = comp.indptr, comp.dst, comp.rel
+    # memoryviews: element access from Python without copies
+    ip_m, dst_m, rel_m = memoryview(indptr), memoryview(cdst), memoryview(crel)
+    par_m, prel_m = memoryview(parent), memoryview(prel)
+    frontier = [start]
+    found = False
+    while frontier:
+        if time.monotonic() > deadline:
+            return None
+        if len(frontier) < 256:  # a small level: plain FIFO steps
+            nxt = []
+            for st in frontier:
+                v = st >> 4
+                sn = st & 15
+                for e in range(ip_m[v], ip_m[v + 1]):
+                    r = rel_m[e]
+                    ns = (dst_m[e] << 4) | sn | (r & required)
+                    if not visited_b[ns]:
+                        visited_b[ns] = 1
+                        par_m[ns] = st
+                        prel_m[ns] = r
+                        nxt.append(ns)
+            if visited_b[goal]:
+                found = True
+                break
+            frontier = nxt
+            continue
+        fr = np.array(frontier, dtype=np.int64)
+        v = fr >> 4
+        seen = fr & 15
+        lo = indptr[v]
+        cnt = indptr[v + 1] - lo
+        total = int(cnt.sum())
+        if not total:
+            break
+        base = np.repeat(lo - (np.cumsum(cnt) - cnt), cnt)
+        idx = base + np.arange(total, dtype=np.int64)
+        r = crel[idx]
+        ns = (cdst[idx] << 4) | (np.repeat(seen, cnt) | (r & required))
+        par = np.repeat(fr, cnt)
+        new = ~visited[ns]
+        ns, par, r = ns[new], par[new], r[new]
+        if not len(ns):
+            break
+        # first occurrence of each new state, kept in examination order
+        o = np.argsort(ns, kind="stable")
+        sn_ = ns[o]
+        keep = np.ones(len(sn_), dtype=bool)
+        keep[1:] = sn_[1:] != sn_[:-1]
+        pos = np.sort(o[keep])
+        ns, par, r = ns[pos], par[pos], r[pos]
+        visited[ns] = True
+        parent[ns] = par
+        prel[ns] = r
+        if visited_b[goal]:
+            found = True
+            break
+        frontier = ns.tolist()
+    if not found:
+        return None
+    path = []
+    state = goal
+    while state != start:
+        path.append((int(verts[state >> 4]), int(prel[state])))
+        state = int(parent[state])
+    path.append((b, None))
+    path.reverse()
+    out = [(a, r0)]
+    for i in range(len(path) - 1):
+        out.append((path[i][0], path[i + 1][1]))
+    return out
+
+
 def find_cycles(graph: Graph, specs=CYCLE_SPECS, max_per_type: int = 8,
                 candidates: int = 4, budget_s: float = 30.0):
     """{anomaly name: [cycle, ...]} where a cycle is a list of
@@ -136,32 +281,24 @@ def find_cycles(graph: Graph, specs=CYCLE_SPECS, max_per_type: int = 8,
         labels, comps, mask = sccs(graph, rels)
         if not comps:
             continue
-        adj = _component_adjacency(graph, labels, comps[:max_per_type * 4], mask)
+        adj = _component_arrays(graph, labels, comps[:max_per_type * 4], mask)
         results = []
         for c in comps[:max_per_type * 4]:
             if len(results) >= max_per_type:
                 break
-            cadj = adj[c]
+            comp, csrc, cdst, crel = adj[c]
             # Candidate first edges carry the rarest required relation.
             first_bit = required & -required
             for bit in (WR, PROCESS, REALTIME, WW):
                 if required & bit:
                     first_bit = bit
                     break
-            starts = []
-            for s, edges in cadj.items():
-                for d, r in edges:
-                    if r & first_bit:
-                        starts.append((s, d, r))
-                        if len(starts) >= candidates:
-                            break
-                if len(starts) >= candidates:
-                    break
+            starts = comp.starts(first_bit, candidates, csrc, cdst, crel)
             best = None
             for e in starts:
                 if time.monotonic() > deadline:
                     break
-                cyc = _bfs_cycle(cadj, e, required, deadline)
+                cyc = _bfs_cycle_arrays(comp, e, required, deadline)
                 if cyc is not None and (best is None or len(cyc) < len(best)):
                     best = cyc
             if best is not None:

@@ -11,6 +11,12 @@ A history file is JSON Lines, one event per line. Reading it:
 The in-memory form is deliberately small, for histories of a million events:
 one ``Op`` (a ``__slots__`` record) per invoke/completion pair, values kept
 as the decoded JSON lists, and the event order as one ``array`` of ints.
+Poll results, most of a history's bytes, are the exception: a canonical
+poll completion keeps its result as JSON text (``LazyPoll``, decoded only
+if ``Op.value`` is asked for) and its pairs go into flat arrays
+(``History.polls``, a ``PollTable``) that the Kafka analysis works on.
+Large files are read with a forked helper that validates and parses the
+poll results on the second core (``_parse_parallel``).
 This is the only module of ``checkers`` that does I/O.
 """
 from __future__ import annotations
@@ -19,10 +25,14 @@ import gc
 import json
 import logging
 import os
+import pickle
+import re
 from array import array
 from contextlib import contextmanager
-from itertools import chain
+from itertools import chain, repeat
 from operator import itemgetter
+
+import numpy as np
 
 try:  # orjson is ~3x faster per line; the stdlib does the same job without it
     import orjson as _orjson
@@ -62,7 +72,7 @@ class Op:
     ``seek_to_beginning``, ``rebalance_log``, ``error``) or None.
     """
 
-    __slots__ = ("id", "process", "f", "type", "value", "invoke_index",
+    __slots__ = ("id", "process", "f", "type", "_value", "invoke_index",
                  "invoke_time", "index", "time", "extra")
 
     def __init__(self, id, process, f, type, value, invoke_index, invoke_time,
@@ -71,12 +81,29 @@ class Op:
         self.process = process
         self.f = f
         self.type = type
-        self.value = value
+        self._value = value
         self.invoke_index = invoke_index
         self.invoke_time = invoke_time
         self.index = index
         self.time = time
         self.extra = extra
+
+    @property
+    def value(self):
+        v = self._value
+        if type(v) is LazyPoll:  # decoded on first use (see LazyPoll)
+            v = self._value = v.decode()
+        return v
+
+    @value.setter
+    def value(self, v):
+        self._value = v
+
+    def lazy_poll(self):
+        """The LazyPoll standing for this op's value if it was not decoded
+        (its reads are then in ``History.polls``), else None."""
+        v = self._value
+        return v if type(v) is LazyPoll else None
 
     def ref(self) -> dict:
         """A small JSON description of this op, for witnesses."""
@@ -97,6 +124,32 @@ class Op:
                 f"type={self.type!r}, index={self.index}, value={self.value!r})")
 
 
+class LazyPoll:
+    """The value ``[["poll", {key: [[offset, value], ...], ...}]]`` of a poll
+    completion, kept as the JSON text of its result object: the reader
+    parsed it into ``History.polls`` (flat arrays) and validated it, and
+    decodes it into lists only when ``Op.value`` is asked for."""
+
+    __slots__ = ("body",)
+
+    def __init__(self, body: bytes):
+        self.body = body
+
+    def decode(self):
+        return [["poll", _loads(self.body)]]
+
+
+class PollTable:
+    """Reads of the poll ops whose value is a ``LazyPoll``, as flat arrays.
+
+    One *segment* per (op, key) of a poll result, ordered by op id and then
+    in the result's key order; segment s has key ``keys[seg_key[s]]`` and
+    rows ``seg_lo[s]:seg_lo[s + 1]`` of ``off`` / ``val`` (int64), in the
+    result's pair order."""
+
+    __slots__ = ("keys", "seg_op", "seg_key", "seg_lo", "off", "val")
+
+
 class History:
     """A parsed history.
 
@@ -109,10 +162,10 @@ class History:
     """
 
     __slots__ = ("ops", "nemesis", "events", "warnings", "path", "n_lines",
-                 "end_time", "_cache")
+                 "end_time", "_cache", "polls")
 
     def __init__(self, ops, nemesis, events, warnings, path=None, n_lines=0,
-                 end_time=0):
+                 end_time=0, polls=None):
         self.ops = ops
         self.nemesis = nemesis
         self.events = events
@@ -121,6 +174,8 @@ class History:
         self.n_lines = n_lines
         self.end_time = end_time
         self._cache = {}
+        # PollTable of the ops whose value is a LazyPoll (None: there are none)
+        self.polls = polls
 
     def __len__(self):
         return len(self.ops)
@@ -275,6 +330,7 @@ class _Builder:
         self.expected_index = 0
         self.last_time = None
         self.n_lines = 0
+        self.lazy = []        # (op id, body) of ops whose value is a LazyPoll
 
     def fail(self, lineno, what):
         raise HistoryError(self.source, lineno, what)
@@ -283,7 +339,75 @@ class _Builder:
         self.warnings.append(msg)
         log.warning("%s", msg)
 
-    def add(self, ev, lineno):
+    def add_fast(self, ev, body=None) -> bool:
+        """add() for the common case (a well-formed client event with the
+        six standard fields, times not going back); False, having changed
+        nothing, for anything else, which add() then handles."""
+        if type(ev) is not dict or len(ev) != 6:
+            return False
+        try:
+            index, time, process, type_, f = (ev["index"], ev["time"], ev["process"],
+                                              ev["type"], ev["f"])
+            value = ev["value"]
+        except KeyError:
+            return False
+        if (type(index) is not int or index != self.expected_index
+                or type(time) is not int or self.last_time is None
+                or time < self.last_time or type(process) is not int
+                or type_ not in TYPES or f not in CLIENT_FS):
+            return False
+        if body is not None:
+            if type_ == "invoke" or (f != "poll" and f != "txn"):
+                return False
+            value = LazyPoll(body)
+        else:
+            if f == "send" and type(value) is list:
+                # _check_value's verdict on the usual sends, inline
+                completion = type_ != "invoke"
+                for m in value:
+                    if type(m) is not list or len(m) != 3 or m[0] != "send" \
+                            or type(m[1]) is not str:
+                        return False
+                    v = m[2]
+                    if type(v) is int:
+                        continue
+                    if not (completion and type(v) is list and len(v) == 2):
+                        return False
+                    o = v[0]
+                    if type(v[1]) is not int or not (
+                            o is None or (type(o) is int and o >= 0)):
+                        return False
+            elif not (value == _POLL_INVOKE and (f == "poll" or f == "txn")) \
+                    and _check_value(f, type_, value) is not None:
+                return False
+        if type_ == "invoke":
+            if process in self.open:
+                return False
+            op = Op(len(self.ops), process, f, "info", value, index, time)
+            self.open[process] = op
+            self.ops.append(op)
+            self.events.append(2 * op.id)
+        else:
+            op = self.open.get(process)
+            if op is None or op.f != f:
+                return False
+            del self.open[process]
+            op.type = type_
+            op.index = index
+            op.time = time
+            if value is not None:
+                op._value = value
+                if body is not None:
+                    self.lazy.append((op.id, body))
+            self.events.append(2 * op.id + 1)
+        self.expected_index += 1
+        self.last_time = time
+        self.n_lines += 1
+        return True
+
+    def add(self, ev, lineno, body=None):
+        """body: the poll result (JSON text, already validated) cut out of
+        the line, whose value is then [["poll", <body>]]."""
         if type(ev) is not dict:
             self.fail(lineno, f"event must be a JSON object, got {type(ev).__name__}")
         for field in ("index", "time", "process", "type", "f"):
@@ -328,9 +452,16 @@ class _Builder:
             self.fail(lineno, f"unknown f {f!r} for a client (expected one of "
                               f"{', '.join(sorted(CLIENT_FS))})")
         value = ev["value"]
-        err = _check_value(f, type_, value)
-        if err:
-            self.fail(lineno, err)
+        if body is not None:
+            if type_ != "invoke" and f in ("poll", "txn"):
+                value = LazyPoll(body)
+            else:  # not the easy case: decode and validate as usual
+                value = [["poll", _loads(body)]]
+                body = None
+        if body is None:
+            err = _check_value(f, type_, value)
+            if err:
+                self.fail(lineno, err)
 
         if type_ == "invoke":
             if process in self.open:
@@ -353,7 +484,9 @@ class _Builder:
         op.index = index
         op.time = time
         if value is not None:
-            op.value = value
+            op._value = value
+            if body is not None:
+                self.lazy.append((op.id, body))
         if extra:
             op.extra = {**op.extra, **extra} if op.extra else extra
         self.events.append(2 * op.id + 1)
@@ -377,7 +510,7 @@ class _Builder:
         if ev["value"] is not None:
             op.value = ev["value"]
 
-    def finish(self) -> History:
+    def finish(self, table=True) -> History:
         for process, op in sorted(self.open.items(), key=lambda kv: kv[1].invoke_index):
             self.warn(f"{self.source}: invoke of {op.f} by process {process} at index "
                       f"{op.invoke_index} never completed; counted as info")
@@ -385,7 +518,8 @@ class _Builder:
             op.index, op.time = op.invoke_index, op.invoke_time
         end_time = self.last_time or 0
         return History(self.ops, self.nemesis, self.events, self.warnings,
-                       path=str(self.source), n_lines=self.n_lines, end_time=end_time)
+                       path=str(self.source), n_lines=self.n_lines, end_time=end_time,
+                       polls=_poll_table(self.lazy) if self.lazy and table else None)
 
 
 def _loads(line: bytes):
@@ -394,20 +528,170 @@ def _loads(line: bytes):
     return json.loads(line)
 
 
-def parse_lines(lines, source="<memory>") -> History:
-    """Parses a list of lines (bytes or str, without newlines) as a history."""
+# Poll results are most of a history's bytes (tens of millions of [offset,
+# value] pairs for a million operations): decoding them into lists and
+# validating those costs more than everything else. So a poll completion
+# line in the canonical compact form (what json.dumps(..., separators=(",",
+# ":")) writes: no whitespace, keys of printable ASCII without escapes,
+# integers without leading zeros, offsets >= 0, at most 18 digits) ending in
+# ``,"value":[["poll",{...}]]}`` has its result cut out, validated by one
+# regular expression and parsed in bulk into a PollTable; the rest of the
+# line goes through the JSON decoder as usual. Anything else takes the
+# ordinary path, which accepts what JSON allows and names what it rejects.
+_POLL_INVOKE = [["poll"]]
+_POLL_MARK = b',"value":[["poll",{'
+_POLL_END = b'}]]}'
+_N = rb'(?:0|[1-9][0-9]{0,17})'
+_PAIR = rb'\[' + _N + rb',-?' + _N + rb'\]'
+_KEYLIST = rb'"[\x20\x21\x23-\x5b\x5d-\x7e]*":\[(?:' + _PAIR + rb'(?:,' + _PAIR + rb')*)?\]'
+_BODY = re.compile(rb'\{(?:' + _KEYLIST + rb'(?:,' + _KEYLIST + rb')*)?\}')
+# every byte but digits and '-' to a blank, for np.fromstring
+_NUMS = bytes(c if (48 <= c <= 57 or c == 45) else 32 for c in range(256))
+
+
+def _split_poll(line, check=True):
+    """(JSON of the line with the poll result replaced, result body) for a
+    canonical poll completion line, else None. (check=False: the body's
+    validation is left to the caller.)"""
+    if type(line) is not bytes or not line.endswith(_POLL_END):
+        return None
+    j = line.rfind(_POLL_MARK)
+    if j <= 0 or b"\\" in line:
+        return None
+    body = line[j + len(_POLL_MARK) - 1:-3]
+    if check and _BODY.fullmatch(body) is None:
+        return None
+    return line[:j] + b',"value":0}', body
+
+
+def _poll_table(lazy, chunk=32768) -> PollTable:
+    """Parses validated poll bodies [(op id, body)] into a PollTable, a
+    chunk of bodies at a time (the intermediate texts stay small)."""
+    lazy.sort(key=_first)
+    key_id = {}
+    parts = []
+    for c0 in range(0, len(lazy), chunk):
+        p = _poll_chunk(lazy[c0:c0 + chunk], key_id)
+        if p is None:  # a key twice in one result: JSON keeps the last; rare
+            return _poll_table_slow(lazy)
+        parts.append(p)
+    t = PollTable()
+    t.keys = [k.decode("ascii") for k in key_id]
+    t.seg_op = np.concatenate([p[0] for p in parts])
+    t.seg_key = np.concatenate([p[1] for p in parts])
+    counts = np.concatenate([p[2] for p in parts])
+    lo = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=lo[1:])
+    t.seg_lo = lo
+    t.off = np.concatenate([p[3] for p in parts])
+    t.val = np.concatenate([p[4] for p in parts])
+    return t
+
+
+def _poll_chunk(lazy, key_id):
+    """(seg op, seg key, pair counts, offsets, values) of some bodies, or
+    None if one has a key twice."""
+    ids = [i for i, _ in lazy]
+    bodies = [body for _, body in lazy]
+    nkeys = np.array([body.count(b'"') for body in bodies], dtype=np.int64) >> 1
+    # Every body has an even number of quotes, so splitting them all at
+    # once alternates outside / key / outside ...: keys are parts[1::2],
+    # and each key's pair list starts the part after it.
+    parts = b"".join(bodies).split(b'"')
+    del bodies
+    names = parts[1::2]
+    lists = parts[2::2]
+    del parts
+    for k in names:
+        if k not in key_id:
+            key_id[k] = len(key_id)
+    seg_op = np.repeat(np.array(ids, dtype=np.int64), nkeys)
+    seg_key = np.array(list(map(key_id.__getitem__, names)), dtype=np.int32)
+    del names
+    if len(seg_op) > 1:
+        code = np.sort(seg_op * (len(key_id) + 1) + seg_key)
+        if (code[1:] == code[:-1]).any():
+            return None
+    counts = np.fromiter(map(bytes.count, lists, repeat(b"[")), dtype=np.int64,
+                         count=len(lists)) - 1
+    text = b" ".join(lists).translate(_NUMS)
+    del lists
+    nums = np.fromstring(text, dtype=np.int64, sep=" ") if text.strip() \
+        else np.zeros(0, dtype=np.int64)
+    del text
+    if len(nums) != 2 * int(counts.sum()):
+        raise AssertionError("poll table: numbers do not match pairs")
+    nums = nums.reshape(-1, 2)
+    return seg_op, seg_key, counts, nums[:, 0].copy(), nums[:, 1].copy()
+
+
+def _poll_table_slow(lazy) -> PollTable:
+    keys, key_id = [], {}
+    seg_op, seg_key, counts, off, val = [], [], [], [], []
+    for i, body in lazy:
+        for k, pairs in _loads(body).items():
+            kid = key_id.get(k)
+            if kid is None:
+                kid = key_id[k] = len(keys)
+                keys.append(k)
+            seg_op.append(i)
+            seg_key.append(kid)
+            counts.append(len(pairs))
+            off.extend(map(_first, pairs))
+            val.extend(map(_second, pairs))
+    t = PollTable()
+    t.keys = keys
+    t.seg_op = np.array(seg_op, dtype=np.int64)
+    t.seg_key = np.array(seg_key, dtype=np.int32)
+    lo = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(np.array(counts, dtype=np.int64), out=lo[1:])
+    t.seg_lo = lo
+    t.off = np.array(off, dtype=np.int64)
+    t.val = np.array(val, dtype=np.int64)
+    return t
+
+
+def parse_lines(lines, source="<memory>", _consume=False) -> History:
+    """Parses a list of lines (bytes or str, without newlines) as a history.
+    (_consume: drop each line from the list once parsed, to save memory.)"""
+    return _parse(lines, source, _consume)[0]
+
+
+def _parse(lines, source, consume=False, trusted=False, table=True):
+    """parse_lines; trusted: poll bodies are not validated here (the caller
+    validates them elsewhere). Returns (History, indexes of the lines whose
+    body became a LazyPoll)."""
     b = _Builder(source)
+    lazy_lines = []
     # A torn last line is only the final non-blank one: trailing blanks are
     # what a final newline leaves.
     n = len(lines)
     while n and not lines[n - 1].strip():
         n -= 1
+    add_fast = b.add_fast
+    loads = _orjson.loads if _orjson is not None else json.loads
     with no_gc():
         for i in range(n):
             line = lines[i]
+            if consume and i < n - 1:
+                lines[i] = None
             lineno = i + 1
+            if i < n - 1 and line[-4:] == _POLL_END:
+                cut = _split_poll(line, not trusted)
+                if cut is not None:
+                    try:
+                        ev = loads(cut[0])
+                    except ValueError:
+                        pass  # the ordinary path names the error
+                    else:
+                        k = len(b.lazy)
+                        if not add_fast(ev, cut[1]):
+                            b.add(ev, lineno, cut[1])
+                        if len(b.lazy) != k:
+                            lazy_lines.append(i)
+                        continue
             try:
-                ev = _loads(line)
+                ev = loads(line)
             except ValueError as e:
                 if i == n - 1:
                     b.warn(f"{source}:{lineno}: torn last line dropped "
@@ -416,8 +700,12 @@ def parse_lines(lines, source="<memory>") -> History:
                 if not line.strip():
                     b.fail(lineno, "empty line")
                 raise HistoryError(source, lineno, f"invalid JSON: {e}") from None
-            b.add(ev, lineno)
-        return b.finish()
+            if not add_fast(ev):
+                b.add(ev, lineno)
+        h = b.finish(table)
+        if not table:
+            h._cache["lazy"] = b.lazy
+        return h, lazy_lines
 
 
 def _short(line, n=60):
@@ -447,4 +735,95 @@ def read_history(path) -> History:
             data = fh.read()
     except OSError as e:
         raise HistoryError(path, None, f"cannot read: {e.strerror or e}") from None
-    return parse_lines(data.split(b"\n"), source=path)
+    lines = data.split(b"\n")
+    del data
+    if len(lines) >= PARALLEL_MIN_LINES and hasattr(os, "fork"):
+        h = _parse_parallel(lines, path)
+        if h is not None:
+            return h
+        with open(path, "rb") as fh:  # (the lines were consumed)
+            lines = fh.read().split(b"\n")
+    return parse_lines(lines, source=path, _consume=True)
+
+
+# From this many lines on, read_history validates the poll bodies in a
+# forked child (the second core) while this process parses the lines.
+PARALLEL_MIN_LINES = 400_000
+
+
+def _parse_parallel(lines, path):
+    """Parses with the poll bodies validated and parsed into arrays by a
+    forked child. None when that did not work out (a body not in the
+    canonical form, an error, no child): the caller then parses the
+    ordinary way, which also names any error exactly as it would have."""
+    try:
+        rfd, wfd = os.pipe()
+        pid = os.fork()
+    except OSError:
+        return None
+    if pid == 0:  # the child: a verdict per line, and the bodies' table
+        code = 0
+        try:
+            os.close(rfd)
+            verdict = bytearray(len(lines))
+            split = _split_poll
+            found = []
+            for i, line in enumerate(lines):
+                if line[-4:] == _POLL_END:
+                    cut = split(line)
+                    if cut is not None:
+                        verdict[i] = 1
+                        found.append((i, cut[1]))
+            t = _poll_table(found) if found else None
+            del found
+            out = (bytes(verdict), None if t is None else
+                   (t.keys, t.seg_op, t.seg_key, t.seg_lo, t.off, t.val))
+            with os.fdopen(wfd, "wb") as fh:
+                pickle.dump(out, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        except BaseException:
+            code = 1
+        os._exit(code)
+    os.close(wfd)
+    h = lazy_lines = got = None
+    try:
+        h, lazy_lines = _parse(lines, path, consume=True, trusted=True, table=False)
+    except Exception:
+        pass
+    finally:
+        try:
+            with os.fdopen(rfd, "rb") as fh:
+                got = pickle.load(fh)
+        except Exception:
+            got = None
+        _, status = os.waitpid(pid, 0)
+    if h is None or status != 0 or got is None:
+        return None
+    verdict, table = got
+    if len(verdict) != len(lines):
+        return None
+    lazy = h._cache.pop("lazy")
+    if not lazy:
+        return h
+    if min(verdict[i] for i in lazy_lines) != 1 or table is None:
+        return None
+    # the child's segments are by line: keep the lazy ones, by op id
+    keys, seg_line, seg_key, seg_lo, off, val = table
+    line_op = np.full(len(lines), -1, dtype=np.int64)
+    line_op[np.array(lazy_lines, dtype=np.int64)] = np.fromiter(
+        map(_first, lazy), dtype=np.int64, count=len(lazy))
+    seg_op = line_op[seg_line]
+    segs = np.flatnonzero(seg_op >= 0)
+    segs = segs[np.argsort(seg_op[segs], kind="stable")]
+    cnt = seg_lo[segs + 1] - seg_lo[segs]
+    lo = np.zeros(len(segs) + 1, dtype=np.int64)
+    np.cumsum(cnt, out=lo[1:])
+    idx = np.repeat(seg_lo[segs] - lo[:-1], cnt) + np.arange(int(lo[-1]), dtype=np.int64)
+    t = PollTable()
+    t.keys = keys
+    t.seg_op = seg_op[segs]
+    t.seg_key = seg_key[segs]
+    t.seg_lo = lo
+    t.off = off[idx]
+    t.val = val[idx]
+    h.polls = t
+    return h

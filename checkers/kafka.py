@@ -14,12 +14,19 @@ options dict. The stages follow Jepsen's:
 
 Witnesses name ops by ``Op.ref()``: process, type, f, index (of the
 completion line, so one can grep the history), time.
+
+Speed: when the reader kept poll results as arrays (``History.polls``),
+``extract`` builds a ``_ReadTable`` and the stages that walk every read
+(first readers, version orders, int-poll, poll-skip, unseen/lag, wr edges)
+run on arrays (``*_table`` variants); the list-based code below them is the
+reference and still runs for histories built from decoded events. Both give
+identical results (tests/test_checkers_fastpath.py).
 """
 from __future__ import annotations
 
 from .cycles import (PROCESS, REALTIME, WR, WW, REL_NAMES, Graph, compress,
                      find_cycles)
-from .history import History, no_gc
+from .history import History, LazyPoll, no_gc
 from .util import distribution, downsample, ns_to_s, sort_key
 
 from operator import itemgetter
@@ -66,7 +73,7 @@ class Analysis:
 
     __slots__ = ("history", "writes", "reads", "writer_of", "failed",
                  "ok_reads", "first_reader", "committed", "orders",
-                 "inconsistent", "has_subscribe", "has_txn", "rebalanced")
+                 "inconsistent", "has_subscribe", "has_txn", "rebalanced", "tab")
 
     def __init__(self, history):
         self.history = history
@@ -113,6 +120,12 @@ def extract(history: History) -> Analysis:
     a = Analysis(history)
     ops = history.ops
     n = len(ops)
+    tab = None
+    if history.polls is not None:
+        tab = _ReadTable.build(history)
+        if tab is None:  # not representable as arrays: decode lazy values
+            for op in ops:
+                op.value
     writes = [None] * n
     reads = [None] * n
     writer_of = {}     # k -> {v: op id}; later writers win, as in Jepsen
@@ -129,6 +142,14 @@ def extract(history: History) -> Analysis:
             continue
         if f == "txn":
             has_txn = True
+        if op._value.__class__ is LazyPoll:  # reads are in history.polls
+            if op.extra and op.extra.get("rebalance_log"):
+                ks = set()
+                for ev in op.extra["rebalance_log"]:
+                    if isinstance(ev, dict):
+                        ks.update(ev.get("keys") or ())
+                rebalanced[op.id] = ks
+            continue
         w, r = _op_mops(op)
         i = op.id
         if w:
@@ -170,6 +191,11 @@ def extract(history: History) -> Analysis:
                 if isinstance(ev, dict):
                     ks.update(ev.get("keys") or ())
             rebalanced[op.id] = ks
+    a.tab = None
+    if tab is not None:
+        a.tab = tab
+        reads = tab.reads_view()
+        first_reader, ok_reads = tab.first_reader_ok_reads(ops)
     a.writes, a.reads = writes, reads
     a.writer_of, a.failed, a.ok_reads = writer_of, failed, ok_reads
     a.first_reader = first_reader
@@ -195,6 +221,217 @@ def extract(history: History) -> Analysis:
     return a
 
 
+# ------------------------------------------------------------- read tables
+
+class _ReadsView:
+    """``a.reads`` over a _ReadTable: ``view[i]`` is op i's reads as
+    {key: [[offset, value], ...]} (or None), built on demand."""
+
+    def __init__(self, tab, n):
+        self.tab, self.n = tab, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        t = self.tab
+        s0, s1 = t.op_lo[i], t.op_lo[i + 1]
+        if s0 == s1:
+            return None
+        out = {}
+        for s in range(s0, s1):
+            lo, hi = t.lo[s], t.lo[s + 1]
+            out[t.keys[t.seg_key_l[s]]] = [[o, v] for o, v in
+                                           zip(t.off[lo:hi].tolist(), t.val[lo:hi].tolist())]
+        return out
+
+    def __iter__(self):
+        for i in range(self.n):
+            yield self[i]
+
+
+class _ReadTable:
+    """Every op's reads as flat arrays (history.PollTable's layout, plus the
+    reads of ops whose value was decoded), with the per-(key, value) and
+    per-(key, offset, value) groups the anomaly functions need."""
+
+    @classmethod
+    def build(cls, history):
+        P = history.polls
+        ops = history.ops
+        n = len(ops)
+        keys = list(P.keys)
+        key_id = {k: i for i, k in enumerate(keys)}
+        x_op, x_key, x_cnt, x_off, x_val = [], [], [], [], []
+        for op in ops:
+            # (a send's value holds no poll: the reader checked that)
+            if (op.f != "poll" and op.f != "txn") or op._value.__class__ is LazyPoll:
+                continue
+            _, r = _op_mops(op)
+            if not r:
+                continue
+            for k, pairs in r.items():
+                for o, v in pairs:
+                    if type(o) is not int or type(v) is not int or o < 0 \
+                            or not -2**62 < v < 2**62:
+                        return None
+                kid = key_id.get(k)
+                if kid is None:
+                    if type(k) is not str:
+                        return None
+                    kid = key_id[k] = len(keys)
+                    keys.append(k)
+                x_op.append(op.id)
+                x_key.append(kid)
+                x_cnt.append(len(pairs))
+                x_off.extend(map(_first, pairs))
+                x_val.extend(map(_second, pairs))
+        seg_op, seg_key, lo, off, val = P.seg_op, P.seg_key, P.seg_lo, P.off, P.val
+        if x_op:
+            cnt = np.concatenate((np.diff(lo), np.array(x_cnt, dtype=np.int64)))
+            starts = np.concatenate((lo[:-1], len(off) + np.concatenate(
+                ([0], np.cumsum(x_cnt[:-1], dtype=np.int64))).astype(np.int64)))
+            seg_op = np.concatenate((seg_op, np.array(x_op, dtype=np.int64)))
+            seg_key = np.concatenate((seg_key, np.array(x_key, dtype=np.int32)))
+            o = np.argsort(seg_op, kind="stable")
+            seg_op, seg_key, cnt, starts = seg_op[o], seg_key[o], cnt[o], starts[o]
+            lo = np.zeros(len(cnt) + 1, dtype=np.int64)
+            np.cumsum(cnt, out=lo[1:])
+            allo = np.concatenate((off, np.array(x_off, dtype=np.int64)))
+            allv = np.concatenate((val, np.array(x_val, dtype=np.int64)))
+            idx = np.repeat(starts - lo[:-1], cnt) + np.arange(int(lo[-1]), dtype=np.int64)
+            off, val = allo[idx], allv[idx]
+        t = cls()
+        t.keys = keys
+        t.n = n
+        t.seg_op, t.seg_key, t.lo, t.off, t.val = seg_op, seg_key, lo, off, val
+        nseg = len(seg_op)
+        nrows = len(off)
+        t.cnt = np.diff(lo)
+        # int32 row arrays: tens of millions of rows
+        row_seg = np.repeat(np.arange(nseg, dtype=np.int32), t.cnt)
+        if nrows:
+            vmin, vmax = int(val.min()), int(val.max())
+        else:
+            vmin = vmax = 0
+        vspan = vmax - vmin + 1
+        nkeys = len(keys)
+        if nkeys * vspan > 1 << 24:  # too sparse for dense (key, value) arrays
+            return None
+        # (key, value) groups through dense arrays (numpy's unique sorts or
+        # hashes tens of millions of rows: seconds)
+        kvcode = (val - vmin).astype(np.int32)
+        kvcode += seg_key[row_seg] * np.int32(vspan)
+        present = np.zeros(nkeys * vspan, dtype=bool)
+        present[kvcode] = True
+        ukv = np.flatnonzero(present)
+        rank = np.cumsum(present, dtype=np.int32) - 1
+        row_kv = rank[kvcode]
+        del rank, present, kvcode
+        nkv = len(ukv)
+        # rows are in op order, so a group's first row is its first reader's
+        first_row = np.full(nkv, nrows, dtype=np.int64)
+        np.minimum.at(first_row, row_kv, np.arange(nrows, dtype=np.int32))
+        omin = off[first_row]
+        multi = np.flatnonzero(np.bincount(row_kv[off != omin[row_kv]], minlength=nkv))
+        t_kv, t_off = np.arange(nkv, dtype=np.int64), omin
+        if len(multi):  # values read at several offsets: all their offsets
+            mm = np.zeros(nkv, dtype=bool)
+            mm[multi] = True
+            rows = np.flatnonzero(mm[row_kv])
+            ck, co = row_kv[rows].astype(np.int64), off[rows]
+            o = np.lexsort((co, ck))
+            ck, co = ck[o], co[o]
+            new = np.ones(len(ck), dtype=bool)
+            new[1:] = (ck[1:] != ck[:-1]) | (co[1:] != co[:-1])
+            t_kv = np.concatenate((t_kv[~mm], ck[new]))
+            t_off = np.concatenate((t_off[~mm], co[new]))
+            o = np.lexsort((t_off, t_kv))
+            t_kv, t_off = t_kv[o], t_off[o]
+        t.t_key = ukv[t_kv] // vspan
+        t.t_val = ukv[t_kv] % vspan + vmin
+        t.t_off = t_off
+        t.kv_key = ukv // vspan
+        t.kv_val = ukv % vspan + vmin
+        row_op = seg_op.astype(np.int32)[row_seg]
+        first = seg_op[row_seg[first_row]]
+        okop = t.okop = np.fromiter((op.type == "ok" for op in ops), dtype=bool, count=n)
+        kv_ok = np.zeros(nkv, dtype=bool)
+        kv_ok[row_kv[okop[row_op]]] = True
+        t.kv_first, t.kv_ok = first, kv_ok
+        t.row_seg, t.row_kv = row_seg, row_kv
+        t.op_lo = np.searchsorted(seg_op, np.arange(n + 1)).tolist()
+        t.seg_key_l = seg_key.tolist()
+        return t
+
+    def reads_view(self):
+        return _ReadsView(self, self.n)
+
+    def _key_groups(self, key_arr):
+        """[(key id, lo, hi)] of runs of a key-sorted array."""
+        if not len(key_arr):
+            return []
+        b = np.flatnonzero(key_arr[1:] != key_arr[:-1]) + 1
+        starts = np.concatenate(([0], b)).tolist()
+        ends = np.concatenate((b, [len(key_arr)])).tolist()
+        ks = key_arr[starts].tolist()
+        return list(zip(ks, starts, ends))
+
+    def first_reader_ok_reads(self, ops):
+        fr, okr = {}, {}
+        keys = self.keys
+        vals, first, ok = self.kv_val, self.kv_first, self.kv_ok
+        for kid, lo, hi in self._key_groups(self.kv_key):
+            k = keys[kid]
+            fr[k] = dict(zip(vals[lo:hi].tolist(), first[lo:hi].tolist()))
+            m = ok[lo:hi]
+            if m.any():
+                okr[k] = set(vals[lo:hi][m].tolist())
+        return fr, okr
+
+    def key_order(self):
+        """Key names in order of first appearance in the reads."""
+        if not len(self.seg_key):
+            return []
+        m = len(self.seg_key)
+        if len(self.keys) <= 64:  # a pass per key beats ufunc.at's scatter
+            first = np.array([int(np.argmax(self.seg_key == k)) if (self.seg_key == k).any()
+                              else m for k in range(len(self.keys))], dtype=np.int64)
+        else:
+            first = np.full(len(self.keys), m, dtype=np.int64)
+            np.minimum.at(first, self.seg_key, np.arange(m, dtype=np.int64))
+        u = np.flatnonzero(first < m)
+        return [self.keys[k] for k in u[np.argsort(first[u])].tolist()]
+
+    def kv_index(self, orders):
+        """by_value index (-1: none) of every (key, value) group."""
+        out = np.full(len(self.kv_key), -1, dtype=np.int64)
+        keys = self.keys
+        for kid, lo, hi in self._key_groups(self.kv_key):
+            vo = orders.get(keys[kid])
+            if vo is None:
+                continue
+            g = vo.by_value.get
+            out[lo:hi] = [g(v, -1) for v in self.kv_val[lo:hi].tolist()]
+        return out
+
+    def kv_writer(self, writer_of):
+        """writer_of's op (-1: none) of every (key, value) group."""
+        out = np.full(len(self.kv_key), -1, dtype=np.int64)
+        keys = self.keys
+        for kid, lo, hi in self._key_groups(self.kv_key):
+            wk = writer_of.get(keys[kid])
+            if not wk:
+                continue
+            g = wk.get
+            out[lo:hi] = [g(v, -1) for v in self.kv_val[lo:hi].tolist()]
+        return out
+
+    def pairs(self, s):
+        lo, hi = self.lo[s], self.lo[s + 1]
+        return [[o, v] for o, v in zip(self.off[lo:hi].tolist(), self.val[lo:hi].tolist())]
+
+
 # ----------------------------------------------------------- version orders
 
 class VersionOrder:
@@ -205,6 +442,13 @@ class VersionOrder:
 
     __slots__ = ("offsets", "values", "by_index", "by_value", "first_index",
                  "last_index")
+
+
+def _kid(tab, k):
+    d = getattr(tab, "_kid", None)
+    if d is None:
+        d = tab._kid = {name: i for i, name in enumerate(tab.keys)}
+    return d[k]
 
 
 def version_orders(a: Analysis):
@@ -228,14 +472,21 @@ def version_orders(a: Analysis):
     # Polls re-read the same (offset, value) pairs over and over (every final
     # poll reads the whole log): deduplicate them at C speed first.
     read_pairs = {}
-    for r in a.reads:
-        if r is None:
-            continue
-        for k, pairs in r.items():
-            ps = read_pairs.get(k)
-            if ps is None:
-                ps = read_pairs[k] = set()
-            ps.update(map(tuple, pairs))
+    tab = a.tab
+    if tab is not None:
+        groups = {kid: (lo, hi) for kid, lo, hi in tab._key_groups(tab.t_key)}
+        for k in tab.key_order():
+            lo, hi = groups.get(_kid(tab, k), (0, 0))
+            read_pairs[k] = zip(tab.t_off[lo:hi].tolist(), tab.t_val[lo:hi].tolist())
+    else:
+        for r in a.reads:
+            if r is None:
+                continue
+            for k, pairs in r.items():
+                ps = read_pairs.get(k)
+                if ps is None:
+                    ps = read_pairs[k] = set()
+                ps.update(map(tuple, pairs))
     for k, ps in read_pairs.items():
         log = logs.get(k)
         if log is None:
@@ -438,6 +689,35 @@ def int_poll_cases(a: Analysis, max_skipped=32):
     one op (keys in the op's rebalance log are exempt)."""
     skips, nonmono = [], []
     orders = a.orders
+    tab = a.tab
+    if tab is not None:
+        # only segments with a consecutive pair of known indices not 1 apart
+        # can hold a case: find them vectorised, then walk just those
+        idx = tab.kv_index(orders)[tab.row_kv]
+        rs = tab.row_seg
+        d = idx[1:] - idx[:-1]
+        bad = (rs[1:] == rs[:-1]) & (idx[1:] >= 0) & (idx[:-1] >= 0) & (d != 1)
+        flagged = rs[1:][bad]  # sorted: rows are in segment order
+        if len(flagged):
+            flagged = flagged[np.concatenate(([True], flagged[1:] != flagged[:-1]))]
+        for sg in flagged.tolist():
+            i = int(tab.seg_op[sg])
+            k = tab.keys[tab.seg_key_l[sg]]
+            if k in a.rebalanced.get(i, ()):
+                continue
+            vo = orders.get(k)
+            if vo is None:
+                continue
+            bv = vo.by_value
+            prev_i = prev_v = None
+            for _, v in tab.pairs(sg):
+                iv = bv.get(v)
+                if prev_i is not None and iv is not None and iv - prev_i != 1:
+                    c = _pair_case("int-poll", k, prev_v, v, vo, max_skipped,
+                                   {"op": _ref(a, i)})
+                    (skips if c["type"] == "skip" else nonmono).append(c)
+                prev_i, prev_v = iv, v
+        return _strip(skips), _strip(nonmono)
     for i, r in enumerate(a.reads):
         if r is None:
             continue
@@ -510,6 +790,9 @@ def poll_cases(a: Analysis, max_skipped=32):
     skips, nonmono = [], []
     ops = a.history.ops
     orders = a.orders
+    tab = a.tab
+    if tab is not None:
+        return _poll_cases_table(a, max_skipped)
     for process, pops in _by_process(ops).items():
         last = {}  # k -> (op id, last value read)
         for op in pops:
@@ -545,6 +828,89 @@ def poll_cases(a: Analysis, max_skipped=32):
                 for k, pairs in r.items():
                     if pairs:
                         last[k] = (op.id, pairs[-1][1])
+    return _strip(skips), _strip(nonmono)
+
+
+def _poll_cases_table(a: Analysis, max_skipped=32):
+    """poll_cases over a _ReadTable: for every read segment, the previous ok
+    read of its key by its process, unless an assign/subscribe/crash in
+    between dropped the key, found with sorts; witnesses as poll_cases."""
+    skips, nonmono = [], []
+    ops = a.history.ops
+    n = len(ops)
+    tab = a.tab
+    keys = tab.keys
+    nk = max(1, len(keys))
+    pid = {}
+    proc = np.fromiter((pid.setdefault(op.process, len(pid)) for op in ops),
+                       dtype=np.int64, count=n)
+    okop = tab.okop
+    # resets: (process, key, op) for each key an op drops from `last`
+    kid = {k: j for j, k in enumerate(keys)}
+    rp, rk, ro = [], [], []
+    allk = list(range(len(keys)))
+    for op in ops:
+        f = op.f
+        if f in ("assign", "subscribe"):
+            if op.type == "fail" or not isinstance(op.value, list):
+                continue
+            if op.extra and op.extra.get("seek_to_beginning"):
+                drop = allk
+            else:
+                keep = set(op.value)
+                drop = [j for j, k in enumerate(keys) if k not in keep]
+        elif f == "crash":
+            drop = allk
+        else:
+            continue
+        p = pid[op.process]
+        rp.extend([p] * len(drop)); rk.extend(drop); ro.extend([op.id] * len(drop))
+    rcode = np.sort((np.array(rp, dtype=np.int64) * nk + np.array(rk, dtype=np.int64)) * n +
+                    np.array(ro, dtype=np.int64))
+    # nonempty segments by (process, key, op)
+    sg = np.flatnonzero(tab.cnt > 0)
+    if not len(sg):
+        return skips, nonmono
+    sop = tab.seg_op[sg]
+    code = (proc[sop] * nk + tab.seg_key[sg].astype(np.int64)) * n + sop
+    o = np.argsort(code, kind="stable")
+    code, sg, sop = code[o], sg[o], sop[o]
+    grp = code // n
+    m = len(sg)
+    idx = np.arange(m, dtype=np.int64)
+    lastok = np.maximum.accumulate(np.where(okop[sop], idx, -1))
+    prev = np.full(m, -1, dtype=np.int64)
+    prev[1:] = lastok[:-1]
+    has = prev >= 0
+    has[has] = grp[prev[has]] == grp[has]
+    j = np.flatnonzero(has)
+    pj = prev[j]
+    # a reset of the key strictly between the two ops
+    between = np.searchsorted(rcode, code[j]) - np.searchsorted(rcode, code[pj], "right")
+    j, pj = j[between == 0], pj[between == 0]
+    kvi = tab.kv_index(a.orders)
+    i2 = kvi[tab.row_kv[tab.lo[sg[j]]]]
+    i1 = kvi[tab.row_kv[tab.lo[sg[pj] + 1] - 1]]
+    bad = (i1 >= 0) & (i2 >= 0) & (i2 - i1 != 1)
+    j, pj = j[bad], pj[bad]
+    # in poll_cases' order: processes by first op, then segment order
+    first_op = {}
+    for op in ops:
+        first_op.setdefault(op.process, op.id)
+    prank = np.zeros(len(pid), dtype=np.int64)
+    for p, r in pid.items():
+        prank[r] = first_op[p]
+    sj = sg[j]
+    o = np.lexsort((sj, prank[proc[tab.seg_op[sj]]]))
+    orders = a.orders
+    for x, y in zip(sj[o].tolist(), sg[pj[o]].tolist()):
+        k = keys[tab.seg_key_l[x]]
+        vo = orders.get(k)
+        v1 = int(tab.val[tab.lo[y + 1] - 1])
+        v2 = int(tab.val[tab.lo[x]])
+        c = _pair_case("poll", k, v1, v2, vo, max_skipped,
+                       {"ops": [_ref(a, int(tab.seg_op[y])), ops[int(tab.seg_op[x])].ref()]})
+        (skips if c["type"] == "skip" else nonmono).append(c)
     return _strip(skips), _strip(nonmono)
 
 
@@ -593,8 +959,11 @@ def unseen_and_lag(a: Analysis, series_points=1000):
     unseen: values of ok sends no ok read has seen (yet). lag: for each ok
     send, from its ack to the completion of the first ok poll that returned
     it (clipped at 0: a poll may see a value before its send is acked)."""
+    if a.tab is not None:
+        return _unseen_and_lag_table(a, series_points)
     ops = a.history.ops
     writes, reads = a.writes, a.reads
+    tab = None
     unseen = {}       # k -> {v: ack time} of ok sends no ok read has seen yet
     polled = {}       # k -> set of values seen by ok reads so far
     lags = {}         # k -> [lag ns]
@@ -647,6 +1016,10 @@ def unseen_and_lag(a: Analysis, series_points=1000):
             changed = False
     if changed:
         series.append((t, {k: len(u) for k, u in unseen.items() if u}))
+    return _unseen_result(unseen, series, lags, series_points)
+
+
+def _unseen_result(unseen, series, lags, series_points):
     series = downsample(series, series_points)
     final = {k: s for k, s in unseen.items() if s}
     witness = None
@@ -660,6 +1033,111 @@ def unseen_and_lag(a: Analysis, series_points=1000):
            "all": distribution(all_lags, 1e-9),
            "by_key": {k: distribution(lags[k], 1e-9) for k in sorted(lags, key=sort_key)}}
     return witness, series, lag
+
+
+def _unseen_and_lag_table(a: Analysis, series_points):
+    """unseen_and_lag over a _ReadTable: the same walk, with each (key,
+    value)'s first ok read found with arrays instead of sets per poll."""
+    h = a.history
+    ops = h.ops
+    n = len(ops)
+    tab = a.tab
+    writes = a.writes
+    # ok send/poll/txn completions in realtime order: position p
+    okf = tab.okop & np.fromiter((op.f in TXN_FS for op in ops), dtype=bool, count=n)
+    ev = np.frombuffer(h.events, dtype=np.int64) if len(h.events) \
+        else np.zeros(0, dtype=np.int64)
+    comp = ev[(ev & 1) == 1] >> 1
+    seq = comp[okf[comp]]
+    pos = np.full(n, -1, dtype=np.int64)
+    pos[seq] = np.arange(len(seq), dtype=np.int64)
+    seq_l = seq.tolist()
+    times = [ops[i].time for i in seq_l]
+    # first ok read position of each (key, value) group
+    big = len(seq) + 1
+    row_op = tab.seg_op[tab.row_seg]
+    rp = pos[row_op]
+    m = rp >= 0
+    frp = np.full(len(tab.kv_key), big, dtype=np.int64)
+    np.minimum.at(frp, tab.row_kv[m], rp[m])
+    del row_op, rp, m
+    first_pos = {}
+    keys = tab.keys
+    for kid, lo, hi in tab._key_groups(tab.kv_key):
+        f = frp[lo:hi]
+        sel = f < big
+        if sel.any():
+            first_pos[keys[kid]] = dict(zip(tab.kv_val[lo:hi][sel].tolist(), f[sel].tolist()))
+    # walk the ok writes: a write before the value's first read waits in
+    # unseen (a later write of it restarts its clock), one after it lags 0
+    unseen = {}   # k -> {v: ack time}
+    wait = {}     # k -> {v: position it became unseen}
+    lags = {}
+    changed_at = bytearray(len(seq) + 1)
+    for p, i in enumerate(seq_l):
+        w = writes[i]
+        if w is None:
+            continue
+        t = times[p]
+        for k, _, v in w:
+            fp = first_pos.get(k)
+            fp = fp.get(v, big) if fp is not None else big
+            if fp <= p:
+                lags.setdefault(k, []).append(0)
+                continue
+            uk = unseen.get(k)
+            if uk is None:
+                uk = unseen[k] = {}
+                wait[k] = {}
+            if v not in uk:
+                wait[k][v] = p
+            uk[v] = t
+            changed_at[p] = 1
+    # the first read of a waiting value ends its wait
+    ends = {}     # k -> [(position, v)]
+    for k, uk in unseen.items():
+        fk = first_pos.get(k, {})
+        lk = None
+        gone = []
+        for v, t0 in uk.items():
+            fp = fk.get(v, big)
+            if fp < big:
+                if lk is None:
+                    lk = lags.setdefault(k, [])
+                lk.append(max(0, times[fp] - t0))
+                changed_at[fp] = 1
+                gone.append((fp, v))
+        ends[k] = gone
+        for _, v in gone:
+            del uk[v]
+    # snapshots, as the walk takes them
+    step = max(1, h.end_time // max(1, series_points))
+    snaps = []
+    next_snapshot = 0
+    changed = False
+    t = 0
+    for p in range(len(seq_l)):
+        t = times[p]
+        if changed_at[p]:
+            changed = True
+        if changed and t >= next_snapshot:
+            snaps.append(p)
+            next_snapshot = t + step
+            changed = False
+    if changed:
+        snaps.append(len(seq_l) - 1)
+    series = []
+    if snaps:
+        sp = np.array(snaps, dtype=np.int64)
+        counts = {}
+        for k in unseen:  # keys in the order they first held an unseen value
+            starts = np.sort(np.fromiter(wait[k].values(), dtype=np.int64))
+            stops = np.sort(np.array([fp for fp, _ in ends[k]], dtype=np.int64))
+            counts[k] = (np.searchsorted(starts, sp, "right") -
+                         np.searchsorted(stops, sp, "right")).tolist()
+        for j, p in enumerate(snaps):
+            series.append((times[p], {k: c[j] for k, c in counts.items() if c[j]}))
+    return _unseen_result(unseen, series, lags, series_points)
 
 
 # -------------------------------------------------------------- dependencies
@@ -699,7 +1177,10 @@ def dependency_graph(a: Analysis, ww_deps=True) -> Graph:
     # wr: writer -> reader. With ww edges, an edge from the writer of the
     # highest value read per key suffices (earlier writers reach it via ww);
     # without them every read value needs its own edge.
-    for i, r in enumerate(a.reads):
+    tab = a.tab
+    if tab is not None:
+        _wr_edges_table(a, tab, vertex, ww_deps, src, dst, rel)
+    for i, r in enumerate(a.reads if tab is None else ()):
         if r is None or not vertex[i]:
             continue
         for k, pairs in r.items():
@@ -732,6 +1213,52 @@ def dependency_graph(a: Analysis, ww_deps=True) -> Graph:
                           np.full(len(ps), PROCESS, dtype=np.int8),
                           np.full(len(rs), REALTIME, dtype=np.int8)))
     return Graph(n, n_nodes, src, dst, rel)
+
+
+def _wr_edges_table(a, tab, vertex, ww_deps, src, dst, rel):
+    """dependency_graph's wr edges over a _ReadTable (same edges, same order)."""
+    cnt = tab.cnt
+    ne = cnt > 0
+    nseg = len(cnt)
+    starts = tab.lo[:-1]
+    if ww_deps:
+        # the first pair with the highest offset of each segment
+        cand_row = np.zeros(nseg, dtype=np.int64)
+        if ne.any():
+            nz = np.flatnonzero(ne)
+            mx = np.maximum.reduceat(tab.off, starts[nz])
+            segmax = np.zeros(nseg, dtype=np.int64)
+            segmax[nz] = mx
+            hits = np.flatnonzero(tab.off == segmax[tab.row_seg])
+            cand_row[nz] = hits[np.searchsorted(hits, starts[nz])]
+    vert = np.frombuffer(bytes(vertex), dtype=np.uint8).astype(bool)
+    keep = ne & vert[tab.seg_op] if nseg else ne
+    keys, seg_key_l = tab.keys, tab.seg_key_l
+    writer_of = a.writer_of
+    if ww_deps:
+        # writer of each (key, value) group, then one lookup per segment
+        wkv = tab.kv_writer(writer_of)
+        sg = np.flatnonzero(keep)
+        if len(sg):
+            cand_kv = tab.row_kv[cand_row[sg]]
+            w = wkv[cand_kv]
+            i = tab.seg_op[sg]
+            ok = (w >= 0) & (w != i)
+            ok[ok] = vert[w[ok]]
+            src.extend(w[ok].tolist())
+            dst.extend(i[ok].tolist())
+            rel.extend([WR] * int(ok.sum()))
+        return
+    seg_op = tab.seg_op.tolist()
+    for sg in np.flatnonzero(keep).tolist():
+        i = seg_op[sg]
+        wk = writer_of.get(keys[seg_key_l[sg]])
+        if not wk:
+            continue
+        for v in set(tab.val[tab.lo[sg]:tab.lo[sg + 1]].tolist()):
+            w = wk.get(v)
+            if w is not None and w != i and vertex[w]:
+                src.append(w); dst.append(i); rel.append(WR)
 
 
 def _process_realtime_edges(a: Analysis, vertex):

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
+import numpy as np
+
 from .history import History
 from .util import sort_key
 
@@ -32,11 +34,19 @@ def workload_sanity(history: History, options=None) -> dict:
     ok_sends = ok_polls = 0
     last_ok_send_invoke = -1
     invokes, completions = [], []
+    lazy_ok = []  # ok polls whose reads are in history.polls
     for op in ops:
         invokes.append(op.invoke_index)
         if op.index is not None:
             completions.append(op.index)
-        if op.f not in ("send", "poll", "txn") or not isinstance(op.value, list):
+        if op.f not in ("send", "poll", "txn"):
+            continue
+        if op.lazy_poll() is not None:  # value [["poll", {...}]], not decoded
+            if op.type == "ok":
+                ok_polls += 1
+                lazy_ok.append(op.id)
+            continue
+        if not isinstance(op.value, list):
             continue
         sent_here = False
         for m in op.value:
@@ -52,6 +62,14 @@ def workload_sanity(history: History, options=None) -> dict:
         if sent_here:
             ok_sends += 1
             last_ok_send_invoke = max(last_ok_send_invoke, op.invoke_index)
+    if lazy_ok:
+        t = history.polls
+        ne = np.diff(t.seg_lo) > 0
+        okop = np.zeros(len(ops), dtype=bool)
+        okop[lazy_ok] = True
+        sel = ne & okop[t.seg_op]
+        seen = np.bincount(t.seg_key[sel], minlength=len(t.keys))
+        keys_polled.update(t.keys[k] for k in np.flatnonzero(seen).tolist())
     if ok_sends == 0:
         reasons.append("no ok send")
     if ok_polls == 0:

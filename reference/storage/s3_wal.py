@@ -43,14 +43,14 @@ import asyncio
 import logging
 import time
 from collections import deque
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from typing import Callable
 
 from crc32c import crc32c
 
 from reference.storage.s3io import NoSuchKey, ObjectExists, ObjectStore
-from reference.storage.wal import (BLOCK, RECORD_HEADER_SIZE, ScanResult, WalError, WalFull, _Pending,
-                                   check_record_header, frame_record)
+from reference.storage.wal import (RECORD_HEADER_SIZE, QueuedWal, ScanResult, WalError, check_record_header,
+                                   frame_record)
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class S3WalObjects:
 # batching (the asyncio face)
 # --------------------------------------------------------------------------
 
-class S3BatchingWal:
+class S3BatchingWal(QueuedWal):
     """`append` returns once the record's WAL object is in S3. A single
     writer task waits until the oldest queued record is `interval` old or
     `batch_bytes` are queued, then PUTs them as one object (retrying a failed
@@ -196,50 +196,19 @@ class S3BatchingWal:
     def __init__(self, objects: S3WalObjects, start_offset: int, interval: float, batch_bytes: int,
                  executor: Executor | None = None, delete_executor: Executor | None = None,
                  on_space_needed: Callable[[], None] | None = None, put_deadline: float = 60.0):
-        self.file = objects
-        self.next_offset = start_offset
-        self.trim_offset = start_offset
+        super().__init__(objects, start_offset, start_offset, executor, "s3-wal", on_space_needed)
         self.interval = interval
         self.batch_bytes = batch_bytes
-        self.executor = executor or ThreadPoolExecutor(1, thread_name_prefix="s3-wal")
-        self._own_executor = executor is None
         self.delete_executor = delete_executor or self.executor
-        self.on_space_needed = on_space_needed
         self.put_deadline = put_deadline
-        self._queue: list[_Pending] = []
         self._queued_at: deque[float] = deque()
         self._queued_bytes = 0
-        self._writing: list[_Pending] = []
         self._objects: deque[tuple[int, int]] = deque()   # written, not yet deleted: (start, end)
-        self._wakeup = asyncio.Event()
         self._full = asyncio.Event()
-        self._space = asyncio.Event()
         self._trimmed = asyncio.Event()
         self._deleted = asyncio.Event()
-        self._task: asyncio.Task | None = None
         self._deleter: asyncio.Task | None = None
-        self.failed: BaseException | None = None
-        self.closed = False
-        self.writes = 0
-        self.records_written = 0
-        self.bytes_written = 0
         self.objects_deleted = 0
-
-    # -- sizes (as GroupCommitWal) ------------------------------------------------
-    @property
-    def ring(self) -> int:
-        return self.file.ring
-
-    @property
-    def used(self) -> int:
-        return self.next_offset - self.trim_offset
-
-    @property
-    def idle(self) -> bool:
-        return not self._queue and not self._writing
-
-    def max_body(self) -> int:
-        return self.ring // 2 - 2 * BLOCK
 
     # -- lifecycle -------------------------------------------------------------
     def start(self) -> None:
@@ -273,20 +242,11 @@ class S3BatchingWal:
 
     # -- appends ---------------------------------------------------------------
     def append(self, body: bytes, on_durable=None) -> asyncio.Future:
-        if self.failed is not None:
-            raise WalError(f"WAL failed: {self.failed}")
-        if self.closed:
-            raise WalError("WAL closed")
-        if len(body) > self.max_body():
-            raise WalFull(f"record of {len(body)} bytes exceeds the WAL's limit of {self.max_body()}")
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        self._queue.append(_Pending(body, on_durable, fut))
-        self._queued_at.append(loop.time())
+        fut = self._enqueue(body, on_durable)
+        self._queued_at.append(asyncio.get_running_loop().time())
         self._queued_bytes += len(body) + RECORD_HEADER_SIZE
         if self._queued_bytes >= self.batch_bytes:
             self._full.set()
-        self._wakeup.set()
         return fut
 
     async def trim(self, offset: int) -> None:
@@ -321,11 +281,7 @@ class S3BatchingWal:
                         if take and size + n > self.batch_bytes:
                             break
                         take, size = take + 1, size + n
-                    while self.used + size > self.ring:  # back-pressure, as on the volume
-                        self._space.clear()
-                        if self.on_space_needed:
-                            self.on_space_needed()
-                        await self._space.wait()
+                    await self._wait_for_space(size)
                     group, self._queue = self._queue[:take], self._queue[take:]
                     for _ in range(take):
                         self._queued_at.popleft()
@@ -334,26 +290,15 @@ class S3BatchingWal:
                     start = self.next_offset
                     buf, spans = frame_object(start, [p.body for p in group])
                     await self._put(loop, start, buf)
-                    self.next_offset = start + len(buf)
-                    self._objects.append((start, self.next_offset))
-                    self._writing = []
-                    self.writes += 1
-                    self.records_written += len(group)
-                    self.bytes_written += len(buf)
-                    for p, span in zip(group, spans):
-                        if p.on_durable:
-                            p.on_durable(span[0], self.next_offset)
-                        if not p.future.done():
-                            p.future.set_result((span[0], self.next_offset))
+                    self._objects.append((start, start + len(buf)))
+                    self._made_durable(group, spans, len(buf))
         except asyncio.CancelledError:
             self.closed = True
             self._fail_pending(WalError("WAL closed"))
             raise
         except BaseException as e:
             log.error("S3 WAL write failed: %r; failing every pending append", e)
-            if self.failed is None:
-                self.failed = e
-            self._fail_pending(e)
+            self._fail(e)
 
     async def _put(self, loop, start: int, buf: bytes) -> None:
         deadline = time.monotonic() + self.put_deadline
@@ -392,10 +337,6 @@ class S3BatchingWal:
             self._deleted.set()
 
     def _fail_pending(self, exc: BaseException) -> None:
-        for p in self._writing + self._queue:
-            if not p.future.done():
-                p.future.set_exception(WalError(f"WAL failed: {exc}"))
-        self._queue = []
+        super()._fail_pending(exc)
         self._queued_at.clear()
         self._queued_bytes = 0
-        self._writing = []

@@ -495,19 +495,18 @@ class _Pending:
         self.body, self.on_durable, self.future = body, on_durable, future
 
 
-class GroupCommitWal:
-    """The asyncio face of the WAL: `append` returns once the record is
-    durable; a single writer task batches every queued record into one
-    write + fdatasync."""
+class QueuedWal:
+    """What every WAL placement shares (the volume file here, S3 objects in
+    `s3_wal`): records queue up, a single writer task makes them durable in
+    groups, and each record's callback and future fire in WAL order once its
+    group is durable. Subclasses decide how a group is written."""
 
-    def __init__(self, wal: WalFile, start_offset: int, max_write_bytes: int = 8 << 20,
-                 executor: Executor | None = None, on_space_needed: Callable[[], None] | None = None):
-        assert start_offset % BLOCK == 0
-        self.file = wal
+    def __init__(self, file, start_offset: int, trim_offset: int, executor: Executor | None,
+                 thread_name: str, on_space_needed: Callable[[], None] | None):
+        self.file = file
         self.next_offset = start_offset
-        self.trim_offset = wal.header.trim_offset
-        self.max_write_bytes = max_write_bytes
-        self.executor = executor or ThreadPoolExecutor(1, thread_name_prefix="wal-io")
+        self.trim_offset = trim_offset
+        self.executor = executor or ThreadPoolExecutor(1, thread_name_prefix=thread_name)
         self._own_executor = executor is None
         self.on_space_needed = on_space_needed
         self._queue: list[_Pending] = []
@@ -538,12 +537,68 @@ class GroupCommitWal:
     def max_body(self) -> int:
         return self.ring // 2 - 2 * BLOCK
 
-    # -- lifecycle -------------------------------------------------------------
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._writer(), name="wal-writer")
-
     def tasks(self) -> list[asyncio.Task]:
         return [self._task] if self._task is not None else []
+
+    # -- the shared steps of append and of the writer ------------------------------
+    def _enqueue(self, body: bytes, on_durable: OnDurable | None) -> asyncio.Future:
+        if self.failed is not None:
+            raise WalError(f"WAL failed: {self.failed}")
+        if self.closed:
+            raise WalError("WAL closed")
+        if len(body) > self.max_body():
+            raise WalFull(f"record of {len(body)} bytes exceeds the WAL's limit of {self.max_body()}")
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(body, on_durable, fut))
+        self._wakeup.set()
+        return fut
+
+    async def _wait_for_space(self, need: int) -> None:
+        """Back-pressure: a full WAL waits for an upload to commit and trim."""
+        while self.used + need > self.ring:
+            self._space.clear()
+            if self.on_space_needed:
+                self.on_space_needed()
+            await self._space.wait()
+
+    def _made_durable(self, group: list[_Pending], spans, written: int) -> None:
+        self.next_offset += written
+        self._writing = []
+        self.writes += 1
+        self.records_written += len(group)
+        self.bytes_written += written
+        for p, span in zip(group, spans):
+            if p.on_durable:
+                p.on_durable(span[0], self.next_offset)
+            if not p.future.done():
+                p.future.set_result((span[0], self.next_offset))
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.failed is None:
+            self.failed = exc
+        self._fail_pending(exc)
+
+    def _fail_pending(self, exc: BaseException) -> None:
+        for p in self._writing + self._queue:
+            if not p.future.done():
+                p.future.set_exception(WalError(f"WAL failed: {exc}"))
+        self._queue = []
+        self._writing = []
+
+
+class GroupCommitWal(QueuedWal):
+    """The asyncio face of the WAL on a volume: `append` returns once the
+    record is durable; a single writer task batches every queued record into
+    one write + fdatasync."""
+
+    def __init__(self, wal: WalFile, start_offset: int, max_write_bytes: int = 8 << 20,
+                 executor: Executor | None = None, on_space_needed: Callable[[], None] | None = None):
+        assert start_offset % BLOCK == 0
+        super().__init__(wal, start_offset, wal.header.trim_offset, executor, "wal-io", on_space_needed)
+        self.max_write_bytes = max_write_bytes
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._writer(), name="wal-writer")
 
     async def close(self, clean: bool = True) -> None:
         if self._task:
@@ -564,16 +619,7 @@ class GroupCommitWal:
         """Queue one record; the future resolves to its (start, end) logical
         offsets once it is durable. `on_durable` runs in WAL order, right
         after the fsync, even if the caller stopped waiting."""
-        if self.failed is not None:
-            raise WalError(f"WAL failed: {self.failed}")
-        if self.closed:
-            raise WalError("WAL closed")
-        if len(body) > self.max_body():
-            raise WalFull(f"record of {len(body)} bytes exceeds the WAL's limit of {self.max_body()}")
-        fut = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(body, on_durable, fut))
-        self._wakeup.set()
-        return fut
+        return self._enqueue(body, on_durable)
 
     async def trim(self, offset: int) -> None:
         """Free the ring up to `offset` (everything before it is in S3)."""
@@ -599,28 +645,12 @@ class GroupCommitWal:
                             break
                         sizes.append(len(p.body))
                         take += 1
-                    need = framed_size(sizes)
-                    while self.used + need > self.ring:
-                        # back-pressure: wait for an upload to commit and trim
-                        self._space.clear()
-                        if self.on_space_needed:
-                            self.on_space_needed()
-                        await self._space.wait()
+                    await self._wait_for_space(framed_size(sizes))
                     group, self._queue = self._queue[:take], self._queue[take:]
                     self._writing = group
                     buf, spans = frame_records(self.next_offset, [p.body for p in group])
-                    start = self.next_offset
-                    await loop.run_in_executor(self.executor, self.file.write_and_sync, start, buf)
-                    self.next_offset = start + len(buf)
-                    self._writing = []
-                    self.writes += 1
-                    self.records_written += len(group)
-                    self.bytes_written += len(buf)
-                    for p, span in zip(group, spans):
-                        if p.on_durable:
-                            p.on_durable(span[0], self.next_offset)
-                        if not p.future.done():
-                            p.future.set_result((span[0], self.next_offset))
+                    await loop.run_in_executor(self.executor, self.file.write_and_sync, self.next_offset, buf)
+                    self._made_durable(group, spans, len(buf))
         except asyncio.CancelledError:
             self.closed = True
             self._fail_pending(WalError("WAL closed"))
@@ -628,15 +658,3 @@ class GroupCommitWal:
         except BaseException as e:  # an I/O error: the node cannot promise durability any more
             log.error("WAL write failed: %r; failing every pending append", e)
             self._fail(e)
-
-    def _fail(self, exc: BaseException) -> None:
-        if self.failed is None:
-            self.failed = exc
-        self._fail_pending(exc)
-
-    def _fail_pending(self, exc: BaseException) -> None:
-        for p in self._writing + self._queue:
-            if not p.future.done():
-                p.future.set_exception(WalError(f"WAL failed: {exc}"))
-        self._queue = []
-        self._writing = []

@@ -30,15 +30,7 @@ def perf(history: History, options=None) -> dict:
         count[op.f][op.type] += 1
     duration_ns = (last - first) if first is not None and last is not None else 0
     dur_s = duration_ns / NS_PER_S
-    latency = {f: {t: distribution(xs, 1e-9) for t, xs in sorted(by_t.items())}
-               for f, by_t in sorted(lat.items())}
-    throughput = {f: {t: (n / dur_s if dur_s > 0 else None) for t, n in sorted(by_t.items())}
-                  for f, by_t in sorted(count.items())}
-    total_ok = sum(by_t.get("ok", 0) for by_t in count.values())
-    # Rate series: completions per bucket, bucket width chosen to fit.
-    width = 1.0
-    if dur_s > max_buckets:
-        width = dur_s / max_buckets
+    width = _bucket_width(dur_s, max_buckets)
     rate = {}
     if first is not None:
         for op in history.ops:
@@ -47,16 +39,7 @@ def perf(history: History, options=None) -> dict:
             b = int((op.time - first) / NS_PER_S / width)
             series = rate.setdefault(f"{op.f}:{op.type}", {})
             series[b] = series.get(b, 0) + 1
-    rate_series = {name: [[round(b * width, 3), n / width] for b, n in sorted(s.items())]
-                   for name, s in sorted(rate.items())}
-    return {"valid": True,
-            "duration_s": dur_s,
-            "start_s": ns_to_s(first),
-            "throughput_ok_per_s": (total_ok / dur_s) if dur_s > 0 else None,
-            "throughput_per_s": throughput,
-            "counts": {f: dict(sorted(by_t.items())) for f, by_t in sorted(count.items())},
-            "latency_s": latency,
-            "rate": {"bucket_s": width, "series": rate_series}}
+    return _summary(lat, count, first, dur_s, width, rate)
 
 
 def _perf_arrays(history: History, max_buckets):
@@ -95,14 +78,7 @@ def _perf_arrays(history: History, max_buckets):
         count[f][t] += ncount[c]
     duration_ns = (last - first) if last is not None else 0
     dur_s = duration_ns / NS_PER_S
-    latency = {f: {t: distribution(xs, 1e-9) for t, xs in sorted(by_t.items())}
-               for f, by_t in sorted(lat.items())}
-    throughput = {f: {t: (n / dur_s if dur_s > 0 else None) for t, n in sorted(by_t.items())}
-                  for f, by_t in sorted(count.items())}
-    total_ok = sum(by_t.get("ok", 0) for by_t in count.values())
-    width = 1.0
-    if dur_s > max_buckets:
-        width = dur_s / max_buckets
+    width = _bucket_width(dur_s, max_buckets)
     rate = {}
     if done.any():
         b = ((tm[done] - first) / NS_PER_S / width).astype(np.int64)
@@ -117,6 +93,22 @@ def _perf_arrays(history: History, max_buckets):
             series = rate.setdefault(f"{f}:{t}", {})
             for bb, nn in zip(nz.tolist(), row[nz].tolist()):
                 series[bb] = series.get(bb, 0) + nn
+    return _summary(lat, count, first, dur_s, width, rate)
+
+
+def _bucket_width(dur_s: float, max_buckets: int) -> float:
+    """Rate series buckets: 1 s, widened so that at most max_buckets fit."""
+    return dur_s / max_buckets if dur_s > max_buckets else 1.0
+
+
+def _summary(lat: dict, count: dict, first, dur_s: float, width: float, rate: dict) -> dict:
+    """The result, from latencies (f -> type -> [ns]), counts (f -> type ->
+    n) and the rate buckets ("f:type" -> bucket -> n), however gathered."""
+    latency = {f: {t: distribution(xs, 1e-9) for t, xs in sorted(by_t.items())}
+               for f, by_t in sorted(lat.items())}
+    throughput = {f: {t: (n / dur_s if dur_s > 0 else None) for t, n in sorted(by_t.items())}
+                  for f, by_t in sorted(count.items())}
+    total_ok = sum(by_t.get("ok", 0) for by_t in count.values())
     rate_series = {name: [[round(b * width, 3), n / width] for b, n in sorted(s.items())]
                    for name, s in sorted(rate.items())}
     return {"valid": True,

@@ -12,6 +12,7 @@ promise the engine keeps across crashes.
 from __future__ import annotations
 
 import abc
+import asyncio
 import uuid
 from dataclasses import dataclass, field
 from typing import Callable
@@ -37,6 +38,26 @@ class CommittedOffset:
     offset: int
     metadata: str | None = None
     leader_epoch: int = -1
+
+
+class Wakeup:
+    """Wakes every waiter once per `notify()`: the next append for a
+    long-polling fetch, or the next durable batch for an idempotent retry.
+    (A fresh Event per round, so a waiter never sees a stale wake-up.)"""
+
+    def __init__(self):
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    async def wait(self, timeout: float | None = None) -> None:
+        """Return after the next notify(), or silently after `timeout`."""
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
 
 
 class StorageEngine(abc.ABC):

@@ -53,7 +53,7 @@ from pathlib import Path
 from reference import errors
 from reference.batch import assign_offset, iter_batches, parse_header
 from reference.errors import KafkaError
-from reference.storage.api import AppendResult, CommittedOffset, StorageEngine, TopicInfo
+from reference.storage.api import AppendResult, CommittedOffset, StorageEngine, TopicInfo, Wakeup
 from reference.storage.compaction import Compactor
 from reference.storage.config import EngineConfig, add_arguments, config_from_args, parse_duration, parse_size
 from reference.storage.log_cache import CachedBatch, LogCache
@@ -115,7 +115,7 @@ class S3Engine(StorageEngine):
         self.halted = asyncio.Event()
         self.stopping = asyncio.Event()
         self.recovery_summary: dict | None = None
-        self._appended = asyncio.Event()
+        self._appended = Wakeup()
         self._space = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._pid_next = self._pid_end = 0
@@ -237,8 +237,7 @@ class S3Engine(StorageEngine):
         self.notify_space()
 
     def _signal_appended(self) -> None:
-        ev, self._appended = self._appended, asyncio.Event()
-        ev.set()
+        self._appended.notify()
 
     def notify_space(self) -> None:
         ev, self._space = self._space, asyncio.Event()
@@ -438,10 +437,7 @@ class S3Engine(StorageEngine):
         return -1, -1
 
     async def wait_for_append(self, timeout):
-        try:
-            await asyncio.wait_for(self._appended.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
+        await self._appended.wait(timeout)
 
     # ------------------------------------------------------------------ groups
     async def commit_group_offsets(self, group, offsets):

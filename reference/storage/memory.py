@@ -6,14 +6,13 @@ ends, so it must never back a broker that claims durability.
 """
 from __future__ import annotations
 
-import asyncio
 import bisect
 import itertools
 
 from reference import errors
 from reference.batch import assign_offset, parse_header
 from reference.errors import KafkaError
-from reference.storage.api import AppendResult, StorageEngine, TopicInfo
+from reference.storage.api import AppendResult, StorageEngine, TopicInfo, Wakeup
 from reference.storage.producer_state import Duplicate, ProducerStateTable, Reject
 
 
@@ -64,7 +63,7 @@ class MemoryEngine(StorageEngine):
         self.partitions: dict[tuple[str, int], PartitionLog] = {}
         self.groups: dict[str, dict] = {}
         self._next_producer_id = 1000
-        self._appended = asyncio.Event()
+        self._appended = Wakeup()
 
     def list_topics(self):
         return dict(self.topics)
@@ -100,8 +99,7 @@ class MemoryEngine(StorageEngine):
         finally:
             if on_queued is not None:
                 on_queued()
-        self._appended.set()
-        self._appended = asyncio.Event()
+        self._appended.notify()
         return result
 
     async def read(self, topic, partition, offset, max_bytes):
@@ -119,10 +117,7 @@ class MemoryEngine(StorageEngine):
         return -1, -1
 
     async def wait_for_append(self, timeout):
-        try:
-            await asyncio.wait_for(self._appended.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
+        await self._appended.wait(timeout)
 
     async def commit_group_offsets(self, group, offsets):
         self.groups.setdefault(group, {}).update(offsets)

@@ -213,7 +213,7 @@ class S3BatchingWal(QueuedWal):
     # -- lifecycle -------------------------------------------------------------
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._task = loop.create_task(self._writer(), name="s3-wal-writer")
+        self._task = loop.create_task(self._writer("S3 WAL"), name="s3-wal-writer")
         self._deleter = loop.create_task(self._delete_trimmed(), name="s3-wal-deleter")
 
     def tasks(self) -> list[asyncio.Task]:
@@ -258,47 +258,34 @@ class S3BatchingWal(QueuedWal):
         self._space.set()
         self._trimmed.set()
 
-    async def _writer(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                while self._queue:
-                    # the batch window: until the oldest queued record is `interval` old, or enough bytes
-                    while self._queued_bytes < self.batch_bytes:
-                        remaining = self._queued_at[0] + self.interval - loop.time()
-                        if remaining <= 0:
-                            break
-                        self._full.clear()
-                        try:
-                            await asyncio.wait_for(self._full.wait(), remaining)
-                        except asyncio.TimeoutError:
-                            break
-                    take, size = 0, 0
-                    for p in self._queue:
-                        n = len(p.body) + RECORD_HEADER_SIZE
-                        if take and size + n > self.batch_bytes:
-                            break
-                        take, size = take + 1, size + n
-                    await self._wait_for_space(size)
-                    group, self._queue = self._queue[:take], self._queue[take:]
-                    for _ in range(take):
-                        self._queued_at.popleft()
-                    self._queued_bytes -= size
-                    self._writing = group
-                    start = self.next_offset
-                    buf, spans = frame_object(start, [p.body for p in group])
-                    await self._put(loop, start, buf)
-                    self._objects.append((start, start + len(buf)))
-                    self._made_durable(group, spans, len(buf))
-        except asyncio.CancelledError:
-            self.closed = True
-            self._fail_pending(WalError("WAL closed"))
-            raise
-        except BaseException as e:
-            log.error("S3 WAL write failed: %r; failing every pending append", e)
-            self._fail(e)
+    async def _write_next_group(self, loop) -> None:
+        # the batch window: until the oldest queued record is `interval` old, or enough bytes
+        while self._queued_bytes < self.batch_bytes:
+            remaining = self._queued_at[0] + self.interval - loop.time()
+            if remaining <= 0:
+                break
+            self._full.clear()
+            try:
+                await asyncio.wait_for(self._full.wait(), remaining)
+            except asyncio.TimeoutError:
+                break
+        take, size = 0, 0
+        for p in self._queue:
+            n = len(p.body) + RECORD_HEADER_SIZE
+            if take and size + n > self.batch_bytes:
+                break
+            take, size = take + 1, size + n
+        await self._wait_for_space(size)
+        group, self._queue = self._queue[:take], self._queue[take:]
+        for _ in range(take):
+            self._queued_at.popleft()
+        self._queued_bytes -= size
+        self._writing = group
+        start = self.next_offset
+        buf, spans = frame_object(start, [p.body for p in group])
+        await self._put(loop, start, buf)
+        self._objects.append((start, start + len(buf)))
+        self._made_durable(group, spans, len(buf))
 
     async def _put(self, loop, start: int, buf: bytes) -> None:
         deadline = time.monotonic() + self.put_deadline

@@ -573,6 +573,30 @@ class QueuedWal:
             if not p.future.done():
                 p.future.set_result((span[0], self.next_offset))
 
+    async def _writer(self, what: str) -> None:
+        """The single writer: whenever records are queued, write groups of
+        them (`_write_next_group`, the placement's own way) until none is left.
+        An I/O error fails every pending append: the node cannot promise
+        durability any more."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                while self._queue:
+                    await self._write_next_group(loop)
+        except asyncio.CancelledError:
+            self.closed = True
+            self._fail_pending(WalError("WAL closed"))
+            raise
+        except BaseException as e:
+            log.error("%s write failed: %r; failing every pending append", what, e)
+            self._fail(e)
+
+    async def _write_next_group(self, loop) -> None:
+        """Take what fits from the queue, make it durable, `_made_durable` it."""
+        raise NotImplementedError
+
     def _fail(self, exc: BaseException) -> None:
         if self.failed is None:
             self.failed = exc
@@ -598,7 +622,7 @@ class GroupCommitWal(QueuedWal):
         self.max_write_bytes = max_write_bytes
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._writer(), name="wal-writer")
+        self._task = asyncio.get_running_loop().create_task(self._writer("WAL"), name="wal-writer")
 
     async def close(self, clean: bool = True) -> None:
         if self._task:
@@ -632,29 +656,16 @@ class GroupCommitWal(QueuedWal):
         self._space.set()
         log.info("WAL trimmed to %d (used %d of %d bytes)", offset, self.used, self.ring)
 
-    async def _writer(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                while self._queue:
-                    take, sizes = 0, []
-                    for p in self._queue:
-                        if take and framed_size(sizes + [len(p.body)]) > self.max_write_bytes:
-                            break
-                        sizes.append(len(p.body))
-                        take += 1
-                    await self._wait_for_space(framed_size(sizes))
-                    group, self._queue = self._queue[:take], self._queue[take:]
-                    self._writing = group
-                    buf, spans = frame_records(self.next_offset, [p.body for p in group])
-                    await loop.run_in_executor(self.executor, self.file.write_and_sync, self.next_offset, buf)
-                    self._made_durable(group, spans, len(buf))
-        except asyncio.CancelledError:
-            self.closed = True
-            self._fail_pending(WalError("WAL closed"))
-            raise
-        except BaseException as e:  # an I/O error: the node cannot promise durability any more
-            log.error("WAL write failed: %r; failing every pending append", e)
-            self._fail(e)
+    async def _write_next_group(self, loop) -> None:
+        take, sizes = 0, []
+        for p in self._queue:
+            if take and framed_size(sizes + [len(p.body)]) > self.max_write_bytes:
+                break
+            sizes.append(len(p.body))
+            take += 1
+        await self._wait_for_space(framed_size(sizes))
+        group, self._queue = self._queue[:take], self._queue[take:]
+        self._writing = group
+        buf, spans = frame_records(self.next_offset, [p.body for p in group])
+        await loop.run_in_executor(self.executor, self.file.write_and_sync, self.next_offset, buf)
+        self._made_durable(group, spans, len(buf))

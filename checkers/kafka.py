@@ -708,15 +708,7 @@ def int_poll_cases(a: Analysis, max_skipped=32):
             vo = orders.get(k)
             if vo is None:
                 continue
-            bv = vo.by_value
-            prev_i = prev_v = None
-            for _, v in tab.pairs(sg):
-                iv = bv.get(v)
-                if prev_i is not None and iv is not None and iv - prev_i != 1:
-                    c = _pair_case("int-poll", k, prev_v, v, vo, max_skipped,
-                                   {"op": _ref(a, i)})
-                    (skips if c["type"] == "skip" else nonmono).append(c)
-                prev_i, prev_v = iv, v
+            _int_poll_steps(a, i, k, (v for _, v in tab.pairs(sg)), vo, max_skipped, skips, nonmono)
         return _strip(skips), _strip(nonmono)
     for i, r in enumerate(a.reads):
         if r is None:
@@ -733,16 +725,21 @@ def int_poll_cases(a: Analysis, max_skipped=32):
             first = idx[0]
             if first is not None and idx == list(range(first, first + len(idx))):
                 continue  # the common case: consecutive indices
-            prev_i = None
-            prev_v = None
-            for _, v in pairs:
-                iv = bv.get(v)
-                if prev_i is not None and iv is not None and iv - prev_i != 1:
-                    c = _pair_case("int-poll", k, prev_v, v, vo, max_skipped,
-                                   {"op": _ref(a, i)})
-                    (skips if c["type"] == "skip" else nonmono).append(c)
-                prev_i, prev_v = iv, v
+            _int_poll_steps(a, i, k, map(_second, pairs), vo, max_skipped, skips, nonmono)
     return _strip(skips), _strip(nonmono)
+
+
+def _int_poll_steps(a, i, k, values, vo, max_skipped, skips, nonmono) -> None:
+    """Within one poll of op i, each step between consecutive values of key
+    k whose version-order indices are not +1 is a skip or a reordering."""
+    bv = vo.by_value
+    prev_i = prev_v = None
+    for v in values:
+        iv = bv.get(v)
+        if prev_i is not None and iv is not None and iv - prev_i != 1:
+            c = _pair_case("int-poll", k, prev_v, v, vo, max_skipped, {"op": _ref(a, i)})
+            (skips if c["type"] == "skip" else nonmono).append(c)
+        prev_i, prev_v = iv, v
 
 
 def int_send_cases(a: Analysis, max_skipped=32):

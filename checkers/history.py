@@ -392,13 +392,7 @@ class _Builder:
             if op is None or op.f != f:
                 return False
             del self.open[process]
-            op.type = type_
-            op.index = index
-            op.time = time
-            if value is not None:
-                op._value = value
-                if body is not None:
-                    self.lazy.append((op.id, body))
+            self._complete(op, type_, index, time, value, body)
             self.events.append(2 * op.id + 1)
         self.expected_index += 1
         self.last_time = time
@@ -480,6 +474,14 @@ class _Builder:
         if op.f != f:
             self.fail(lineno, f"completion f {f!r} does not match the invoke's "
                               f"{op.f!r} (index {op.invoke_index}) of process {process}")
+        self._complete(op, type_, index, time, value, body)
+        if extra:
+            op.extra = {**op.extra, **extra} if op.extra else extra
+        self.events.append(2 * op.id + 1)
+
+    def _complete(self, op, type_, index, time, value, body) -> None:
+        """Pair a completion with its invoke; a compact poll body stays
+        undecoded (`lazy`) until somebody asks for op.value."""
         op.type = type_
         op.index = index
         op.time = time
@@ -487,9 +489,6 @@ class _Builder:
             op._value = value
             if body is not None:
                 self.lazy.append((op.id, body))
-        if extra:
-            op.extra = {**op.extra, **extra} if op.extra else extra
-        self.events.append(2 * op.id + 1)
 
     def _add_nemesis(self, ev, extra, lineno):
         f, type_ = ev["f"], ev["type"]

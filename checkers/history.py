@@ -14,9 +14,9 @@ as the decoded JSON lists, and the event order as one ``array`` of ints.
 Poll results, most of a history's bytes, are the exception: a canonical
 poll completion keeps its result as JSON text (``LazyPoll``, decoded only
 if ``Op.value`` is asked for) and its pairs go into flat arrays
-(``History.polls``, a ``PollTable``) that the Kafka analysis works on.
-Large files are read with a forked helper that validates and parses the
-poll results on the second core (``_parse_parallel``).
+(``History.polls``, a ``PollTable``) that the Kafka analysis works on;
+``poll_bodies`` validates and parses them with compiled passes over the
+file's bytes.
 This is the only module of ``checkers`` that does I/O.
 """
 from __future__ import annotations
@@ -25,14 +25,14 @@ import gc
 import json
 import logging
 import os
-import pickle
-import re
 from array import array
 from contextlib import contextmanager
-from itertools import chain, repeat
+from itertools import chain
 from operator import itemgetter
 
 import numpy as np
+
+from . import scan
 
 try:  # orjson is ~3x faster per line; the stdlib does the same job without it
     import orjson as _orjson
@@ -126,17 +126,18 @@ class Op:
 
 class LazyPoll:
     """The value ``[["poll", {key: [[offset, value], ...], ...}]]`` of a poll
-    completion, kept as the JSON text of its result object: the reader
-    parsed it into ``History.polls`` (flat arrays) and validated it, and
-    decodes it into lists only when ``Op.value`` is asked for."""
+    completion, kept as the JSON text of its result object (``data[lo:hi]``,
+    the history file's bytes): the reader validated it and parsed it into
+    ``History.polls`` (flat arrays), and decodes it into lists only when
+    ``Op.value`` is asked for."""
 
-    __slots__ = ("body",)
+    __slots__ = ("data", "lo", "hi")
 
-    def __init__(self, body: bytes):
-        self.body = body
+    def __init__(self, data: bytes, lo: int, hi: int):
+        self.data, self.lo, self.hi = data, lo, hi
 
     def decode(self):
-        return [["poll", _loads(self.body)]]
+        return [["poll", _loads(self.data[self.lo:self.hi])]]
 
 
 class PollTable:
@@ -330,7 +331,7 @@ class _Builder:
         self.expected_index = 0
         self.last_time = None
         self.n_lines = 0
-        self.lazy = []        # (op id, body) of ops whose value is a LazyPoll
+        self.lazy = []        # (op id, LazyPoll) of ops whose value is one
 
     def fail(self, lineno, what):
         raise HistoryError(self.source, lineno, what)
@@ -359,7 +360,7 @@ class _Builder:
         if body is not None:
             if type_ == "invoke" or (f != "poll" and f != "txn"):
                 return False
-            value = LazyPoll(body)
+            value = body
         else:
             if f == "send" and type(value) is list:
                 # _check_value's verdict on the usual sends, inline
@@ -400,8 +401,8 @@ class _Builder:
         return True
 
     def add(self, ev, lineno, body=None):
-        """body: the poll result (JSON text, already validated) cut out of
-        the line, whose value is then [["poll", <body>]]."""
+        """body: a LazyPoll, the poll result cut out of the line (already
+        validated), whose value is then [["poll", <result>]]."""
         if type(ev) is not dict:
             self.fail(lineno, f"event must be a JSON object, got {type(ev).__name__}")
         for field in ("index", "time", "process", "type", "f"):
@@ -448,9 +449,9 @@ class _Builder:
         value = ev["value"]
         if body is not None:
             if type_ != "invoke" and f in ("poll", "txn"):
-                value = LazyPoll(body)
+                value = body
             else:  # not the easy case: decode and validate as usual
-                value = [["poll", _loads(body)]]
+                value = body.decode()
                 body = None
         if body is None:
             err = _check_value(f, type_, value)
@@ -509,7 +510,7 @@ class _Builder:
         if ev["value"] is not None:
             op.value = ev["value"]
 
-    def finish(self, table=True) -> History:
+    def finish(self, polls=None) -> History:
         for process, op in sorted(self.open.items(), key=lambda kv: kv[1].invoke_index):
             self.warn(f"{self.source}: invoke of {op.f} by process {process} at index "
                       f"{op.invoke_index} never completed; counted as info")
@@ -518,7 +519,7 @@ class _Builder:
         end_time = self.last_time or 0
         return History(self.ops, self.nemesis, self.events, self.warnings,
                        path=str(self.source), n_lines=self.n_lines, end_time=end_time,
-                       polls=_poll_table(self.lazy) if self.lazy and table else None)
+                       polls=polls)
 
 
 def _loads(line: bytes):
@@ -527,108 +528,43 @@ def _loads(line: bytes):
     return json.loads(line)
 
 
-# Poll results are most of a history's bytes (tens of millions of [offset,
-# value] pairs for a million operations): decoding them into lists and
-# validating those costs more than everything else. So a poll completion
-# line in the canonical compact form (what json.dumps(..., separators=(",",
-# ":")) writes: no whitespace, keys of printable ASCII without escapes,
-# integers without leading zeros, offsets >= 0, at most 18 digits) ending in
-# ``,"value":[["poll",{...}]]}`` has its result cut out, validated by one
-# regular expression and parsed in bulk into a PollTable; the rest of the
-# line goes through the JSON decoder as usual. Anything else takes the
-# ordinary path, which accepts what JSON allows and names what it rejects.
+# Poll results are most of a history's bytes; a poll completion line in the
+# canonical form keeps its result undecoded (a LazyPoll over the file's
+# bytes) and poll_bodies parses all of them into one PollTable. The rest of
+# such a line, its result replaced by 0, goes through the JSON decoder as
+# usual. Anything else takes the ordinary path.
 _POLL_INVOKE = [["poll"]]
-_POLL_MARK = b',"value":[["poll",{'
-_POLL_END = b'}]]}'
-_N = rb'(?:0|[1-9][0-9]{0,17})'
-_PAIR = rb'\[' + _N + rb',-?' + _N + rb'\]'
-_KEYLIST = rb'"[\x20\x21\x23-\x5b\x5d-\x7e]*":\[(?:' + _PAIR + rb'(?:,' + _PAIR + rb')*)?\]'
-_BODY = re.compile(rb'\{(?:' + _KEYLIST + rb'(?:,' + _KEYLIST + rb')*)?\}')
-# every byte but digits and '-' to a blank, for np.fromstring
-_NUMS = bytes(c if (48 <= c <= 57 or c == 45) else 32 for c in range(256))
+_MARK_LEN = len(scan.MARK)
 
 
-def _split_poll(line, check=True):
-    """(JSON of the line with the poll result replaced, result body) for a
-    canonical poll completion line, else None. (check=False: the body's
-    validation is left to the caller.)"""
-    if type(line) is not bytes or not line.endswith(_POLL_END):
-        return None
-    j = line.rfind(_POLL_MARK)
-    if j <= 0 or b"\\" in line:
-        return None
-    body = line[j + len(_POLL_MARK) - 1:-3]
-    if check and _BODY.fullmatch(body) is None:
-        return None
-    return line[:j] + b',"value":0}', body
-
-
-def _poll_table(lazy, chunk=32768) -> PollTable:
-    """Parses validated poll bodies [(op id, body)] into a PollTable, a
-    chunk of bodies at a time (the intermediate texts stay small)."""
+def _poll_table(lazy, nseg, npairs) -> PollTable:
+    """Parses the results [(op id, LazyPoll)] (validated by find_bodies,
+    with nseg keys and npairs pairs in all) into a PollTable."""
     lazy.sort(key=_first)
-    key_id = {}
-    parts = []
-    for c0 in range(0, len(lazy), chunk):
-        p = _poll_chunk(lazy[c0:c0 + chunk], key_id)
-        if p is None:  # a key twice in one result: JSON keeps the last; rare
-            return _poll_table_slow(lazy)
-        parts.append(p)
+    data = lazy[0][1].data
+    lo = np.fromiter((lp.lo for _, lp in lazy), dtype=np.int64, count=len(lazy))
+    hi = np.fromiter((lp.hi for _, lp in lazy), dtype=np.int64, count=len(lazy))
+    (status, seg_body, seg_key, seg_count, off, val, key_lo, key_hi,
+     nkeys) = scan.fill_table(np.frombuffer(data, dtype=np.uint8), lo, hi,
+                                     nseg, npairs)
+    if status != scan.OK:  # a key twice in one result: JSON keeps the last
+        return _poll_table_slow(lazy)
     t = PollTable()
-    t.keys = [k.decode("ascii") for k in key_id]
-    t.seg_op = np.concatenate([p[0] for p in parts])
-    t.seg_key = np.concatenate([p[1] for p in parts])
-    counts = np.concatenate([p[2] for p in parts])
-    lo = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=lo[1:])
-    t.seg_lo = lo
-    t.off = np.concatenate([p[3] for p in parts])
-    t.val = np.concatenate([p[4] for p in parts])
+    t.keys = [data[a:b].decode("ascii") for a, b in
+              zip(key_lo[:nkeys].tolist(), key_hi[:nkeys].tolist())]
+    t.seg_op = np.array([i for i, _ in lazy], dtype=np.int64)[seg_body]
+    t.seg_key = seg_key
+    t.seg_lo = np.zeros(len(seg_count) + 1, dtype=np.int64)
+    np.cumsum(seg_count, out=t.seg_lo[1:])
+    t.off, t.val = off, val
     return t
-
-
-def _poll_chunk(lazy, key_id):
-    """(seg op, seg key, pair counts, offsets, values) of some bodies, or
-    None if one has a key twice."""
-    ids = [i for i, _ in lazy]
-    bodies = [body for _, body in lazy]
-    nkeys = np.array([body.count(b'"') for body in bodies], dtype=np.int64) >> 1
-    # Every body has an even number of quotes, so splitting them all at
-    # once alternates outside / key / outside ...: keys are parts[1::2],
-    # and each key's pair list starts the part after it.
-    parts = b"".join(bodies).split(b'"')
-    del bodies
-    names = parts[1::2]
-    lists = parts[2::2]
-    del parts
-    for k in names:
-        if k not in key_id:
-            key_id[k] = len(key_id)
-    seg_op = np.repeat(np.array(ids, dtype=np.int64), nkeys)
-    seg_key = np.array(list(map(key_id.__getitem__, names)), dtype=np.int32)
-    del names
-    if len(seg_op) > 1:
-        code = np.sort(seg_op * (len(key_id) + 1) + seg_key)
-        if (code[1:] == code[:-1]).any():
-            return None
-    counts = np.fromiter(map(bytes.count, lists, repeat(b"[")), dtype=np.int64,
-                         count=len(lists)) - 1
-    text = b" ".join(lists).translate(_NUMS)
-    del lists
-    nums = np.fromstring(text, dtype=np.int64, sep=" ") if text.strip() \
-        else np.zeros(0, dtype=np.int64)
-    del text
-    if len(nums) != 2 * int(counts.sum()):
-        raise AssertionError("poll table: numbers do not match pairs")
-    nums = nums.reshape(-1, 2)
-    return seg_op, seg_key, counts, nums[:, 0].copy(), nums[:, 1].copy()
 
 
 def _poll_table_slow(lazy) -> PollTable:
     keys, key_id = [], {}
     seg_op, seg_key, counts, off, val = [], [], [], [], []
-    for i, body in lazy:
-        for k, pairs in _loads(body).items():
+    for i, lp in lazy:
+        for k, pairs in lp.decode()[0][1].items():
             kid = key_id.get(k)
             if kid is None:
                 kid = key_id[k] = len(keys)
@@ -650,61 +586,165 @@ def _poll_table_slow(lazy) -> PollTable:
     return t
 
 
-def parse_lines(lines, source="<memory>", _consume=False) -> History:
-    """Parses a list of lines (bytes or str, without newlines) as a history.
-    (_consume: drop each line from the list once parsed, to save memory.)"""
-    return _parse(lines, source, _consume)[0]
+def parse_lines(lines, source="<memory>") -> History:
+    """Parses a list of lines (bytes or str, without newlines) as a history."""
+    return parse_bytes(b"\n".join(l if type(l) is bytes else l.encode() for l in lines),
+                       source)
 
 
-def _parse(lines, source, consume=False, trusted=False, table=True):
-    """parse_lines; trusted: poll bodies are not validated here (the caller
-    validates them elsewhere). Returns (History, indexes of the lines whose
-    body became a LazyPoll)."""
-    b = _Builder(source)
-    lazy_lines = []
+def parse_bytes(data: bytes, source="<memory>") -> History:
+    """Parses the contents of a history file."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    nl = np.flatnonzero(buf == 10)
+    starts = np.concatenate(([0], nl + 1)).astype(np.int64)
+    ends = np.concatenate((nl, [len(data)])).astype(np.int64)
+    del nl
     # A torn last line is only the final non-blank one: trailing blanks are
-    # what a final newline leaves.
-    n = len(lines)
-    while n and not lines[n - 1].strip():
+    # what a final newline leaves. That line is never read the fast way.
+    n = len(starts)
+    while n and not data[starts[n - 1]:ends[n - 1]].strip():
         n -= 1
-    add_fast = b.add_fast
-    loads = _orjson.loads if _orjson is not None else json.loads
+    m = max(n - 1, 0)
+    starts, ends = starts[:n], ends[:n]
+    body, nseg, npairs = scan.find_bodies(buf, starts[:m], ends[:m], scan._MARK, scan._END)
     with no_gc():
-        for i in range(n):
-            line = lines[i]
-            if consume and i < n - 1:
-                lines[i] = None
-            lineno = i + 1
-            if i < n - 1 and line[-4:] == _POLL_END:
-                cut = _split_poll(line, not trusted)
-                if cut is not None:
-                    try:
-                        ev = loads(cut[0])
-                    except ValueError:
-                        pass  # the ordinary path names the error
-                    else:
-                        k = len(b.lazy)
-                        if not add_fast(ev, cut[1]):
-                            b.add(ev, lineno, cut[1])
-                        if len(b.lazy) != k:
-                            lazy_lines.append(i)
-                        continue
+        scanned = _parse_scanned(data, buf, starts, ends, m, body, source)
+        if scanned is not None:
+            b, lazy_lines = scanned
+            first = m
+        else:
+            b, lazy_lines, first = _Builder(source), [], 0
+        S, E, B = starts.tolist(), ends.tolist(), body.tolist() + [-1]
+        del starts, ends, body
+        add_fast = b.add_fast
+        loads = _orjson.loads if _orjson is not None else json.loads
+        cut = b',"value":0}'
+        for i in range(first, n):
+            j = B[i]
+            if j >= 0:
+                try:
+                    ev = loads(data[S[i]:j + 1 - _MARK_LEN] + cut)
+                except ValueError:
+                    pass  # the ordinary path names the error
+                else:
+                    k = len(b.lazy)
+                    lp = LazyPoll(data, j, E[i] - 3)
+                    if not add_fast(ev, lp):
+                        b.add(ev, i + 1, lp)
+                    if len(b.lazy) != k:
+                        lazy_lines.append(i)
+                    continue
+            line = data[S[i]:E[i]]
             try:
                 ev = loads(line)
             except ValueError as e:
                 if i == n - 1:
-                    b.warn(f"{source}:{lineno}: torn last line dropped "
+                    b.warn(f"{source}:{i + 1}: torn last line dropped "
                            f"({_short(line)!s})")
                     break
                 if not line.strip():
-                    b.fail(lineno, "empty line")
-                raise HistoryError(source, lineno, f"invalid JSON: {e}") from None
+                    b.fail(i + 1, "empty line")
+                raise HistoryError(source, i + 1, f"invalid JSON: {e}") from None
             if not add_fast(ev):
-                b.add(ev, lineno)
-        h = b.finish(table)
-        if not table:
-            h._cache["lazy"] = b.lazy
-        return h, lazy_lines
+                b.add(ev, i + 1)
+        del S, E, B
+        polls = None
+        if b.lazy:
+            ll = np.array(lazy_lines, dtype=np.int64)
+            polls = _poll_table(b.lazy, int(nseg[ll].sum()), int(npairs[ll].sum()))
+        return b.finish(polls)
+
+
+def _parse_scanned(data, buf, starts, ends, m, body, source):
+    """The first m lines through scan.scan_lines: (a _Builder holding them,
+    lines whose poll result is a LazyPoll), or None when the scan cannot
+    vouch for them (the caller then reads them the ordinary way, which also
+    names any error exactly)."""
+    if m < 1:
+        return None
+    (status, _, _, time, process, type_, f, vlo, vhi, kind, extra, event, nops,
+     inv, comp) = scan.scan_lines(buf, starts[:m], ends[:m], body, *scan._LITERALS,
+                                  *scan._TYPES, *scan._FS)
+    if status != scan.SCANNED:
+        return None
+    loads = _orjson.loads if _orjson is not None else json.loads
+    inv, comp = inv[:nops], comp[:nops]
+    # the value an op keeps: its completion's, unless that is null or missing
+    keep = np.where(comp >= 0, comp, inv)
+    keep = np.where(kind[keep] == scan.NULL, inv, keep)
+    lazy = (kind[keep] == scan.VALID) & ((f[keep] == scan.POLL) | (f[keep] == scan.TXN)) \
+        & (type_[keep] != scan.INVOKE)
+    client = event >= 0
+    unchecked = np.flatnonzero(client & (kind == scan.UNCHECKED))
+    need = np.zeros(m, dtype=bool)
+    need[keep[~lazy]] = True
+    need[unchecked] = True
+    decode_lines = np.flatnonzero(need)
+    del need
+    try:
+        decoded = loads(scan.join_spans(buf, vlo[decode_lines], vhi[decode_lines]).tobytes())
+    except ValueError:
+        return None
+    def value_of(line):
+        return decoded[int(np.searchsorted(decode_lines, line))]
+    for i in unchecked.tolist():  # shapes the scan does not know: the usual check
+        if _check_value(scan.F_NAMES[f[i]], scan.TYPE_NAMES[type_[i]], value_of(i)):
+            return None
+    for i in np.flatnonzero(client & (kind == scan.NULL)).tolist():
+        if _check_value(scan.F_NAMES[f[i]], scan.TYPE_NAMES[type_[i]], None):
+            return None
+    values = np.empty(nops, dtype=object)
+    kept = keep[~lazy]
+    values[~lazy] = np.fromiter(map(decoded.__getitem__,
+                                    np.searchsorted(decode_lines, kept).tolist()),
+                                dtype=object, count=len(kept))
+    lazy_ops = np.flatnonzero(lazy)
+    lazy_lines = keep[lazy]
+    lazy_values = list(map(LazyPoll, [data] * len(lazy_lines), body[lazy_lines].tolist(),
+                           (ends[lazy_lines] - 3).tolist()))
+    values[lazy_ops] = np.fromiter(lazy_values, dtype=object, count=len(lazy_values))
+    done = comp >= 0
+    comp_or_none = comp.tolist()
+    tl = time.tolist()
+    type_names = scan.TYPE_NAMES
+    types_ = [type_names[t] if c >= 0 else "info"
+              for t, c in zip(type_[np.where(done, comp, 0)].tolist(), comp_or_none)]
+    ops = list(map(Op, range(nops), process[inv].tolist(),
+                   list(map(scan.F_NAMES.__getitem__, f[inv].tolist())), types_,
+                   values.tolist(), inv.tolist(), time[inv].tolist(),
+                   [c if c >= 0 else None for c in comp_or_none],
+                   [tl[c] if c >= 0 else None for c in comp_or_none]))
+    del values
+    b = _Builder(source)
+    b.ops = ops
+    b.events = array("q", event[client].tobytes())
+    b.lazy = list(zip(lazy_ops.tolist(), lazy_values))
+    for o in np.flatnonzero(~done).tolist():
+        b.open[ops[o].process] = ops[o]
+    # extra fields and nemesis events, decoded whole, in file order
+    for i in np.flatnonzero(extra | ~client).tolist():
+        ev = loads(data[starts[i]:ends[i]])
+        b.expected_index = i
+        b.last_time = int(time[i - 1]) if i else None
+        if not client[i]:
+            try:
+                b.add(ev, i + 1)
+            except HistoryError:
+                return None
+            continue
+        # the scan read the first of any repeated field, JSON keeps the last
+        if (ev["index"] != i or ev["time"] != time[i] or ev["process"] != process[i]
+                or ev["type"] != type_names[type_[i]] or ev["f"] != scan.F_NAMES[f[i]]
+                or ev["value"] != loads(data[vlo[i]:vhi[i]])):
+            return None
+        x = {k: v for k, v in ev.items() if k not in STANDARD_FIELDS}
+        if x:
+            op = ops[event[i] >> 1]
+            op.extra = {**op.extra, **x} if op.extra else x
+    b.expected_index = m
+    b.last_time = int(time[m - 1])
+    b.n_lines = m
+    return b, lazy_lines.tolist()
 
 
 def _short(line, n=60):
@@ -734,95 +774,4 @@ def read_history(path) -> History:
             data = fh.read()
     except OSError as e:
         raise HistoryError(path, None, f"cannot read: {e.strerror or e}") from None
-    lines = data.split(b"\n")
-    del data
-    if len(lines) >= PARALLEL_MIN_LINES and hasattr(os, "fork"):
-        h = _parse_parallel(lines, path)
-        if h is not None:
-            return h
-        with open(path, "rb") as fh:  # (the lines were consumed)
-            lines = fh.read().split(b"\n")
-    return parse_lines(lines, source=path, _consume=True)
-
-
-# From this many lines on, read_history validates the poll bodies in a
-# forked child (the second core) while this process parses the lines.
-PARALLEL_MIN_LINES = 400_000
-
-
-def _parse_parallel(lines, path):
-    """Parses with the poll bodies validated and parsed into arrays by a
-    forked child. None when that did not work out (a body not in the
-    canonical form, an error, no child): the caller then parses the
-    ordinary way, which also names any error exactly as it would have."""
-    try:
-        rfd, wfd = os.pipe()
-        pid = os.fork()
-    except OSError:
-        return None
-    if pid == 0:  # the child: a verdict per line, and the bodies' table
-        code = 0
-        try:
-            os.close(rfd)
-            verdict = bytearray(len(lines))
-            split = _split_poll
-            found = []
-            for i, line in enumerate(lines):
-                if line[-4:] == _POLL_END:
-                    cut = split(line)
-                    if cut is not None:
-                        verdict[i] = 1
-                        found.append((i, cut[1]))
-            t = _poll_table(found) if found else None
-            del found
-            out = (bytes(verdict), None if t is None else
-                   (t.keys, t.seg_op, t.seg_key, t.seg_lo, t.off, t.val))
-            with os.fdopen(wfd, "wb") as fh:
-                pickle.dump(out, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        except BaseException:
-            code = 1
-        os._exit(code)
-    os.close(wfd)
-    h = lazy_lines = got = None
-    try:
-        h, lazy_lines = _parse(lines, path, consume=True, trusted=True, table=False)
-    except Exception:
-        pass
-    finally:
-        try:
-            with os.fdopen(rfd, "rb") as fh:
-                got = pickle.load(fh)
-        except Exception:
-            got = None
-        _, status = os.waitpid(pid, 0)
-    if h is None or status != 0 or got is None:
-        return None
-    verdict, table = got
-    if len(verdict) != len(lines):
-        return None
-    lazy = h._cache.pop("lazy")
-    if not lazy:
-        return h
-    if min(verdict[i] for i in lazy_lines) != 1 or table is None:
-        return None
-    # the child's segments are by line: keep the lazy ones, by op id
-    keys, seg_line, seg_key, seg_lo, off, val = table
-    line_op = np.full(len(lines), -1, dtype=np.int64)
-    line_op[np.array(lazy_lines, dtype=np.int64)] = np.fromiter(
-        map(_first, lazy), dtype=np.int64, count=len(lazy))
-    seg_op = line_op[seg_line]
-    segs = np.flatnonzero(seg_op >= 0)
-    segs = segs[np.argsort(seg_op[segs], kind="stable")]
-    cnt = seg_lo[segs + 1] - seg_lo[segs]
-    lo = np.zeros(len(segs) + 1, dtype=np.int64)
-    np.cumsum(cnt, out=lo[1:])
-    idx = np.repeat(seg_lo[segs] - lo[:-1], cnt) + np.arange(int(lo[-1]), dtype=np.int64)
-    t = PollTable()
-    t.keys = keys
-    t.seg_op = seg_op[segs]
-    t.seg_key = seg_key[segs]
-    t.seg_lo = lo
-    t.off = off[idx]
-    t.val = val[idx]
-    h.polls = t
-    return h
+    return parse_bytes(data, source=path)

@@ -53,11 +53,7 @@ def _poll(result, type_="ok", f="poll"):
 ])
 @pytest.mark.parametrize("type_,f", [("ok", "poll"), ("info", "poll"), ("ok", "txn"),
                                      ("ok", "send"), ("invoke", "poll")])
-@pytest.mark.parametrize("parallel", [False, True])
-def test_fast_path_agrees_with_ordinary_path(tmp_path, monkeypatch, result, type_, f,
-                                             parallel):
-    from checkers import history
-    monkeypatch.setattr(history, "PARALLEL_MIN_LINES", 0 if parallel else 10**12)
+def test_fast_path_agrees_with_ordinary_path(tmp_path, monkeypatch, result, type_, f):
     evs = _poll("RESULT", type_, f)
     if type_ == "invoke":
         evs = evs[:1] + [dict(evs[1], process=2, index=1, type="invoke")] + evs[2:]
@@ -88,10 +84,7 @@ def _plant(events):
 
 @pytest.mark.parametrize("planted", [False, True])
 @pytest.mark.parametrize("seed", [1, 2])
-@pytest.mark.parametrize("parallel", [False, True])
-def test_array_analysis_equals_list_analysis(tmp_path, monkeypatch, planted, seed, parallel):
-    from checkers import history
-    monkeypatch.setattr(history, "PARALLEL_MIN_LINES", 0 if parallel else 10**12)
+def test_array_analysis_equals_list_analysis(tmp_path, monkeypatch, planted, seed):
     events = generate(3000, processes=5, keys=6, seed=seed, nemesis_every=500, batch=3)
     if planted:
         events = _plant(events)
@@ -108,12 +101,9 @@ def test_array_analysis_equals_list_analysis(tmp_path, monkeypatch, planted, see
             _strip(check_history(parse_events(copy.deepcopy(events)), options=o))
 
 
-@pytest.mark.parametrize("parallel", [False, True])
-def test_mixed_fast_and_decoded_polls(tmp_path, monkeypatch, parallel):
+def test_mixed_fast_and_decoded_polls(tmp_path, monkeypatch):
     """Some poll lines not canonical (decoded the ordinary way), merged
     with the arrays of the others."""
-    from checkers import history
-    monkeypatch.setattr(history, "PARALLEL_MIN_LINES", 0 if parallel else 10**12)
     events = _plant(generate(3000, processes=5, keys=6, seed=3, nemesis_every=500, batch=3))
     lines = _lines(events)
     for j in range(0, len(lines), 7):
@@ -129,8 +119,7 @@ def test_mixed_fast_and_decoded_polls(tmp_path, monkeypatch, parallel):
 
 
 @pytest.mark.parametrize("how", ["null-offset", "huge-value", "float"])
-@pytest.mark.parametrize("parallel", [False, True])
-def test_table_not_representable_falls_back(tmp_path, monkeypatch, how, parallel):
+def test_table_not_representable_falls_back(tmp_path, monkeypatch, how):
     """Reads the arrays cannot hold (an unknown offset in a decoded poll,
     values too spread out): the analysis decodes the lazy values instead."""
     events = generate(2000, processes=4, keys=4, seed=6, nemesis_every=400, batch=2)
@@ -138,8 +127,6 @@ def test_table_not_representable_falls_back(tmp_path, monkeypatch, how, parallel
              and len(e["value"][0]) > 1 and any(e["value"][0][1].values())]
     e = polls[len(polls) // 2]
     k = next(k for k, ps in e["value"][0][1].items() if ps)
-    from checkers import history
-    monkeypatch.setattr(history, "PARALLEL_MIN_LINES", 0 if parallel else 10**12)
     if how == "float":  # not valid at all: both paths must reject it alike
         e["value"][0][1][k] = [[1.5, 2], [3.5, 4]]
         with pytest.raises(HistoryError) as fast_err:

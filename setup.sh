@@ -30,3 +30,5 @@ else
 fi
 # pyenv installs console scripts behind shims; make `highwater` callable at once.
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
+# Compile the checkers' kernels now rather than during the first check.
+"$PY" -m checkers.warmup

@@ -10,9 +10,14 @@ through "barrier" vertices (ids >= ``n_ops``), one per batch of completions
 realtime step, compressed back to a single step in the witness.
 
 The SCC pass uses scipy's sparse-graph routine (C speed, fine for millions of
-edges); the small per-component searches are plain BFS in Python over
-(vertex, relations-seen) states, so that the cycle found is the shortest
-through its first edge that has every required relation.
+edges); the per-component searches are BFS over (vertex, relations-seen)
+states, so that the cycle found is the shortest through its first edge that
+has every required relation.
+
+numba compiles the loops over edges and states (``cache=True`` keeps the
+machine code next to this file): a component of a million-operation history
+has millions of edges, which a BFS in Python walks in seconds, and numpy can
+group or project them only with whole-array sorts.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import time
 from collections import deque
 
 import numpy as np
+from numba import njit
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -46,9 +52,71 @@ class Graph:
         self.src = np.asarray(src, dtype=np.int64)
         self.dst = np.asarray(dst, dtype=np.int64)
         self.rel = np.asarray(rel, dtype=np.int8)
+        self._rows = None
 
     def __len__(self):
         return len(self.src)
+
+    def rows(self):
+        """(indptr, dst, rel): the edges grouped by source, each source's by
+        destination. Built once: every projection's CSR is a walk over it."""
+        if self._rows is None:
+            m, n = len(self.src), self.n_nodes
+            idx = np.int32 if n < 2**31 else np.int64
+            indptr = np.empty(n + 1, dtype=np.int64)
+            rdst, rrel = np.empty(m, dtype=idx), np.empty(m, dtype=np.int8)
+            _rows_by_source(self.src, self.dst, self.rel, indptr, rdst, rrel,
+                            np.empty(m, dtype=idx), np.empty(m, dtype=np.int8))
+            self._rows = indptr, rdst, rrel
+        return self._rows
+
+
+@njit(cache=True)
+def _rows_by_source(src, dst, rel, indptr, rdst, rrel, bsrc, brel):
+    m, n = len(src), len(indptr) - 1
+    # Two counting sorts, by destination then by source: O(edges), where a
+    # comparison sort of millions of edges costs most of a second. Each pass
+    # reads in order (random reads are what make such passes slow).
+    at = np.zeros(n + 1, np.int64)
+    for i in range(m):
+        at[dst[i] + 1] += 1
+    for v in range(n):
+        at[v + 1] += at[v]
+    dptr = at.copy()
+    for i in range(m):
+        p = at[dst[i]]
+        bsrc[p] = src[i]
+        brel[p] = rel[i]
+        at[dst[i]] = p + 1
+    indptr[:] = 0
+    for i in range(m):
+        indptr[src[i] + 1] += 1
+    for v in range(n):
+        indptr[v + 1] += indptr[v]
+    at = indptr[:-1].copy()
+    for d in range(n):
+        for q in range(dptr[d], dptr[d + 1]):
+            p = at[bsrc[q]]
+            rdst[p] = d
+            rrel[p] = brel[q]
+            at[bsrc[q]] = p + 1
+
+
+@njit(cache=True)
+def _projection_csr(indptr, rdst, rrel, rels, out_indptr, out_indices):
+    """Fills the CSR of the edges with a bit in rels, each row's indices
+    sorted and without repeats; returns its number of entries."""
+    k = 0
+    out_indptr[0] = 0
+    for v in range(len(indptr) - 1):
+        last = -1
+        for e in range(indptr[v], indptr[v + 1]):
+            if rrel[e] & rels and rdst[e] != last:
+                last = rdst[e]
+                out_indices[k] = last
+                k += 1
+        out_indptr[v + 1] = k
+    return k
 
 
 def sccs(graph: Graph, rels: int):
@@ -58,11 +126,20 @@ def sccs(graph: Graph, rels: int):
     mask = (graph.rel & rels) != 0
     # An edge with several relations, some outside rels, must go: projecting
     # is about which edges exist, and ours carry exactly one bit each.
-    src, dst = graph.src[mask], graph.dst[mask]
-    if len(src) == 0:
+    if not mask.any():
         return None, [], mask
-    m = csr_matrix((np.ones(len(src), dtype=np.int8), (src, dst)),
-                   shape=(graph.n_nodes, graph.n_nodes))
+    indptr, rdst, rrel = graph.rows()
+    n = graph.n_nodes
+    # The arrays csr_matrix((ones, (src, dst))) would hold (canonical: rows
+    # sorted, repeats summed), without its sorts. The labels depend on the
+    # order the search meets vertices in, so the same arrays keep the same
+    # labels, hence the same order of equal-sized components. (Repeats must
+    # go anyway: scipy's search never ends on a row with one.)
+    idx = np.int32 if max(n, len(rdst)) < 2**31 else np.int64
+    pindptr = np.empty(n + 1, dtype=idx)
+    pindices = np.empty(len(rdst), dtype=idx)
+    k = _projection_csr(indptr, rdst, rrel, rels, pindptr, pindices)
+    m = csr_matrix((np.ones(k), pindices[:k], pindptr), shape=(n, n))
     _, labels = connected_components(m, directed=True, connection="strong")
     sizes = np.bincount(labels)
     big = np.nonzero(sizes > 1)[0]
@@ -123,63 +200,174 @@ def _bfs_cycle(adj, first_edge, required, deadline):
 
 
 class _Component:
-    """The edges inside one component as CSR arrays over local vertex ids,
-    each vertex's edges in graph edge order (what a dict of adjacency lists
-    built edge by edge holds)."""
+    """The edges inside one component as CSR arrays over local vertex ids
+    (indexes into verts, the sorted global ids), each vertex's edges in the
+    given (graph) order: what a dict of adjacency lists built edge by edge
+    holds. edge[p] is entry p's position in that order; sources are the
+    dict's keys in order (first appearance)."""
 
-    __slots__ = ("verts", "indptr", "dst", "rel", "src_order_edges")
+    __slots__ = ("verts", "indptr", "dst", "rel", "edge", "sources")
 
-    def __init__(self, src, dst, rel):
-        verts = np.sort(np.concatenate((src, dst)))  # (np.unique hashes: slow)
-        if len(verts) > 1:
-            verts = verts[np.concatenate(([True], verts[1:] != verts[:-1]))]
-        ls = np.searchsorted(verts, src)
-        ld = np.searchsorted(verts, dst)
-        o = np.argsort(ls, kind="stable")
+    def __init__(self, verts, ls, ld, rel):
+        """ls, ld: the edges' local source and destination, in graph order."""
         self.verts = verts
-        self.indptr = np.zeros(len(verts) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(ls, minlength=len(verts)), out=self.indptr[1:])
-        self.dst = ld[o]
-        self.rel = rel[o].astype(np.int64)
-        # edges in dict-iteration order: sources by first appearance, then
-        # each source's edges in order
-        first = np.full(len(verts), len(src), dtype=np.int64)
-        np.minimum.at(first, ls, np.arange(len(src), dtype=np.int64))
-        self.src_order_edges = (ls, first)
+        self.dst = np.empty(len(ls), dtype=np.int32 if len(verts) < 2**31 else np.int64)
+        self.indptr, self.rel, self.edge, self.sources = \
+            _local_csr(ls, ld, rel, len(verts), self.dst)
 
-    def starts(self, bit, candidates, src_global, dst_global, rel):
-        ls, first = self.src_order_edges
-        e = np.flatnonzero((rel & bit) != 0)
-        if not len(e):
-            return []
-        o = np.lexsort((e, first[ls[e]]))[:candidates]
-        e = e[o]
-        return list(zip(src_global[e].tolist(), dst_global[e].tolist(), rel[e].tolist()))
+    def starts(self, bit, candidates, src, dst, rel):
+        """The first candidates edges with bit, in the dict's order, as
+        (src, dst, rel) from the component's edge arrays."""
+        e = _first_with_bit(self.indptr, self.rel, self.edge, self.sources,
+                            bit, candidates)
+        return list(zip(src[e].tolist(), dst[e].tolist(), rel[e].tolist()))
 
 
-def _component_arrays(graph, labels, comps, mask):
-    """{component: _Component} for edges inside components."""
-    wanted = np.zeros(labels.max() + 1, dtype=bool)
-    wanted[comps] = True
-    src, dst, rel = graph.src[mask], graph.dst[mask], graph.rel[mask]
-    ls = labels[src]
-    inside = (ls == labels[dst]) & wanted[ls]
-    src, dst, rel, ls = src[inside], dst[inside], rel[inside], ls[inside]
-    o = np.argsort(ls, kind="stable")
-    src, dst, rel, ls = src[o], dst[o], rel[o], ls[o]
-    b = np.searchsorted(ls, comps)
-    e = np.searchsorted(ls, comps, "right")
-    out = {}
-    for c, lo, hi in zip(comps, b.tolist(), e.tolist()):
-        comp = _Component(src[lo:hi], dst[lo:hi], rel[lo:hi])
-        out[c] = (comp, src[lo:hi], dst[lo:hi], rel[lo:hi].astype(np.int64))
+@njit(cache=True)
+def _local_csr(ls, ld, rel, nv, cdst):
+    m = len(ls)
+    indptr = np.zeros(nv + 1, np.int64)
+    for i in range(m):
+        indptr[ls[i] + 1] += 1
+    for v in range(nv):
+        indptr[v + 1] += indptr[v]
+    at = indptr[:-1].copy()
+    crel = np.empty(m, np.int8)
+    edge = np.empty(m, np.int64)
+    sources = np.empty(nv, np.int64)
+    n_sources = 0
+    for i in range(m):
+        s = ls[i]
+        p = at[s]
+        if p == indptr[s]:  # s's first edge
+            sources[n_sources] = s
+            n_sources += 1
+        cdst[p] = ld[i]
+        crel[p] = rel[i]
+        edge[p] = i
+        at[s] = p + 1
+    return indptr, crel, edge, sources[:n_sources]
+
+
+@njit(cache=True)
+def _first_with_bit(indptr, rel, edge, sources, bit, k):
+    # the first k in the dict's order are near its start: no sort of all
+    out = np.empty(max(k, 0), np.int64)
+    n = 0
+    for s in sources:
+        for p in range(indptr[s], indptr[s + 1]):
+            if n == k:
+                return out
+            if rel[p] & bit:
+                out[n] = edge[p]
+                n += 1
+    return out[:n]
+
+
+@njit(cache=True)
+def _edge_components(src, dst, mask, labels, slot):
+    """Per edge: slot[component] if it is in the projection (mask) and
+    inside a component with a slot, else -1."""
+    out = np.full(len(src), -1, np.int64)
+    for i in range(len(src)):
+        if mask[i]:
+            c = labels[src[i]]
+            if c == labels[dst[i]]:
+                out[i] = slot[c]
     return out
 
 
-def _bfs_cycle_arrays(comp, first_edge, required, deadline):
-    """_bfs_cycle over a _Component, level by level with arrays, visiting
-    states in exactly the FIFO order (so the same parents, the same cycle).
-    States are local vertex * 16 + relation bits seen."""
+@njit(cache=True)
+def _group(keys, k):
+    """Positions with key 0..k-1 grouped by key, each group in order
+    (a stable counting sort); -1 keys are left out. (bounds, positions)."""
+    bounds = np.zeros(k + 1, np.int64)
+    for x in keys:
+        if x >= 0:
+            bounds[x + 1] += 1
+    for i in range(k):
+        bounds[i + 1] += bounds[i]
+    at = bounds[:-1].copy()
+    out = np.empty(bounds[k], np.int64)
+    for i in range(len(keys)):
+        x = keys[i]
+        if x >= 0:
+            out[at[x]] = i
+            at[x] += 1
+    return bounds, out
+
+
+def _component_arrays(graph, labels, comps, mask):
+    """{component: (_Component, src, dst, rel)} for edges inside components,
+    the edge arrays in graph order."""
+    slot = np.full(labels.max() + 1, -1, dtype=np.int64)
+    slot[comps] = np.arange(len(comps))
+    vb, verts = _group(slot[labels], len(comps))
+    eb, edges = _group(_edge_components(graph.src, graph.dst, mask, labels, slot),
+                       len(comps))
+    local = np.empty(graph.n_nodes, dtype=np.int64)  # read only at members
+    out = {}
+    for i, c in enumerate(comps):
+        cverts = verts[vb[i]:vb[i + 1]]
+        local[cverts] = np.arange(len(cverts))
+        e = edges[eb[i]:eb[i + 1]]
+        src, dst, rel = graph.src[e], graph.dst[e], graph.rel[e].astype(np.int64)
+        out[c] = (_Component(cverts, local[src], local[dst], rel), src, dst, rel)
+    return out
+
+
+@njit(cache=True)
+def _rel_values_inside(src, dst, rel, labels, big):
+    """Which rel values (as uint8) edges inside big components carry."""
+    out = np.zeros(256, np.bool_)
+    for i in range(len(src)):
+        c = labels[src[i]]
+        if big[c] and c == labels[dst[i]]:
+            out[rel[i] & 255] = True
+    return out
+
+
+# _bfs_steps outcomes
+_FOUND, _EXHAUSTED, _PAUSED = 0, 1, 2
+_BFS_CHUNK = 1 << 18  # state expansions between deadline checks
+
+
+@njit(cache=True)
+def _bfs_steps(indptr, dst, rel, required, goal, queue, span, visited, parent,
+               prel, budget):
+    """Pops states from queue[span[0]:span[1]] until goal is reached, the
+    queue is empty or budget states have been expanded; span keeps the queue
+    between calls."""
+    head, tail = span[0], span[1]
+    while head < tail:
+        if budget == 0:
+            span[0], span[1] = head, tail
+            return _PAUSED
+        budget -= 1
+        st = queue[head]
+        head += 1
+        v = st >> 4
+        seen = st & 15
+        for e in range(indptr[v], indptr[v + 1]):
+            r = rel[e]
+            ns = (dst[e] << 4) | seen | (r & required)
+            if not visited[ns]:
+                visited[ns] = True
+                parent[ns] = st
+                prel[ns] = r
+                # its parent is final: returning now is popping it later
+                if ns == goal:
+                    return _FOUND
+                queue[tail] = ns
+                tail += 1
+    return _EXHAUSTED
+
+
+def _bfs_cycle_arrays(comp, first_edge, required, deadline, chunk=_BFS_CHUNK):
+    """_bfs_cycle over a _Component, with the same FIFO queue (so the same
+    parents, the same cycle). States are local vertex * 16 + relation bits
+    seen. The compiled loop does not read the clock: it pauses every chunk
+    expansions for the deadline check, then goes on from its queue."""
     a, b, r0 = first_edge
     verts = comp.verts
     la = int(np.searchsorted(verts, a))
@@ -189,82 +377,42 @@ def _bfs_cycle_arrays(comp, first_edge, required, deadline):
     if start == goal:
         return [(a, r0)]
     nstates = len(verts) * 16
-    visited_b = bytearray(nstates)
-    visited = np.frombuffer(visited_b, dtype=bool)
-    parent = np.empty(nstates, dtype=np.int64)  # read only where visited
+    idx = np.int32 if nstates < 2**31 else np.int64
+    visited = np.zeros(nstates, dtype=np.bool_)
+    parent = np.empty(nstates, dtype=idx)  # read only where visited
     prel = np.empty(nstates, dtype=np.int8)
-    visited_b[start] = 1
-    indptr, cdst, crel = comp.indptr, comp.dst, comp.rel
-    # memoryviews: element access from Python without copies
-    ip_m, dst_m, rel_m = memoryview(indptr), memoryview(cdst), memoryview(crel)
-    par_m, prel_m = memoryview(parent), memoryview(prel)
-    frontier = [start]
-    found = False
-    while frontier:
-        if time.monotonic() > deadline:
+    queue = np.empty(nstates, dtype=idx)  # each state enters once
+    queue[0] = start
+    visited[start] = True
+    span = np.array([0, 1], dtype=np.int64)
+    while True:
+        status = _bfs_steps(comp.indptr, comp.dst, comp.rel, required, goal,
+                            queue, span, visited, parent, prel, chunk)
+        if status == _FOUND:
+            break
+        if status == _EXHAUSTED or time.monotonic() > deadline:
             return None
-        if len(frontier) < 256:  # a small level: plain FIFO steps
-            nxt = []
-            for st in frontier:
-                v = st >> 4
-                sn = st & 15
-                for e in range(ip_m[v], ip_m[v + 1]):
-                    r = rel_m[e]
-                    ns = (dst_m[e] << 4) | sn | (r & required)
-                    if not visited_b[ns]:
-                        visited_b[ns] = 1
-                        par_m[ns] = st
-                        prel_m[ns] = r
-                        nxt.append(ns)
-            if visited_b[goal]:
-                found = True
-                break
-            frontier = nxt
-            continue
-        fr = np.array(frontier, dtype=np.int64)
-        v = fr >> 4
-        seen = fr & 15
-        lo = indptr[v]
-        cnt = indptr[v + 1] - lo
-        total = int(cnt.sum())
-        if not total:
-            break
-        base = np.repeat(lo - (np.cumsum(cnt) - cnt), cnt)
-        idx = base + np.arange(total, dtype=np.int64)
-        r = crel[idx]
-        ns = (cdst[idx] << 4) | (np.repeat(seen, cnt) | (r & required))
-        par = np.repeat(fr, cnt)
-        new = ~visited[ns]
-        ns, par, r = ns[new], par[new], r[new]
-        if not len(ns):
-            break
-        # first occurrence of each new state, kept in examination order
-        o = np.argsort(ns, kind="stable")
-        sn_ = ns[o]
-        keep = np.ones(len(sn_), dtype=bool)
-        keep[1:] = sn_[1:] != sn_[:-1]
-        pos = np.sort(o[keep])
-        ns, par, r = ns[pos], par[pos], r[pos]
-        visited[ns] = True
-        parent[ns] = par
-        prel[ns] = r
-        if visited_b[goal]:
-            found = True
-            break
-        frontier = ns.tolist()
-    if not found:
-        return None
-    path = []
+    # path[i] = state i steps after start; the cycle is a, then each
+    # state's vertex with the rel of the edge out of it
+    path = _trace(parent, start, goal)
+    return [(a, r0)] + list(zip(verts[path[:-1] >> 4].tolist(),
+                                prel[path[1:]].tolist()))
+
+
+@njit(cache=True)
+def _trace(parent, start, goal):
+    n = 1
     state = goal
     while state != start:
-        path.append((int(verts[state >> 4]), int(prel[state])))
-        state = int(parent[state])
-    path.append((b, None))
-    path.reverse()
-    out = [(a, r0)]
-    for i in range(len(path) - 1):
-        out.append((path[i][0], path[i + 1][1]))
-    return out
+        state = parent[state]
+        n += 1
+    path = np.empty(n, np.int64)
+    state = goal
+    for i in range(n - 1, -1, -1):
+        path[i] = state
+        if i:
+            state = parent[state]
+    return path
 
 
 def find_cycles(graph: Graph, specs=CYCLE_SPECS, max_per_type: int = 8,
@@ -276,9 +424,34 @@ def find_cycles(graph: Graph, specs=CYCLE_SPECS, max_per_type: int = 8,
     of the type is still reported, as {"scc": vertices (ops only), "cycle": None}.
     """
     deadline = time.monotonic() + budget_s
+    if not specs:
+        return {}
+    # Every projection's components lie inside the components of the
+    # projection onto all the specs' relations. So when that one has none
+    # (a valid history), one SCC pass answers for all specs; else a spec
+    # none of whose candidate first edges is inside one of them has no
+    # start edge, hence nothing to report, and needs no SCC pass.
+    union = 0
+    for _, rels, _ in specs:
+        union |= rels
+    done = {union: sccs(graph, union)}
+    labels, comps, _ = done[union]
+    if not comps:
+        return {}
+    big = np.zeros(labels.max() + 1, dtype=np.bool_)
+    big[comps] = True
+    rel_inside = _rel_values_inside(graph.src, graph.dst, graph.rel, labels, big)
     found = {}
     for name, rels, required in specs:
-        labels, comps, mask = sccs(graph, rels)
+        # Candidate first edges carry the rarest required relation.
+        first_bit = required & -required
+        for bit in (WR, PROCESS, REALTIME, WW):
+            if required & bit:
+                first_bit = bit
+                break
+        if not any(rel_inside[r] for r in range(256) if r & first_bit and r & rels):
+            continue
+        labels, comps, mask = done.pop(rels, None) or sccs(graph, rels)
         if not comps:
             continue
         adj = _component_arrays(graph, labels, comps[:max_per_type * 4], mask)
@@ -287,12 +460,6 @@ def find_cycles(graph: Graph, specs=CYCLE_SPECS, max_per_type: int = 8,
             if len(results) >= max_per_type:
                 break
             comp, csrc, cdst, crel = adj[c]
-            # Candidate first edges carry the rarest required relation.
-            first_bit = required & -required
-            for bit in (WR, PROCESS, REALTIME, WW):
-                if required & bit:
-                    first_bit = bit
-                    break
             starts = comp.starts(first_bit, candidates, csrc, cdst, crel)
             best = None
             for e in starts:

@@ -212,3 +212,25 @@ def build(lines, dt: int = 1000) -> list:
             ev.update(line[4])
         events.append(ev)
     return events
+
+
+def plant_anomalies(events: list) -> list:
+    """Loses one acked value mid-log (removed from every poll) and
+    duplicates another at a far offset, in place: lost-write, duplicate,
+    skips and G0 cycles must then be found (the checker benchmark, tests,
+    and the kernels' warm-up use it)."""
+    sends = [m for ev in events if ev["type"] == "ok" and ev["f"] == "send"
+             for m in ev["value"]]
+    _, k, (_, v) = sends[len(sends) // 2]
+    _, k2, (_, v2) = sends[len(sends) // 3]
+    dup_done = False
+    for ev in events:
+        if ev["f"] == "poll" and ev["type"] != "invoke":
+            for m in ev["value"]:
+                if len(m) > 1 and k in m[1]:
+                    m[1][k] = [p for p in m[1][k] if p[1] != v]
+                if not dup_done and ev["type"] == "ok" and len(m) > 1 and k2 in m[1] \
+                        and any(p[1] == v2 for p in m[1][k2]):
+                    m[1][k2].append([10**9, v2])
+                    dup_done = True
+    return events

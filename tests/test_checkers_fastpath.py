@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import sys
 
 import pytest
 
 from checkers import check_history
 from checkers.history import HistoryError, parse_events, read_history
-from checkers.synth import generate
+from checkers.synth import generate, plant_anomalies
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _lines(events):
@@ -76,18 +73,12 @@ def test_fast_path_agrees_with_ordinary_path(tmp_path, monkeypatch, result, type
     assert [op.type for op in fast.ops] == [op.type for op in slow.ops]
 
 
-def _plant(events):
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    from bench_checker import plant
-    return plant(events)
-
-
 @pytest.mark.parametrize("planted", [False, True])
 @pytest.mark.parametrize("seed", [1, 2])
 def test_array_analysis_equals_list_analysis(tmp_path, monkeypatch, planted, seed):
     events = generate(3000, processes=5, keys=6, seed=seed, nemesis_every=500, batch=3)
     if planted:
-        events = _plant(events)
+        events = plant_anomalies(events)
     fast = _read(tmp_path, _lines(events))
     assert fast.polls is not None
     slow = parse_events(copy.deepcopy(events))
@@ -104,7 +95,7 @@ def test_array_analysis_equals_list_analysis(tmp_path, monkeypatch, planted, see
 def test_mixed_fast_and_decoded_polls(tmp_path, monkeypatch):
     """Some poll lines not canonical (decoded the ordinary way), merged
     with the arrays of the others."""
-    events = _plant(generate(3000, processes=5, keys=6, seed=3, nemesis_every=500, batch=3))
+    events = plant_anomalies(generate(3000, processes=5, keys=6, seed=3, nemesis_every=500, batch=3))
     lines = _lines(events)
     for j in range(0, len(lines), 7):
         if '"poll",{' in lines[j]:

@@ -12,7 +12,7 @@ longest few per key, for plots, in ``windows``). A window longer than
 """
 from __future__ import annotations
 
-from bisect import bisect_left
+import numpy as np
 
 from .history import History
 from .util import NS_PER_S, ns_to_s, sort_key
@@ -40,32 +40,60 @@ def faults_of(history: History):
 
 
 def _sends_by_key(history: History):
-    """k -> (sorted ok ack times, [(invoke time, op)] of attempts,
-    [(invoke time, ack time)] of ok sends sorted by invoke)."""
-    acks, attempts, oks = {}, {}, {}
+    """k -> (invoke times of its send attempts, ok flags, ack times), as
+    arrays in invoke order."""
+    inv, ok, ack = {}, {}, {}
     for op in history.ops:
-        if op.f not in ("send", "txn") or not isinstance(op.value, list):
+        f = op.f
+        if f != "send" and f != "txn":
             continue
-        ks = {m[1] for m in op.value if m and m[0] == "send" and len(m) > 1}
+        v = op.value
+        if type(v) is not list:
+            continue
+        if len(v) == 1:  # the usual send: one micro-op, one key
+            m = v[0]
+            ks = (m[1],) if m and m[0] == "send" and len(m) > 1 else ()
+        else:
+            ks = {m[1] for m in v if m and m[0] == "send" and len(m) > 1}
+        good = op.type == "ok"
         for k in ks:
-            attempts.setdefault(k, []).append(op.invoke_time)
-            if op.type == "ok":
-                acks.setdefault(k, []).append(op.time)
-                oks.setdefault(k, []).append((op.invoke_time, op.time))
-    for k in acks:
-        acks[k].sort()
-    return acks, attempts, oks
+            lst = inv.get(k)
+            if lst is None:
+                lst = inv[k] = []
+                ok[k] = []
+                ack[k] = []
+            lst.append(op.invoke_time)
+            ok[k].append(good)
+            ack[k].append(op.time if good else 0)
+    return {k: (np.array(inv[k]), np.array(ok[k], dtype=bool), np.array(ack[k]))
+            for k in inv}
 
 
 def _first_ack_after(oks, t):
-    """Earliest ack among ok sends invoked at or after t."""
-    best = None
-    for inv, ack in oks[bisect_left(oks, (t, -1)):]:
-        if best is None or ack < best:
-            best = ack
-        if best is not None and inv > best:
-            break  # later invokes cannot ack earlier than best
-    return best
+    """Earliest ack among ok sends invoked at or after t; oks: (invoke
+    times sorted, suffix minima of their acks)."""
+    inv, suffix_min = oks
+    i = int(np.searchsorted(inv, t, "left"))
+    return suffix_min[i] if i < len(inv) else None
+
+
+def _windows(attempts, acks, end):
+    """Each attempt waits for the key's next ack (or the end: unrecovered).
+    Returns (the longest wait (start, end, unrecovered) -- the first of
+    equals, and per distinct wait end, the earliest attempt waiting for
+    it: arrays start, end, unrecovered)."""
+    if len(attempts) > 1 and (attempts[1:] < attempts[:-1]).any():
+        attempts = np.sort(attempts, kind="stable")  # times went back (warned)
+    j = np.searchsorted(acks, attempts, "left")
+    unrecovered = j >= len(acks)
+    e = acks[np.minimum(j, len(acks) - 1)] if len(acks) else np.zeros_like(attempts)
+    e = np.where(unrecovered, end, e)
+    w = int(np.argmax(e - attempts))
+    worst = (attempts[w].item(), e[w].item(), bool(unrecovered[w]))
+    # attempts are in time order, so each wait end is one run of them
+    first = np.ones(len(e), dtype=bool)
+    first[1:] = (e[1:] != e[:-1]) | (unrecovered[1:] != unrecovered[:-1])
+    return worst, attempts[first], e[first], unrecovered[first]
 
 
 def recovery(history: History, options=None) -> dict:
@@ -74,34 +102,27 @@ def recovery(history: History, options=None) -> dict:
     max_windows = options.get("recovery_max_windows", 20)
     end = history.end_time
     faults = faults_of(history)
-    acks, attempts, oks = _sends_by_key(history)
-    keys = sorted(attempts, key=sort_key)
+    sends = _sends_by_key(history)
+    keys = sorted(sends, key=sort_key)
 
     windows = {}
     top = {}
     anomalies = []
+    oks = {}
     for k in keys:
-        ak = acks.get(k, [])
-        worst = None
-        by_end = {}   # ack (or end) -> earliest attempt waiting for it
-        for t in attempts[k]:
-            j = bisect_left(ak, t)
-            if j < len(ak):
-                w = (t, ak[j], False)
-            else:
-                w = (t, end, True)
-            if worst is None or w[1] - w[0] > worst[1] - worst[0]:
-                worst = w
-            e = (w[1], w[2])
-            if e not in by_end or t < by_end[e]:
-                by_end[e] = t
-        longest = sorted(((e - t0, t0, e, u) for (e, u), t0 in by_end.items()),
-                         reverse=True)[:max_windows]
-        top[k] = [{"start_s": ns_to_s(t0), "end_s": ns_to_s(e), "window_s": ns_to_s(d),
-                   "unrecovered": u} for d, t0, e, u in sorted(longest, key=lambda x: x[1])]
-        if worst is None:
-            continue
-        t0, t1, unrecovered = worst
+        inv, good, ack = sends[k]
+        ak = np.sort(ack[good])
+        o = np.lexsort((ack[good], inv[good]))
+        oi, oa = inv[good][o], ack[good][o]
+        oks[k] = (oi, np.minimum.accumulate(oa[::-1])[::-1].tolist())
+        (t0, t1, unrecovered), starts, ends, unrec = _windows(inv, ak, end)
+        d = ends - starts
+        longest = np.lexsort((unrec, ends, starts, d))[::-1][:max_windows]
+        longest = longest[np.argsort(starts[longest], kind="stable")]
+        top[k] = [{"start_s": ns_to_s(a), "end_s": ns_to_s(b), "window_s": ns_to_s(c),
+                   "unrecovered": u}
+                  for a, b, c, u in zip(starts[longest].tolist(), ends[longest].tolist(),
+                                        d[longest].tolist(), unrec[longest].tolist())]
         overlapping = [{"fault": f["fault"], "id": f["id"]} for f in faults
                        if f["start"] <= t1 and (f["stop"] if f["stop"] is not None else end) >= t0]
         win = {"key": k, "window_s": ns_to_s(t1 - t0), "start_s": ns_to_s(t0),
@@ -114,7 +135,7 @@ def recovery(history: History, options=None) -> dict:
     for f in faults:
         per_key = {}
         for k in keys:
-            ok = oks.get(k, [])
+            ok = oks[k]
             a_start = _first_ack_after(ok, f["start"])
             a_heal = _first_ack_after(ok, f["stop"]) if f["stop"] is not None else None
             per_key[k] = {

@@ -72,3 +72,33 @@ def test_plot_data():
                         options={"require_activity": False, "recovery_max_windows": 1})
     (longest,) = few["checkers"]["recovery"]["windows"]["y"]
     assert abs(longest["window_s"] - 0.2) < 1e-9
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(attempts=st.lists(st.integers(0, 50), min_size=1, max_size=30),
+       acks=st.lists(st.integers(0, 50), max_size=30), tail=st.integers(0, 10))
+def test_windows_equal_a_brute_force_walk(attempts, acks, tail):
+    """recovery._windows against the plain definition: each attempt waits
+    for the first ack at or after it (or the end); the worst wait is the
+    first longest; per wait end, the earliest attempt waiting for it."""
+    import numpy as np
+
+    from checkers.recovery import _windows
+    attempts.sort()
+    acks.sort()
+    end = max(attempts + acks) + tail
+    worst, by_end = None, {}
+    for t in attempts:
+        nxt = [a for a in acks if a >= t]
+        w = (t, nxt[0], False) if nxt else (t, end, True)
+        if worst is None or w[1] - w[0] > worst[1] - worst[0]:
+            worst = w
+        by_end.setdefault((w[1], w[2]), t)
+    got_worst, starts, ends, unrec = _windows(np.array(attempts), np.array(acks, dtype=np.int64),
+                                              end)
+    assert got_worst == worst
+    assert {(e, u): s for s, e, u in zip(starts.tolist(), ends.tolist(), unrec.tolist())} \
+        == by_end

@@ -16,11 +16,20 @@ Witnesses name ops by ``Op.ref()``: process, type, f, index (of the
 completion line, so one can grep the history), time.
 
 Speed: when the reader kept poll results as arrays (``History.polls``),
-``extract`` builds a ``_ReadTable`` and the stages that walk every read
-(first readers, version orders, int-poll, poll-skip, unseen/lag, wr edges)
-run on arrays (``*_table`` variants); the list-based code below them is the
-reference and still runs for histories built from decoded events. Both give
-identical results (tests/test_checkers_fastpath.py).
+``extract`` builds a ``_ReadTable`` (reads, sends and per-op columns as flat
+arrays) and the stages that walk every read, send or op (first readers,
+version orders, int-poll, poll-skip, nonmonotonic-send, unseen/lag, graph
+edges) run on it (``*_table`` variants and the kernels beside them); the
+list-based code is the reference and still runs for histories built from
+decoded events. Both give identical results (tests/test_checkers_fastpath.py).
+
+Why numba: those walks go over tens of millions of read rows and millions
+of ops, in order, with state (first reader, last read per process and key,
+unseen values). In Python that is seconds per walk; numpy needs a dozen
+passes and temporaries of hundreds of MB for each. A compiled loop
+(``@njit(cache=True)``: the machine code is cached next to this file, and
+``checkers.warmup`` compiles it at setup) does one pass, in the list
+version's order, so its results are the same by construction.
 """
 from __future__ import annotations
 
@@ -29,9 +38,12 @@ from .cycles import (PROCESS, REALTIME, WR, WW, REL_NAMES, Graph, compress,
 from .history import History, LazyPoll, no_gc
 from .util import distribution, downsample, ns_to_s, sort_key
 
-from operator import itemgetter
+from array import array
+from itertools import chain, repeat
+from operator import attrgetter, is_, itemgetter
 
 import numpy as np
+from numba import njit
 
 _first = itemgetter(0)
 _second = itemgetter(1)
@@ -116,16 +128,28 @@ def _op_mops(op):
     return writes, reads
 
 
+def _rebalanced_keys(op):
+    """The keys named in op's rebalance log."""
+    ks = set()
+    for ev in op.extra["rebalance_log"]:
+        if isinstance(ev, dict):
+            ks.update(ev.get("keys") or ())
+    return ks
+
+
 def extract(history: History) -> Analysis:
-    a = Analysis(history)
     ops = history.ops
-    n = len(ops)
-    tab = None
     if history.polls is not None:
         tab = _ReadTable.build(history)
-        if tab is None:  # not representable as arrays: decode lazy values
-            for op in ops:
-                op.value
+        if tab is not None:
+            a = _extract_table(history, tab)
+            if a is not None:
+                return a
+        for op in ops:  # not representable as arrays: decode lazy values
+            op.value
+    a = Analysis(history)
+    a.tab = None
+    n = len(ops)
     writes = [None] * n
     reads = [None] * n
     writer_of = {}     # k -> {v: op id}; later writers win, as in Jepsen
@@ -142,14 +166,6 @@ def extract(history: History) -> Analysis:
             continue
         if f == "txn":
             has_txn = True
-        if op._value.__class__ is LazyPoll:  # reads are in history.polls
-            if op.extra and op.extra.get("rebalance_log"):
-                ks = set()
-                for ev in op.extra["rebalance_log"]:
-                    if isinstance(ev, dict):
-                        ks.update(ev.get("keys") or ())
-                rebalanced[op.id] = ks
-            continue
         w, r = _op_mops(op)
         i = op.id
         if w:
@@ -186,16 +202,7 @@ def extract(history: History) -> Analysis:
                     else:
                         s |= vals
         if op.extra and op.extra.get("rebalance_log"):
-            ks = set()
-            for ev in op.extra["rebalance_log"]:
-                if isinstance(ev, dict):
-                    ks.update(ev.get("keys") or ())
-            rebalanced[op.id] = ks
-    a.tab = None
-    if tab is not None:
-        a.tab = tab
-        reads = tab.reads_view()
-        first_reader, ok_reads = tab.first_reader_ok_reads(ops)
+            rebalanced[op.id] = _rebalanced_keys(op)
     a.writes, a.reads = writes, reads
     a.writer_of, a.failed, a.ok_reads = writer_of, failed, ok_reads
     a.first_reader = first_reader
@@ -221,7 +228,150 @@ def extract(history: History) -> Analysis:
     return a
 
 
+def _extract_table(history: History, tab) -> Analysis | None:
+    """extract over a _ReadTable: the sends go into flat arrays too (None if
+    one cannot: the caller then takes the list path), and the indexes come
+    from arrays over the (key, value) universe (see _ReadTable.add_sends)."""
+    a = Analysis(history)
+    a.tab = tab
+    ops = history.ops
+    n = len(ops)
+    fcode = tab.fcode
+    a.has_subscribe = bool((fcode == _SUBSCRIBE).any())
+    a.has_txn = bool((fcode == _TXN).any())
+    # The sends, into flat arrays in one tight loop (each pass over a
+    # million ops costs ~0.1 s, memory latency). The reader validated them
+    # (string keys, int values, offsets int >= 0 or null: -1 here); the
+    # int64 arrays refuse anything else that could come (TypeError,
+    # OverflowError: the list path then).
+    keys, key_id = tab.keys, tab.key_id
+    s_op, s_key, s_off, s_val = array("q"), array("q"), array("q"), array("q")
+    add_op, add_key, add_off, add_val = s_op.append, s_key.append, s_off.append, s_val.append
+    txns = [i for i in tab.decoded if fcode[i] == _TXN]
+    try:
+        for i in np.flatnonzero(fcode == _SEND).tolist() + txns:
+            for m in ops[i]._value or ():  # as _op_mops' writes
+                if m[0] == "send":
+                    k, v = m[1], m[2]
+                    kid = key_id.get(k)
+                    if kid is None:
+                        kid = key_id[k] = len(keys)
+                        keys.append(k)
+                    if v.__class__ is list:
+                        o = v[0]
+                        add_off(-1 if o is None else o)
+                        add_val(v[1])
+                    else:
+                        add_off(-1)
+                        add_val(v)
+                    add_op(i)
+                    add_key(kid)
+    except (TypeError, OverflowError):
+        return None
+    s_op, s_key, s_off, s_val = (np.frombuffer(x, dtype=np.int64) if len(x) else
+                                 np.zeros(0, dtype=np.int64)
+                                 for x in (s_op, s_key, s_off, s_val))
+    if txns:  # into op order (stable: an op's sends keep theirs)
+        o = np.argsort(s_op, kind="stable")
+        s_op, s_key, s_off, s_val = s_op[o], s_key[o], s_off[o], s_val[o]
+    rebalanced = {}
+    for i in tab.extra_ops:
+        if ops[i].extra.get("rebalance_log"):
+            rebalanced[i] = _rebalanced_keys(ops[i])
+    tab.add_sends(s_op, s_key, s_off, s_val)
+    a.writes, a.reads = _WritesView(tab, n), tab.reads_view()
+    a.rebalanced = rebalanced
+    # later writers win, as in Jepsen
+    a.writer_of = tab.group_dicts(s_key, s_val, s_op)
+    fm = tab.typ[s_op] == _FAIL
+    a.failed = tab.group_dicts(s_key[fm], s_val[fm], s_op[fm])
+    a.first_reader, a.ok_reads = tab.first_reader_ok_reads()
+    # committed (see extract): ok, or info with a value an ok op read
+    typ = tab.typ
+    committed = np.zeros(n, dtype=bool)
+    committed[s_op] = typ[s_op] == _OK
+    hit = (typ[s_op] == _INFO) & tab.u_ok[tab.s2u]
+    committed[s_op[hit]] = True
+    tab.committed = committed
+    a.committed = bytearray(committed.view(np.uint8).tobytes())
+    version_orders(a)
+    return a
+
+
 # ------------------------------------------------------------- read tables
+
+# Per-op columns (_op_columns) as small ints, for the array code.
+_OK, _INFO, _FAIL = 0, 1, 2
+_TYPE_CODE = {"ok": _OK, "info": _INFO, "fail": _FAIL}
+_SEND, _POLL, _TXN, _ASSIGN, _SUBSCRIBE, _CRASH, _OTHER_F = range(7)
+_F_CODE = {"send": _SEND, "poll": _POLL, "txn": _TXN, "assign": _ASSIGN,
+           "subscribe": _SUBSCRIBE, "crash": _CRASH}
+# (type, f, class of the value, extra is None) -> type code << 3 | f code,
+# | 64 if the value is a LazyPoll, | 128 if the op has extra fields
+_OP_CODE = {(t, f, c, x): tc << 3 | fc | (64 if c is LazyPoll else 0) | (0 if x else 128)
+            for t, tc in _TYPE_CODE.items() for f, fc in _F_CODE.items()
+            for c in (list, LazyPoll, type(None)) for x in (True, False)}
+_get_type, _get_f, _get_process, _get_time = (attrgetter("type"), attrgetter("f"),
+                                              attrgetter("process"), attrgetter("time"))
+_get_value, _get_extra = attrgetter("_value"), attrgetter("extra")
+
+
+def _op_columns(ops, int_processes=False):
+    """(type code, f code, lazy, has extra, process number) of every op as
+    arrays: lazy if its value is a LazyPoll, has extra if its ``extra`` is
+    not None; process numbers count in order of first appearance.
+
+    Touching a million ops costs ~0.1 s per pass (memory latency), so the
+    array code takes these columns instead of walking the ops again, and
+    they come from two passes at C speed: one through _OP_CODE, one for
+    the processes (as they are if int_processes: the reader made them
+    ints)."""
+    n = len(ops)
+    code = np.frombuffer(bytes(map(_OP_CODE.get, zip(
+        map(_get_type, ops), map(_get_f, ops), map(type, map(_get_value, ops)),
+        map(is_, map(_get_extra, ops), repeat(None))), repeat(255))), dtype=np.uint8).copy()
+    for i in np.flatnonzero(code == 255).tolist():  # other fs, types, values
+        op = ops[i]
+        code[i] = (_TYPE_CODE.get(op.type, 3) << 3 | _F_CODE.get(op.f, _OTHER_F) |
+                   (64 if op._value.__class__ is LazyPoll else 0) |
+                   (0 if op.extra is None else 128))
+    cols = ((code >> 3) & 3, code & 7, (code & 64) != 0, (code & 128) != 0)
+    p = None
+    if int_processes:
+        try:
+            p = np.fromiter(map(_get_process, ops), dtype=np.int64, count=n)
+        except OverflowError:
+            pass
+    if p is not None:
+        if not n or int(p.max()) - int(p.min()) <= 4 * n:
+            return cols + (_dense_numbers(p, p.min() if n else 0),)
+        u, first, inv = np.unique(p, return_index=True, return_inverse=True)
+        number = np.empty(len(u), dtype=np.int64)
+        number[np.argsort(first)] = np.arange(len(u))
+        return cols + (number[inv],)
+    procs = list(map(_get_process, ops))
+    number = {p: j for j, p in enumerate(dict.fromkeys(procs))}
+    return cols + (np.fromiter(map(number.__getitem__, procs), dtype=np.int64, count=n),)
+
+
+@njit(cache=True)
+def _dense_numbers(p, pmin):
+    """p's values numbered 0, 1, ... in order of first appearance (their
+    range is small: numbers through a dense array)."""
+    span = 0
+    for x in p:
+        span = max(span, x - pmin + 1)
+    number = np.full(span, -1, dtype=np.int64)
+    out = np.empty(len(p), dtype=np.int64)
+    m = 0
+    for j in range(len(p)):
+        x = p[j] - pmin
+        if number[x] < 0:
+            number[x] = m
+            m += 1
+        out[j] = number[x]
+    return out
+
 
 class _ReadsView:
     """``a.reads`` over a _ReadTable: ``view[i]`` is op i's reads as
@@ -240,9 +390,7 @@ class _ReadsView:
             return None
         out = {}
         for s in range(s0, s1):
-            lo, hi = t.lo[s], t.lo[s + 1]
-            out[t.keys[t.seg_key_l[s]]] = [[o, v] for o, v in
-                                           zip(t.off[lo:hi].tolist(), t.val[lo:hi].tolist())]
+            out[t.keys[int(t.seg_key[s])]] = t.pairs(s)
         return out
 
     def __iter__(self):
@@ -250,23 +398,188 @@ class _ReadsView:
             yield self[i]
 
 
+class _WritesView:
+    """``a.writes`` over a _ReadTable's sends: ``view[i]`` is op i's sends
+    as [(key, offset or None, value), ...] (or None), built on demand (from
+    Python lists made on first use: cycle witnesses ask for thousands)."""
+
+    def __init__(self, tab, n):
+        self.tab, self.n = tab, n
+        self.lists = None
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if self.lists is None:
+            t = self.tab
+            keys = t.keys
+            self.lists = (t.op_send.tolist(), [keys[k] for k in t.s_key.tolist()],
+                          [o if o >= 0 else None for o in t.s_off.tolist()], t.s_val.tolist())
+        lo, ks, offs, vals = self.lists
+        j0, j1 = lo[i], lo[i + 1]
+        if j0 == j1:
+            return None
+        return list(zip(ks[j0:j1], offs[j0:j1], vals[j0:j1]))
+
+    def __iter__(self):
+        for i in range(self.n):
+            yield self[i]
+
+
+def _ops_writing(a: Analysis, at_least=1, reading=False):
+    """(op id, a.writes[op id]) of the ops with at least that many sends
+    (and some reads, if reading), in op order."""
+    tab = a.tab
+    if tab is None:
+        for i, w in enumerate(a.writes):
+            if w is not None and len(w) >= at_least and (
+                    not reading or a.reads[i] is not None):
+                yield i, w
+        return
+    m = np.diff(tab.op_send) >= max(1, at_least)
+    if reading:
+        m &= np.diff(tab.op_seg) > 0
+    for i in np.flatnonzero(m).tolist():
+        yield i, a.writes[i]
+
+
+@njit(cache=True)
+def _merge_rows(order, lo, off, val, x_lo, x_off, x_val):
+    """The rows of the segments ``order`` (< len(lo) - 1: the poll table's,
+    else the decoded reads' after them) as one table: (lo, off, val)."""
+    nseg = len(lo) - 1
+    new_lo = np.zeros(len(order) + 1, dtype=np.int64)
+    for s in range(len(order)):
+        j = order[s]
+        if j < nseg:
+            new_lo[s + 1] = new_lo[s] + lo[j + 1] - lo[j]
+        else:
+            new_lo[s + 1] = new_lo[s] + x_lo[j - nseg + 1] - x_lo[j - nseg]
+    new_off = np.empty(new_lo[-1], dtype=np.int64)
+    new_val = np.empty(new_lo[-1], dtype=np.int64)
+    for s in range(len(order)):
+        j = order[s]
+        r0, r1 = new_lo[s], new_lo[s + 1]
+        if j < nseg:
+            new_off[r0:r1] = off[lo[j]:lo[j + 1]]
+            new_val[r0:r1] = val[lo[j]:lo[j + 1]]
+        else:
+            j -= nseg
+            new_off[r0:r1] = x_off[x_lo[j]:x_lo[j + 1]]
+            new_val[r0:r1] = x_val[x_lo[j]:x_lo[j + 1]]
+    return new_lo, new_off, new_val
+
+
+@njit(cache=True)
+def _scan_segment(off, val, shift, r0, r1, i, base, okr, row_code, first_op, first_off,
+                  multi, ok):
+    """_kv_scan over the rows r0:r1 of one segment, stored in off/val from
+    row shift on."""
+    for r in range(r0, r1):
+        c = base + val[r - shift]
+        o = off[r - shift]
+        row_code[r] = c
+        if first_op[c] < 0:
+            first_op[c] = i
+            first_off[c] = o
+        elif o != first_off[c]:
+            multi[c] = True
+        if okr:
+            ok[c] = True
+
+
+@njit(cache=True)
+def _kv_scan(seg_op, seg_key, lo, off, val, tail_off, tail_val, okop, vmin, vspan, nkeys):
+    """One pass over the read rows: each row's dense (key, value) code, and
+    per code the op and offset of its first row (rows are in op order: the
+    first reader), whether it was also read at another offset, and whether
+    an ok op read it (first_op -1: never read)."""
+    ncode = nkeys * vspan
+    first_op = np.full(ncode, -1, dtype=np.int64)
+    first_off = np.zeros(ncode, dtype=np.int64)
+    multi = np.zeros(ncode, dtype=np.bool_)
+    ok = np.zeros(ncode, dtype=np.bool_)
+    n = len(off)
+    row_code = np.empty(n + len(tail_off), dtype=np.int32)
+    for s in range(len(seg_op)):
+        i = seg_op[s]
+        base = seg_key[s] * vspan - vmin
+        if lo[s] < n:
+            _scan_segment(off, val, 0, lo[s], lo[s + 1], i, base, okop[i], row_code,
+                          first_op, first_off, multi, ok)
+        else:
+            _scan_segment(tail_off, tail_val, n, lo[s], lo[s + 1], i, base, okop[i],
+                          row_code, first_op, first_off, multi, ok)
+    return row_code, first_op, first_off, multi, ok
+
+
+@njit(cache=True)
+def _remap(a, table):
+    """a[r] = table[a[r]], in place (no second array of tens of millions)."""
+    for r in range(len(a)):
+        a[r] = table[a[r]]
+
+
+@njit(cache=True)
+def _rows_in(row_kv, off, tail_off, wanted):
+    """(kv, offset) of the rows whose kv group is wanted (few)."""
+    m = 0
+    for r in range(len(row_kv)):
+        if wanted[row_kv[r]]:
+            m += 1
+    kv = np.empty(m, dtype=np.int64)
+    o = np.empty(m, dtype=np.int64)
+    m = 0
+    for r in range(len(row_kv)):
+        if wanted[row_kv[r]]:
+            kv[m] = row_kv[r]
+            o[m] = off[r] if r < len(off) else tail_off[r - len(off)]
+            m += 1
+    return kv, o
+
+
+@njit(cache=True)
+def _first_index(codes, ncodes):
+    """First position of each code in codes (len(codes): absent)."""
+    first = np.full(ncodes, len(codes), dtype=np.int64)
+    for j in range(len(codes) - 1, -1, -1):
+        first[codes[j]] = j
+    return first
+
+
 class _ReadTable:
     """Every op's reads as flat arrays (history.PollTable's layout, plus the
     reads of ops whose value was decoded), with the per-(key, value) and
-    per-(key, offset, value) groups the anomaly functions need."""
+    per-(key, offset, value) groups the anomaly functions need, per-op
+    columns (``typ``, ``fcode``, ``proc``, ``okop``: see _op_columns), and
+    (after add_sends) the sends as flat arrays over the same key ids.
+
+    Rows: offsets and values, and ``row_kv`` their (key, value) group;
+    segment s (one per op and key read) holds rows ``lo[s]:lo[s + 1]`` of
+    op ``seg_op[s]``, key ``keys[seg_key[s]]``; op i's segments are
+    ``op_lo[i]:op_lo[i + 1]`` (a list; ``op_seg``: the same as an array).
+    The offsets and values are stored as the poll table's arrays
+    ``off``/``val`` followed by ``tail_off``/``tail_val`` (the reads of
+    decoded ops after all of them, if any; ``rows`` reads them).
+    (key, value) groups ``kv_*`` are sorted by key id and value;
+    ``t_kv``/``t_off`` the distinct (group, offset) read, sorted. ``u_*``:
+    the (key, value) universe of reads and sends (see add_sends)."""
 
     @classmethod
     def build(cls, history):
         P = history.polls
         ops = history.ops
         n = len(ops)
+        typ, fcode, lazy, has_extra, proc = _op_columns(ops, int_processes=True)
         keys = list(P.keys)
         key_id = {k: i for i, k in enumerate(keys)}
         x_op, x_key, x_cnt, x_off, x_val = [], [], [], [], []
-        for op in ops:
-            # (a send's value holds no poll: the reader checked that)
-            if (op.f != "poll" and op.f != "txn") or op._value.__class__ is LazyPoll:
-                continue
+        # poll/txn ops whose value was decoded (a send's value holds no
+        # poll: the reader checked that)
+        decoded = np.flatnonzero(((fcode == _POLL) | (fcode == _TXN)) & ~lazy).tolist()
+        for i in decoded:
+            op = ops[i]
             _, r = _op_mops(op)
             if not r:
                 continue
@@ -287,59 +600,59 @@ class _ReadTable:
                 x_off.extend(map(_first, pairs))
                 x_val.extend(map(_second, pairs))
         seg_op, seg_key, lo, off, val = P.seg_op, P.seg_key, P.seg_lo, P.off, P.val
-        if x_op:
-            cnt = np.concatenate((np.diff(lo), np.array(x_cnt, dtype=np.int64)))
-            starts = np.concatenate((lo[:-1], len(off) + np.concatenate(
-                ([0], np.cumsum(x_cnt[:-1], dtype=np.int64))).astype(np.int64)))
-            seg_op = np.concatenate((seg_op, np.array(x_op, dtype=np.int64)))
-            seg_key = np.concatenate((seg_key, np.array(x_key, dtype=np.int32)))
-            o = np.argsort(seg_op, kind="stable")
-            seg_op, seg_key, cnt, starts = seg_op[o], seg_key[o], cnt[o], starts[o]
-            lo = np.zeros(len(cnt) + 1, dtype=np.int64)
-            np.cumsum(cnt, out=lo[1:])
-            allo = np.concatenate((off, np.array(x_off, dtype=np.int64)))
-            allv = np.concatenate((val, np.array(x_val, dtype=np.int64)))
-            idx = np.repeat(starts - lo[:-1], cnt) + np.arange(int(lo[-1]), dtype=np.int64)
-            off, val = allo[idx], allv[idx]
+        tail_off = tail_val = np.zeros(0, dtype=np.int64)
+        if x_op:  # merge the decoded reads in, in op order
+            x_lo = np.zeros(len(x_cnt) + 1, dtype=np.int64)
+            np.cumsum(x_cnt, out=x_lo[1:])
+            x_off = np.array(x_off, dtype=np.int64)
+            x_val = np.array(x_val, dtype=np.int64)
+            all_op = np.concatenate((seg_op, np.array(x_op, dtype=np.int64)))
+            all_key = np.concatenate((seg_key, np.array(x_key, dtype=np.int32)))
+            if not len(seg_op) or x_op[0] > seg_op[-1]:
+                # all after the poll table's (often: the last op's, alone):
+                # their rows go after its rows, in other arrays (copying
+                # hundreds of MB of fresh memory costs ~0.5 s)
+                lo = np.concatenate((lo, lo[-1] + x_lo[1:]))
+                tail_off, tail_val = x_off, x_val
+            else:
+                order = np.argsort(all_op, kind="stable")
+                all_op, all_key = all_op[order], all_key[order]
+                lo, off, val = _merge_rows(order, lo, off, val, x_lo, x_off, x_val)
+            seg_op, seg_key = all_op, all_key
         t = cls()
-        t.keys = keys
+        t.keys, t.key_id = keys, key_id
         t.n = n
-        t.seg_op, t.seg_key, t.lo, t.off, t.val = seg_op, seg_key, lo, off, val
-        nseg = len(seg_op)
-        nrows = len(off)
-        t.cnt = np.diff(lo)
-        # int32 row arrays: tens of millions of rows
-        row_seg = np.repeat(np.arange(nseg, dtype=np.int32), t.cnt)
-        if nrows:
-            vmin, vmax = int(val.min()), int(val.max())
-        else:
-            vmin = vmax = 0
+        t.decoded = decoded
+        t.has_extra = has_extra
+        t.extra_ops = np.flatnonzero(has_extra & (fcode <= _TXN)).tolist()
+        t.typ, t.fcode, t.proc = typ, fcode, proc
+        t.okop = okop = typ == _OK
+        t.seg_op, t.seg_key, t.lo = seg_op, seg_key, lo
+        t.off, t.val, t.tail_off, t.tail_val = off, val, tail_off, tail_val
+        vs = [int(f(x)) for x in (val, tail_val) if len(x) for f in (np.min, np.max)]
+        vmin, vmax = (min(vs), max(vs)) if vs else (0, 0)
         vspan = vmax - vmin + 1
         nkeys = len(keys)
         if nkeys * vspan > 1 << 24:  # too sparse for dense (key, value) arrays
             return None
-        # (key, value) groups through dense arrays (numpy's unique sorts or
-        # hashes tens of millions of rows: seconds)
-        kvcode = (val - vmin).astype(np.int32)
-        kvcode += seg_key[row_seg] * np.int32(vspan)
-        present = np.zeros(nkeys * vspan, dtype=bool)
-        present[kvcode] = True
+        # (key, value) groups through dense arrays indexed by a code (numpy's
+        # unique sorts or hashes tens of millions of rows: seconds)
+        row_kv, first_op, first_off, multi, ok = _kv_scan(
+            seg_op, seg_key, lo, off, val, tail_off, tail_val, okop, vmin, vspan, nkeys)
+        present = first_op >= 0
         ukv = np.flatnonzero(present)
-        rank = np.cumsum(present, dtype=np.int32) - 1
-        row_kv = rank[kvcode]
-        del rank, present, kvcode
+        _remap(row_kv, (np.cumsum(present, dtype=np.int32) - 1))
         nkv = len(ukv)
-        # rows are in op order, so a group's first row is its first reader's
-        first_row = np.full(nkv, nrows, dtype=np.int64)
-        np.minimum.at(first_row, row_kv, np.arange(nrows, dtype=np.int32))
-        omin = off[first_row]
-        multi = np.flatnonzero(np.bincount(row_kv[off != omin[row_kv]], minlength=nkv))
-        t_kv, t_off = np.arange(nkv, dtype=np.int64), omin
-        if len(multi):  # values read at several offsets: all their offsets
-            mm = np.zeros(nkv, dtype=bool)
-            mm[multi] = True
-            rows = np.flatnonzero(mm[row_kv])
-            ck, co = row_kv[rows].astype(np.int64), off[rows]
+        t.row_kv = row_kv
+        t.kv_key = ukv // vspan
+        t.kv_val = ukv % vspan + vmin
+        t.kv_first, t.kv_ok = first_op[ukv], ok[ukv]
+        # the distinct (group, offset) pairs read: one per group, but all
+        # offsets of the values read at several
+        t_kv, t_off = np.arange(nkv, dtype=np.int64), first_off[ukv]
+        mm = multi[ukv]
+        if mm.any():
+            ck, co = _rows_in(row_kv, off, tail_off, mm)
             o = np.lexsort((co, ck))
             ck, co = ck[o], co[o]
             new = np.ones(len(ck), dtype=bool)
@@ -348,21 +661,35 @@ class _ReadTable:
             t_off = np.concatenate((t_off[~mm], co[new]))
             o = np.lexsort((t_off, t_kv))
             t_kv, t_off = t_kv[o], t_off[o]
-        t.t_key = ukv[t_kv] // vspan
-        t.t_val = ukv[t_kv] % vspan + vmin
-        t.t_off = t_off
-        t.kv_key = ukv // vspan
-        t.kv_val = ukv % vspan + vmin
-        row_op = seg_op.astype(np.int32)[row_seg]
-        first = seg_op[row_seg[first_row]]
-        okop = t.okop = np.fromiter((op.type == "ok" for op in ops), dtype=bool, count=n)
-        kv_ok = np.zeros(nkv, dtype=bool)
-        kv_ok[row_kv[okop[row_op]]] = True
-        t.kv_first, t.kv_ok = first, kv_ok
-        t.row_seg, t.row_kv = row_seg, row_kv
-        t.op_lo = np.searchsorted(seg_op, np.arange(n + 1)).tolist()
-        t.seg_key_l = seg_key.tolist()
+        t.t_kv, t.t_off = t_kv, t_off
+        t.op_seg = np.searchsorted(seg_op, np.arange(n + 1))
+        t.op_lo = t.op_seg.tolist()
         return t
+
+    def add_sends(self, s_op, s_key, s_off, s_val):
+        """The sends as flat arrays (op order; offset -1: unknown; key ids
+        extend ``keys``), and the (key, value) universe ``u_key``/``u_val``
+        of everything read or sent, sorted: ``kv2u``/``s2u`` map read
+        groups and sends into it, ``u_ok``: read by an ok op, ``u_writer``:
+        the last op that sent it (-1: none)."""
+        self.s_op, self.s_key, self.s_off, self.s_val = s_op, s_key, s_off, s_val
+        self.op_send = np.searchsorted(s_op, np.arange(self.n + 1))
+        nkv = len(self.kv_key)
+        allk = np.concatenate((self.kv_key, s_key))
+        allv = np.concatenate((self.kv_val, s_val))
+        o = np.lexsort((allv, allk))
+        sk, sv = allk[o], allv[o]
+        new = np.ones(len(o), dtype=bool)
+        new[1:] = (sk[1:] != sk[:-1]) | (sv[1:] != sv[:-1])
+        uid = np.empty(len(o), dtype=np.int64)
+        uid[o] = np.cumsum(new) - 1
+        self.kv2u, self.s2u = uid[:nkv], uid[nkv:]
+        self.u_key, self.u_val = sk[new], sv[new]
+        nu = len(self.u_key)
+        self.u_ok = np.zeros(nu, dtype=bool)
+        self.u_ok[self.kv2u] = self.kv_ok
+        self.u_writer = np.full(nu, -1, dtype=np.int64)
+        np.maximum.at(self.u_writer, self.s2u, s_op)
 
     def reads_view(self):
         return _ReadsView(self, self.n)
@@ -377,7 +704,17 @@ class _ReadTable:
         ks = key_arr[starts].tolist()
         return list(zip(ks, starts, ends))
 
-    def first_reader_ok_reads(self, ops):
+    def group_dicts(self, kid, vals, ids):
+        """{key: {value: id}} of parallel arrays, keys and values in order of
+        first appearance, later ids winning (as dict assignments in order)."""
+        o = np.argsort(kid, kind="stable")
+        groups = self._key_groups(kid[o])
+        groups.sort(key=lambda g: o[g[1]])
+        vs, xs = vals[o], ids[o]
+        return {self.keys[k]: dict(zip(vs[lo:hi].tolist(), xs[lo:hi].tolist()))
+                for k, lo, hi in groups}
+
+    def first_reader_ok_reads(self):
         fr, okr = {}, {}
         keys = self.keys
         vals, first, ok = self.kv_val, self.kv_first, self.kv_ok
@@ -390,46 +727,21 @@ class _ReadTable:
         return fr, okr
 
     def key_order(self):
-        """Key names in order of first appearance in the reads."""
-        if not len(self.seg_key):
-            return []
-        m = len(self.seg_key)
-        if len(self.keys) <= 64:  # a pass per key beats ufunc.at's scatter
-            first = np.array([int(np.argmax(self.seg_key == k)) if (self.seg_key == k).any()
-                              else m for k in range(len(self.keys))], dtype=np.int64)
-        else:
-            first = np.full(len(self.keys), m, dtype=np.int64)
-            np.minimum.at(first, self.seg_key, np.arange(m, dtype=np.int64))
-        u = np.flatnonzero(first < m)
-        return [self.keys[k] for k in u[np.argsort(first[u])].tolist()]
+        """Ids of the keys read (even only empty), in order of first appearance."""
+        first = _first_index(self.seg_key, len(self.keys))
+        u = np.flatnonzero(first < len(self.seg_key))
+        return u[np.argsort(first[u])].tolist()
 
-    def kv_index(self, orders):
-        """by_value index (-1: none) of every (key, value) group."""
-        out = np.full(len(self.kv_key), -1, dtype=np.int64)
-        keys = self.keys
-        for kid, lo, hi in self._key_groups(self.kv_key):
-            vo = orders.get(keys[kid])
-            if vo is None:
-                continue
-            g = vo.by_value.get
-            out[lo:hi] = [g(v, -1) for v in self.kv_val[lo:hi].tolist()]
-        return out
-
-    def kv_writer(self, writer_of):
-        """writer_of's op (-1: none) of every (key, value) group."""
-        out = np.full(len(self.kv_key), -1, dtype=np.int64)
-        keys = self.keys
-        for kid, lo, hi in self._key_groups(self.kv_key):
-            wk = writer_of.get(keys[kid])
-            if not wk:
-                continue
-            g = wk.get
-            out[lo:hi] = [g(v, -1) for v in self.kv_val[lo:hi].tolist()]
-        return out
+    def rows(self, column, s):
+        """Segment s's offsets (column "off") or values ("val"), a list."""
+        a, tail = (self.off, self.tail_off) if column == "off" else (self.val, self.tail_val)
+        lo, hi = int(self.lo[s]), int(self.lo[s + 1])
+        if lo >= len(a):
+            return tail[lo - len(a):hi - len(a)].tolist()
+        return a[lo:hi].tolist()
 
     def pairs(self, s):
-        lo, hi = self.lo[s], self.lo[s + 1]
-        return [[o, v] for o, v in zip(self.off[lo:hi].tolist(), self.val[lo:hi].tolist())]
+        return [[o, v] for o, v in zip(self.rows("off", s), self.rows("val", s))]
 
 
 # ----------------------------------------------------------- version orders
@@ -444,15 +756,9 @@ class VersionOrder:
                  "last_index")
 
 
-def _kid(tab, k):
-    d = getattr(tab, "_kid", None)
-    if d is None:
-        d = tab._kid = {name: i for i, name in enumerate(tab.keys)}
-    return d[k]
-
-
 def version_orders(a: Analysis):
-    ops = a.history.ops
+    if a.tab is not None:
+        return _version_orders_table(a)
     logs = {}  # k -> {offset: value or set of values}
     for i, w in enumerate(a.writes):
         if w is not None and a.committed[i]:
@@ -472,21 +778,14 @@ def version_orders(a: Analysis):
     # Polls re-read the same (offset, value) pairs over and over (every final
     # poll reads the whole log): deduplicate them at C speed first.
     read_pairs = {}
-    tab = a.tab
-    if tab is not None:
-        groups = {kid: (lo, hi) for kid, lo, hi in tab._key_groups(tab.t_key)}
-        for k in tab.key_order():
-            lo, hi = groups.get(_kid(tab, k), (0, 0))
-            read_pairs[k] = zip(tab.t_off[lo:hi].tolist(), tab.t_val[lo:hi].tolist())
-    else:
-        for r in a.reads:
-            if r is None:
-                continue
-            for k, pairs in r.items():
-                ps = read_pairs.get(k)
-                if ps is None:
-                    ps = read_pairs[k] = set()
-                ps.update(map(tuple, pairs))
+    for r in a.reads:
+        if r is None:
+            continue
+        for k, pairs in r.items():
+            ps = read_pairs.get(k)
+            if ps is None:
+                ps = read_pairs[k] = set()
+            ps.update(map(tuple, pairs))
     for k, ps in read_pairs.items():
         log = logs.get(k)
         if log is None:
@@ -528,6 +827,81 @@ def version_orders(a: Analysis):
         vo.by_value = by_value          # last index, as Jepsen's index-seq
         vo.first_index = first_index
         vo.last_index = by_value
+        orders[k] = vo
+    a.orders = orders
+    inconsistent.sort(key=lambda e: (sort_key(e["key"]), e["offset"]))
+    a.inconsistent = inconsistent
+    return orders
+
+
+def _version_orders_table(a: Analysis):
+    """version_orders over a _ReadTable: the log entries (committed sends
+    with an offset, distinct reads) as (key, offset, value) arrays, sorted
+    and deduplicated, then each key's VersionOrder from its slice. Also
+    leaves on the table, for the array code: ``u_index`` (by_value index of
+    each universe value, -1: none), ``vo_keys`` (key ids in ``orders``
+    order) and each key's by_index as universe ids (``bi_u``, from
+    ``bi_lo[kid]``)."""
+    tab = a.tab
+    keys = tab.keys
+    m = tab.committed[tab.s_op] & (tab.s_off >= 0)
+    key = np.concatenate((tab.s_key[m], tab.kv_key[tab.t_kv]))
+    off = np.concatenate((tab.s_off[m], tab.t_off))
+    u = np.concatenate((tab.s2u[m], tab.kv2u[tab.t_kv]))  # (key, value) ids
+    o = np.lexsort((u, off, key))
+    key, off, u = key[o], off[o], u[o]
+    if len(u):
+        keep = np.ones(len(u), dtype=bool)
+        keep[1:] = (key[1:] != key[:-1]) | (off[1:] != off[:-1]) | (u[1:] != u[:-1])
+        key, off, u = key[keep], off[keep], u[keep]
+    # index: position of the offset in its key's sorted distinct offsets
+    new_key = np.ones(len(u), dtype=bool)
+    new_key[1:] = key[1:] != key[:-1]
+    new_off = new_key.copy()
+    new_off[1:] |= off[1:] != off[:-1]
+    c = np.cumsum(new_off) - 1
+    ks = np.flatnonzero(new_key)
+    idx = c - np.repeat(c[ks], np.diff(np.append(ks, len(u))))
+    tab.u_index = np.full(len(tab.u_key), -1, dtype=np.int64)
+    np.maximum.at(tab.u_index, u, idx)
+    g = np.flatnonzero(new_off)  # first (smallest) value at each offset
+    tab.bi_u = u[g]
+    tab.bi_lo = np.searchsorted(key[g], np.arange(len(keys) + 1))
+    row_lo = np.searchsorted(key, np.arange(len(keys) + 1))
+    # keys in the order the list version's logs get them: sends (op order),
+    # then reads
+    sk = tab.s_key[m]
+    uk, first = np.unique(sk, return_index=True)
+    vo_keys = uk[np.argsort(first)].tolist()
+    seen = set(vo_keys)
+    vo_keys += [k for k in tab.key_order() if k not in seen]
+    tab.vo_keys = vo_keys
+    orders = {}
+    inconsistent = []
+    u_val = tab.u_val
+    for kid in vo_keys:
+        k = keys[kid]
+        lo, hi = row_lo[kid], row_lo[kid + 1]
+        glo, ghi = tab.bi_lo[kid], tab.bi_lo[kid + 1]
+        vals = u_val[u[lo:hi]].tolist()
+        idxs = idx[lo:hi].tolist()
+        vo = VersionOrder()
+        vo.offsets = off[g[glo:ghi]].tolist()
+        vo.by_index = u_val[tab.bi_u[glo:ghi]].tolist()
+        if ghi - glo == hi - lo:  # one value per offset
+            vo.values = [[v] for v in vo.by_index]
+        else:
+            b = (g[glo:ghi] - lo).tolist() + [hi - lo]
+            vo.values = [vals[x:y] for x, y in zip(b, b[1:])]
+            for i, vs in enumerate(vo.values):
+                if len(vs) > 1:
+                    inconsistent.append({"key": k, "offset": vo.offsets[i], "index": i,
+                                         "values": vs})
+        vo.by_value = dict(zip(vals, idxs))  # last index, as Jepsen's index-seq
+        vo.first_index = dict(vo.by_value)
+        if len(vo.by_value) < len(vals):  # some value at several offsets
+            vo.first_index.update(zip(reversed(vals), reversed(idxs)))
+        vo.last_index = vo.by_value
         orders[k] = vo
     a.orders = orders
     inconsistent.sort(key=lambda e: (sort_key(e["key"]), e["offset"]))
@@ -599,12 +973,8 @@ def garbage_read_cases(a: Analysis):
 def precommitted_read_cases(a: Analysis):
     """An op that read a value it sent itself."""
     out = []
-    for i, w in enumerate(a.writes):
-        if w is None:
-            continue
+    for i, w in _ops_writing(a, reading=True):
         r = a.reads[i]
-        if r is None:
-            continue
         by_key = {}
         for k, _, v in w:
             by_key.setdefault(k, set()).add(v)
@@ -684,6 +1054,22 @@ def _pair_case(kind, k, v1, v2, vo, max_skipped, op_field):
     return case
 
 
+@njit(cache=True)
+def _int_poll_segments(lo, row_kv, kv_index):
+    """Segments with a consecutive pair of reads whose (known) indices are
+    not 1 apart: the only ones that can hold an int-poll case."""
+    flagged = np.zeros(len(lo) - 1, dtype=np.bool_)
+    for s in range(len(lo) - 1):
+        prev = -1
+        for r in range(lo[s], lo[s + 1]):
+            i = kv_index[row_kv[r]]
+            if prev >= 0 and i >= 0 and i - prev != 1:
+                flagged[s] = True
+                break
+            prev = i
+    return np.flatnonzero(flagged)
+
+
 def int_poll_cases(a: Analysis, max_skipped=32):
     """Skips and backward steps between consecutive reads of a key inside
     one op (keys in the op's rebalance log are exempt)."""
@@ -691,18 +1077,11 @@ def int_poll_cases(a: Analysis, max_skipped=32):
     orders = a.orders
     tab = a.tab
     if tab is not None:
-        # only segments with a consecutive pair of known indices not 1 apart
-        # can hold a case: find them vectorised, then walk just those
-        idx = tab.kv_index(orders)[tab.row_kv]
-        rs = tab.row_seg
-        d = idx[1:] - idx[:-1]
-        bad = (rs[1:] == rs[:-1]) & (idx[1:] >= 0) & (idx[:-1] >= 0) & (d != 1)
-        flagged = rs[1:][bad]  # sorted: rows are in segment order
-        if len(flagged):
-            flagged = flagged[np.concatenate(([True], flagged[1:] != flagged[:-1]))]
-        for sg in flagged.tolist():
+        # find the segments that can hold a case, then walk just those
+        kvi = tab.u_index[tab.kv2u]
+        for sg in _int_poll_segments(tab.lo, tab.row_kv, kvi).tolist():
             i = int(tab.seg_op[sg])
-            k = tab.keys[tab.seg_key_l[sg]]
+            k = tab.keys[int(tab.seg_key[sg])]
             if k in a.rebalanced.get(i, ()):
                 continue
             vo = orders.get(k)
@@ -746,9 +1125,7 @@ def int_send_cases(a: Analysis, max_skipped=32):
     skips, nonmono = [], []
     orders = a.orders
     ops = a.history.ops
-    for i, w in enumerate(a.writes):
-        if w is None or len(w) < 2:
-            continue
+    for i, w in _ops_writing(a, 2):
         by_key = {}
         for k, _, v in w:
             by_key.setdefault(k, []).append(v)
@@ -828,87 +1205,178 @@ def poll_cases(a: Analysis, max_skipped=32):
     return _strip(skips), _strip(nonmono)
 
 
+def _resets(a: Analysis):
+    """The assign/subscribe/crash ops of a _ReadTable's history, for the
+    per-process walks: ``kind[i]`` is -1 for other ops, -2 for an
+    assign/subscribe that sets nothing (failed, or no key list), -3 for a
+    crash, else r: reset number r keeps the keys ``keep[keep_lo[r]:
+    keep_lo[r + 1]]`` (key ids; -1: a key never read or sent), or none if
+    ``seek[r]`` (a rewind). Also ``order``: the op ids by process (in order
+    of first appearance), then id."""
+    tab = a.tab
+    if getattr(tab, "resets", None) is not None:
+        return tab.resets
+    ops = a.history.ops
+    kind = np.full(len(ops), -1, dtype=np.int64)
+    kind[tab.fcode == _CRASH] = -3
+    sets = (tab.fcode == _ASSIGN) | (tab.fcode == _SUBSCRIBE)
+    kind[sets] = -2
+    sets = np.flatnonzero(sets & (tab.typ != _FAIL))
+    values = list(map(_get_value, map(ops.__getitem__, sets.tolist())))
+    is_list = np.fromiter(map(isinstance, values, repeat(list)), dtype=bool, count=len(values))
+    lists = [v for v, x in zip(values, is_list.tolist()) if x]
+    kind[sets[is_list]] = np.arange(len(lists))
+    keep = np.fromiter(map(tab.key_id.get, chain.from_iterable(lists), repeat(-1)),
+                       dtype=np.int64)
+    keep_lo = np.zeros(len(lists) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, lists), dtype=np.int64, count=len(lists)), out=keep_lo[1:])
+    seek = np.zeros(len(lists), dtype=np.bool_)
+    for i in np.flatnonzero(tab.has_extra).tolist():
+        if kind[i] >= 0 and ops[i].extra.get("seek_to_beginning"):
+            seek[kind[i]] = True
+    order = np.argsort(tab.proc, kind="stable")
+    tab.resets = (order, kind, keep, keep_lo, seek)
+    return tab.resets
+
+
+@njit(cache=True)
+def _forget(last, touched, nt, keep, lo, hi, mark, r):
+    """Drops from the per-key state ``last`` the touched keys (the first nt
+    of ``touched``) not in keep[lo:hi]; returns the new nt."""
+    for j in range(lo, hi):
+        if keep[j] >= 0:
+            mark[keep[j]] = r
+    m = 0
+    for j in range(nt):
+        k = touched[j]
+        if mark[k] == r:
+            touched[m] = k
+            m += 1
+        else:
+            last[k] = -1
+    return m
+
+
+@njit(cache=True)
+def _poll_pairs(order, proc, kind, keep, keep_lo, seek, okop, op_seg, seg_key, lo,
+                row_kv, kv_index, nkeys):
+    """poll_cases' walk: per process (``order``: ops by process, then id),
+    the segment of the last ok read of each key; an op's first read of a key
+    against it. Returns the (segment, previous segment) pairs whose indices
+    are known and not 1 apart, in the list version's order."""
+    last = np.full(nkeys, -1, dtype=np.int64)
+    touched = np.empty(nkeys, dtype=np.int64)  # keys set in last
+    mark = np.full(nkeys, -1, dtype=np.int64)
+    nt = 0
+    out = np.empty((len(seg_key), 2), dtype=np.int64)
+    m = 0
+    cur = -1
+    for i in order:
+        if proc[i] != cur:  # a new process: no state
+            cur = proc[i]
+            for j in range(nt):
+                last[touched[j]] = -1
+            nt = 0
+        r = kind[i]
+        if r == -2:
+            continue
+        if r == -3 or (r >= 0 and seek[r]):  # crash, rewind: forget all
+            for j in range(nt):
+                last[touched[j]] = -1
+            nt = 0
+            continue
+        if r >= 0:  # assign/subscribe: keep its keys only
+            nt = _forget(last, touched, nt, keep, keep_lo[r], keep_lo[r + 1], mark, r)
+            continue
+        for s in range(op_seg[i], op_seg[i + 1]):
+            if lo[s] == lo[s + 1]:
+                continue
+            y = last[seg_key[s]]
+            if y >= 0:
+                i1 = kv_index[row_kv[lo[y + 1] - 1]]
+                i2 = kv_index[row_kv[lo[s]]]
+                if i1 >= 0 and i2 >= 0 and i2 - i1 != 1:
+                    out[m, 0] = s
+                    out[m, 1] = y
+                    m += 1
+        if okop[i]:
+            for s in range(op_seg[i], op_seg[i + 1]):
+                if lo[s] == lo[s + 1]:
+                    continue
+                k = seg_key[s]
+                if last[k] < 0:
+                    touched[nt] = k
+                    nt += 1
+                last[k] = s
+    return out[:m]
+
+
 def _poll_cases_table(a: Analysis, max_skipped=32):
-    """poll_cases over a _ReadTable: for every read segment, the previous ok
-    read of its key by its process, unless an assign/subscribe/crash in
-    between dropped the key, found with sorts; witnesses as poll_cases."""
+    """poll_cases over a _ReadTable: the same walk compiled (_poll_pairs),
+    witnesses as poll_cases."""
     skips, nonmono = [], []
     ops = a.history.ops
-    n = len(ops)
     tab = a.tab
-    keys = tab.keys
-    nk = max(1, len(keys))
-    pid = {}
-    proc = np.fromiter((pid.setdefault(op.process, len(pid)) for op in ops),
-                       dtype=np.int64, count=n)
-    okop = tab.okop
-    # resets: (process, key, op) for each key an op drops from `last`
-    kid = {k: j for j, k in enumerate(keys)}
-    rp, rk, ro = [], [], []
-    allk = list(range(len(keys)))
-    for op in ops:
-        f = op.f
-        if f in ("assign", "subscribe"):
-            if op.type == "fail" or not isinstance(op.value, list):
-                continue
-            if op.extra and op.extra.get("seek_to_beginning"):
-                drop = allk
-            else:
-                keep = set(op.value)
-                drop = [j for j, k in enumerate(keys) if k not in keep]
-        elif f == "crash":
-            drop = allk
-        else:
-            continue
-        p = pid[op.process]
-        rp.extend([p] * len(drop)); rk.extend(drop); ro.extend([op.id] * len(drop))
-    rcode = np.sort((np.array(rp, dtype=np.int64) * nk + np.array(rk, dtype=np.int64)) * n +
-                    np.array(ro, dtype=np.int64))
-    # nonempty segments by (process, key, op)
-    sg = np.flatnonzero(tab.cnt > 0)
-    if not len(sg):
-        return skips, nonmono
-    sop = tab.seg_op[sg]
-    code = (proc[sop] * nk + tab.seg_key[sg].astype(np.int64)) * n + sop
-    o = np.argsort(code, kind="stable")
-    code, sg, sop = code[o], sg[o], sop[o]
-    grp = code // n
-    m = len(sg)
-    idx = np.arange(m, dtype=np.int64)
-    lastok = np.maximum.accumulate(np.where(okop[sop], idx, -1))
-    prev = np.full(m, -1, dtype=np.int64)
-    prev[1:] = lastok[:-1]
-    has = prev >= 0
-    has[has] = grp[prev[has]] == grp[has]
-    j = np.flatnonzero(has)
-    pj = prev[j]
-    # a reset of the key strictly between the two ops
-    between = np.searchsorted(rcode, code[j]) - np.searchsorted(rcode, code[pj], "right")
-    j, pj = j[between == 0], pj[between == 0]
-    kvi = tab.kv_index(a.orders)
-    i2 = kvi[tab.row_kv[tab.lo[sg[j]]]]
-    i1 = kvi[tab.row_kv[tab.lo[sg[pj] + 1] - 1]]
-    bad = (i1 >= 0) & (i2 >= 0) & (i2 - i1 != 1)
-    j, pj = j[bad], pj[bad]
-    # in poll_cases' order: processes by first op, then segment order
-    first_op = {}
-    for op in ops:
-        first_op.setdefault(op.process, op.id)
-    prank = np.zeros(len(pid), dtype=np.int64)
-    for p, r in pid.items():
-        prank[r] = first_op[p]
-    sj = sg[j]
-    o = np.lexsort((sj, prank[proc[tab.seg_op[sj]]]))
+    order, kind, keep, keep_lo, seek = _resets(a)
+    pairs = _poll_pairs(order, tab.proc, kind, keep, keep_lo, seek, tab.okop, tab.op_seg,
+                        tab.seg_key, tab.lo, tab.row_kv, tab.u_index[tab.kv2u],
+                        len(tab.keys))
     orders = a.orders
-    for x, y in zip(sj[o].tolist(), sg[pj[o]].tolist()):
-        k = keys[tab.seg_key_l[x]]
+    for x, y in pairs.tolist():
+        k = tab.keys[int(tab.seg_key[x])]
         vo = orders.get(k)
-        v1 = int(tab.val[tab.lo[y + 1] - 1])
-        v2 = int(tab.val[tab.lo[x]])
+        v1 = tab.rows("val", y)[-1]
+        v2 = tab.rows("val", x)[0]
         c = _pair_case("poll", k, v1, v2, vo, max_skipped,
                        {"ops": [_ref(a, int(tab.seg_op[y])), ops[int(tab.seg_op[x])].ref()]})
         (skips if c["type"] == "skip" else nonmono).append(c)
     return _strip(skips), _strip(nonmono)
+
+
+@njit(cache=True)
+def _nonmonotonic_sends(order, proc, typ, kind, keep, keep_lo, op_send, s_key,
+                        s_index, nkeys):
+    """nonmonotonic_send_cases' walk: per process (``order``: ops by
+    process, then id), the send row of the last send of each key; an op's
+    first send of a key against it. Returns (row, previous row) pairs with
+    known indices not increasing, in the list version's order."""
+    last = np.full(nkeys, -1, dtype=np.int64)
+    touched = np.empty(nkeys, dtype=np.int64)
+    mark = np.full(nkeys, -1, dtype=np.int64)
+    stamp = np.full(nkeys, -1, dtype=np.int64)  # op whose first send of k was seen
+    nt = 0
+    out = np.empty((len(s_key), 2), dtype=np.int64)
+    m = 0
+    cur = -1
+    for i in order:
+        if proc[i] != cur:
+            cur = proc[i]
+            for j in range(nt):
+                last[touched[j]] = -1
+            nt = 0
+        if typ[i] == _FAIL:
+            continue
+        r = kind[i]
+        if r >= 0:  # assign/subscribe with keys (no rewind here)
+            nt = _forget(last, touched, nt, keep, keep_lo[r], keep_lo[r + 1], mark, r)
+            continue
+        for j in range(op_send[i], op_send[i + 1]):
+            k = s_key[j]
+            if stamp[k] == i:
+                continue
+            stamp[k] = i
+            y = last[k]
+            if y >= 0 and s_index[y] >= 0 and s_index[j] >= 0 and s_index[j] - s_index[y] < 1:
+                out[m, 0] = j
+                out[m, 1] = y
+                m += 1
+        for j in range(op_send[i], op_send[i + 1]):
+            k = s_key[j]
+            if last[k] < 0:
+                touched[nt] = k
+                nt += 1
+            last[k] = j
+    return out[:m]
 
 
 def nonmonotonic_send_cases(a: Analysis):
@@ -917,6 +1385,20 @@ def nonmonotonic_send_cases(a: Analysis):
     out = []
     ops = a.history.ops
     orders = a.orders
+    tab = a.tab
+    if tab is not None:
+        order, kind, keep, keep_lo, _ = _resets(a)
+        s_index = tab.u_index[tab.s2u]
+        pairs = _nonmonotonic_sends(order, tab.proc, tab.typ,
+                                    kind, keep, keep_lo, tab.op_send, tab.s_key, s_index,
+                                    len(tab.keys))
+        s_op, s_val = tab.s_op, tab.s_val
+        for j, y in pairs.tolist():
+            out.append({"key": tab.keys[int(tab.s_key[j])],
+                        "values": [int(s_val[y]), int(s_val[j])],
+                        "delta": int(s_index[j] - s_index[y]),
+                        "ops": [_ref(a, int(s_op[y])), ops[int(s_op[j])].ref()]})
+        return out
     for process, pops in _by_process(ops).items():
         last = {}
         for op in pops:
@@ -957,10 +1439,11 @@ def unseen_and_lag(a: Analysis, series_points=1000):
     send, from its ack to the completion of the first ok poll that returned
     it (clipped at 0: a poll may see a value before its send is acked)."""
     if a.tab is not None:
-        return _unseen_and_lag_table(a, series_points)
+        r = _unseen_and_lag_table(a, series_points)
+        if r is not None:
+            return r
     ops = a.history.ops
     writes, reads = a.writes, a.reads
-    tab = None
     unseen = {}       # k -> {v: ack time} of ok sends no ok read has seen yet
     polled = {}       # k -> set of values seen by ok reads so far
     lags = {}         # k -> [lag ns]
@@ -1032,108 +1515,105 @@ def _unseen_result(unseen, series, lags, series_points):
     return witness, series, lag
 
 
+@njit(cache=True)
+def _unseen_walk(seq, times, op_seg, lo, row_kv, kv2u, op_send, s2u, u_key, nkeys, step):
+    """unseen_and_lag's walk over the ok completions ``seq`` (times
+    ``times``), on arrays over the (key, value) universe. Returns (unseen
+    at the end per universe value, lags as (key, lag) rows, snapshot
+    positions and their unseen counts per key, keys in order of their first
+    unseen value)."""
+    nu = len(u_key)
+    polled = np.zeros(nu, dtype=np.bool_)
+    unseen = np.zeros(nu, dtype=np.bool_)
+    since = np.zeros(nu, dtype=np.int64)  # ack time of an unseen value
+    count = np.zeros(nkeys, dtype=np.int64)
+    key_rank = np.full(nkeys, -1, dtype=np.int64)
+    key_order = np.empty(nkeys, dtype=np.int64)
+    nk = 0
+    lags = np.empty((len(s2u), 2), dtype=np.int64)  # at most one per send
+    nl = 0
+    snap_pos = np.empty(16, dtype=np.int64)
+    snap_count = np.empty((16, nkeys), dtype=np.int64)
+    ns = 0
+    next_snapshot = 0
+    changed = False
+    for p in range(len(seq)):
+        i = seq[p]
+        t = times[p]
+        for s in range(op_seg[i], op_seg[i + 1]):
+            for r in range(lo[s], lo[s + 1]):
+                u = kv2u[row_kv[r]]
+                if polled[u]:
+                    continue
+                polled[u] = True
+                if unseen[u]:
+                    unseen[u] = False
+                    count[u_key[u]] -= 1
+                    lags[nl, 0] = u_key[u]
+                    lags[nl, 1] = max(0, t - since[u])
+                    nl += 1
+                    changed = True
+        for j in range(op_send[i], op_send[i + 1]):
+            u = s2u[j]
+            k = u_key[u]
+            if polled[u]:
+                lags[nl, 0] = k
+                lags[nl, 1] = 0
+                nl += 1
+                continue
+            if key_rank[k] < 0:
+                key_rank[k] = nk
+                key_order[nk] = k
+                nk += 1
+            if not unseen[u]:
+                unseen[u] = True
+                count[k] += 1
+            since[u] = t
+            changed = True
+        if changed and (t >= next_snapshot or p == len(seq) - 1):
+            if ns == len(snap_pos):
+                snap_pos = np.concatenate((snap_pos, np.empty(ns, dtype=np.int64)))
+                snap_count = np.concatenate((snap_count, np.empty((ns, nkeys), dtype=np.int64)))
+            snap_pos[ns] = p
+            snap_count[ns] = count
+            ns += 1
+            next_snapshot = t + step
+            changed = False
+    return unseen, lags[:nl], snap_pos[:ns], snap_count[:ns], key_order[:nk]
+
+
 def _unseen_and_lag_table(a: Analysis, series_points):
-    """unseen_and_lag over a _ReadTable: the same walk, with each (key,
-    value)'s first ok read found with arrays instead of sets per poll."""
+    """unseen_and_lag over a _ReadTable: the same walk, compiled (None:
+    times that are not int64, for the list version)."""
     h = a.history
     ops = h.ops
-    n = len(ops)
     tab = a.tab
-    writes = a.writes
-    # ok send/poll/txn completions in realtime order: position p
-    okf = tab.okop & np.fromiter((op.f in TXN_FS for op in ops), dtype=bool, count=n)
     ev = np.frombuffer(h.events, dtype=np.int64) if len(h.events) \
         else np.zeros(0, dtype=np.int64)
     comp = ev[(ev & 1) == 1] >> 1
-    seq = comp[okf[comp]]
-    pos = np.full(n, -1, dtype=np.int64)
-    pos[seq] = np.arange(len(seq), dtype=np.int64)
-    seq_l = seq.tolist()
-    times = [ops[i].time for i in seq_l]
-    # first ok read position of each (key, value) group
-    big = len(seq) + 1
-    row_op = tab.seg_op[tab.row_seg]
-    rp = pos[row_op]
-    m = rp >= 0
-    frp = np.full(len(tab.kv_key), big, dtype=np.int64)
-    np.minimum.at(frp, tab.row_kv[m], rp[m])
-    del row_op, rp, m
-    first_pos = {}
-    keys = tab.keys
-    for kid, lo, hi in tab._key_groups(tab.kv_key):
-        f = frp[lo:hi]
-        sel = f < big
-        if sel.any():
-            first_pos[keys[kid]] = dict(zip(tab.kv_val[lo:hi][sel].tolist(), f[sel].tolist()))
-    # walk the ok writes: a write before the value's first read waits in
-    # unseen (a later write of it restarts its clock), one after it lags 0
-    unseen = {}   # k -> {v: ack time}
-    wait = {}     # k -> {v: position it became unseen}
-    lags = {}
-    changed_at = bytearray(len(seq) + 1)
-    for p, i in enumerate(seq_l):
-        w = writes[i]
-        if w is None:
-            continue
-        t = times[p]
-        for k, _, v in w:
-            fp = first_pos.get(k)
-            fp = fp.get(v, big) if fp is not None else big
-            if fp <= p:
-                lags.setdefault(k, []).append(0)
-                continue
-            uk = unseen.get(k)
-            if uk is None:
-                uk = unseen[k] = {}
-                wait[k] = {}
-            if v not in uk:
-                wait[k][v] = p
-            uk[v] = t
-            changed_at[p] = 1
-    # the first read of a waiting value ends its wait
-    ends = {}     # k -> [(position, v)]
-    for k, uk in unseen.items():
-        fk = first_pos.get(k, {})
-        lk = None
-        gone = []
-        for v, t0 in uk.items():
-            fp = fk.get(v, big)
-            if fp < big:
-                if lk is None:
-                    lk = lags.setdefault(k, [])
-                lk.append(max(0, times[fp] - t0))
-                changed_at[fp] = 1
-                gone.append((fp, v))
-        ends[k] = gone
-        for _, v in gone:
-            del uk[v]
-    # snapshots, as the walk takes them
+    seq = comp[tab.okop[comp] & (tab.fcode[comp] <= _TXN)]
+    times = np.array(list(map(_get_time, map(ops.__getitem__, seq.tolist()))))
     step = max(1, h.end_time // max(1, series_points))
-    snaps = []
-    next_snapshot = 0
-    changed = False
-    t = 0
-    for p in range(len(seq_l)):
-        t = times[p]
-        if changed_at[p]:
-            changed = True
-        if changed and t >= next_snapshot:
-            snaps.append(p)
-            next_snapshot = t + step
-            changed = False
-    if changed:
-        snaps.append(len(seq_l) - 1)
+    if (len(times) and times.dtype != np.int64) or type(step) is not int:
+        return None  # float (or huge) times: the list version
+    unseen_u, lag_rows, snap_pos, snap_count, key_order = _unseen_walk(
+        seq, times, tab.op_seg, tab.lo, tab.row_kv, tab.kv2u, tab.op_send, tab.s2u,
+        tab.u_key, len(tab.keys), step)
+    keys = tab.keys
+    korder = key_order.tolist()
+    # values still unseen, by key (sorted: u ids follow (key, value))
+    uu = np.flatnonzero(unseen_u)
+    unseen = {keys[k]: [] for k in korder}
+    for kid, lo, hi in tab._key_groups(tab.u_key[uu]):
+        unseen[keys[kid]] = tab.u_val[uu[lo:hi]].tolist()
+    lags = {}
+    o = np.argsort(lag_rows[:, 0], kind="stable")
+    for kid, lo, hi in tab._key_groups(lag_rows[o, 0]):
+        lags[keys[kid]] = lag_rows[o[lo:hi], 1].tolist()
     series = []
-    if snaps:
-        sp = np.array(snaps, dtype=np.int64)
-        counts = {}
-        for k in unseen:  # keys in the order they first held an unseen value
-            starts = np.sort(np.fromiter(wait[k].values(), dtype=np.int64))
-            stops = np.sort(np.array([fp for fp, _ in ends[k]], dtype=np.int64))
-            counts[k] = (np.searchsorted(starts, sp, "right") -
-                         np.searchsorted(stops, sp, "right")).tolist()
-        for j, p in enumerate(snaps):
-            series.append((times[p], {k: c[j] for k, c in counts.items() if c[j]}))
+    snap_times = times[snap_pos].tolist()
+    for t, c in zip(snap_times, snap_count[:, korder].tolist()):
+        series.append((t, {keys[k]: x for k, x in zip(korder, c) if x}))
     return _unseen_result(unseen, series, lags, series_points)
 
 
@@ -1142,6 +1622,10 @@ def _unseen_and_lag_table(a: Analysis, series_points):
 def graph_vertices(a: Analysis):
     """Ops taking part in the dependency graph: ok send/poll/txn ops, and
     info sends that must have committed."""
+    tab = a.tab
+    if tab is not None:
+        v = (tab.fcode <= _TXN) & ((tab.typ == _OK) | ((tab.typ == _INFO) & tab.committed))
+        return bytearray(v.view(np.uint8).tobytes())
     ops = a.history.ops
     vertex = bytearray(len(ops))
     for op in ops:
@@ -1152,9 +1636,49 @@ def graph_vertices(a: Analysis):
 
 
 def dependency_graph(a: Analysis, ww_deps=True) -> Graph:
-    ops = a.history.ops
-    n = len(ops)
+    """ww, wr, process and realtime edges (in this order) between the
+    graph's vertices, plus realtime barriers (see _realtime_edges)."""
+    h = a.history
+    n = len(h.ops)
     vertex = graph_vertices(a)
+    vert = np.frombuffer(vertex, dtype=np.bool_)
+    tab = a.tab
+    if tab is not None:
+        ok, proc = tab.okop, tab.proc
+    else:
+        typ, _, _, _, proc = _op_columns(h.ops)
+        ok = typ == _OK
+    ev = np.frombuffer(h.events, dtype=np.int64) if len(h.events) \
+        else np.zeros(0, dtype=np.int64)
+    vids = np.flatnonzero(vert)
+    # the edges go straight into arrays sized for the most there can be
+    # (pages never written cost nothing)
+    if tab is not None and ww_deps:
+        head = None
+        cap = len(tab.bi_u) + len(tab.seg_op)
+    else:  # ww and wr edges from lists
+        head = (_ww_wr_edges_table(a, tab, vertex, ww_deps) if tab is not None
+                else _ww_wr_edges(a, vertex, ww_deps))
+        cap = len(head[0])
+    cap += len(vids) + 2 * len(ev)
+    src = np.empty(cap, dtype=np.int64)
+    dst = np.empty(cap, dtype=np.int64)
+    rel = np.empty(cap, dtype=np.int8)
+    if head is None:
+        m = _ww_edges(np.array(tab.vo_keys, dtype=np.int64), tab.bi_lo, tab.bi_u,
+                      tab.u_writer, vert, src, dst, rel, 0)
+        m = _wr_edges(tab.seg_op, tab.lo, tab.off, tab.tail_off, tab.row_kv, tab.kv2u,
+                      tab.u_writer, vert, src, dst, rel, m)
+    else:
+        m = len(head[0])
+        src[:m], dst[:m], rel[:m] = head
+    m = _process_edges(vids, proc, int(proc.max()) + 1 if n else 0, src, dst, rel, m)
+    m, nbar = _realtime_edges(ev, vert, ok, n, src, dst, rel, m)
+    return Graph(n, n + nbar, src[:m], dst[:m], rel[:m])
+
+
+def _ww_wr_edges(a: Analysis, vertex, ww_deps):
+    """ww and wr edges as lists (src, dst, rel)."""
     src, dst, rel = [], [], []
     # ww: consecutive values in each key's version order, distinct writers
     if ww_deps:
@@ -1174,10 +1698,7 @@ def dependency_graph(a: Analysis, ww_deps=True) -> Graph:
     # wr: writer -> reader. With ww edges, an edge from the writer of the
     # highest value read per key suffices (earlier writers reach it via ww);
     # without them every read value needs its own edge.
-    tab = a.tab
-    if tab is not None:
-        _wr_edges_table(a, tab, vertex, ww_deps, src, dst, rel)
-    for i, r in enumerate(a.reads if tab is None else ()):
+    for i, r in enumerate(a.reads):
         if r is None or not vertex[i]:
             continue
         for k, pairs in r.items():
@@ -1201,112 +1722,125 @@ def dependency_graph(a: Analysis, ww_deps=True) -> Graph:
                 w = wk.get(v)
                 if w is not None and w != i and vertex[w]:
                     src.append(w); dst.append(i); rel.append(WR)
-    # process and realtime edges, vectorised (same edges, same order as the
-    # event-by-event walk described in _process_realtime_edges)
-    ps, pd, rs, rd, n_nodes = _process_realtime_edges(a, vertex)
-    src = np.concatenate((np.asarray(src, dtype=np.int64), ps, rs))
-    dst = np.concatenate((np.asarray(dst, dtype=np.int64), pd, rd))
-    rel = np.concatenate((np.asarray(rel, dtype=np.int8),
-                          np.full(len(ps), PROCESS, dtype=np.int8),
-                          np.full(len(rs), REALTIME, dtype=np.int8)))
-    return Graph(n, n_nodes, src, dst, rel)
+    return src, dst, rel
 
 
-def _wr_edges_table(a, tab, vertex, ww_deps, src, dst, rel):
-    """dependency_graph's wr edges over a _ReadTable (same edges, same order)."""
-    cnt = tab.cnt
-    ne = cnt > 0
-    nseg = len(cnt)
-    starts = tab.lo[:-1]
-    if ww_deps:
-        # the first pair with the highest offset of each segment
-        cand_row = np.zeros(nseg, dtype=np.int64)
-        if ne.any():
-            nz = np.flatnonzero(ne)
-            mx = np.maximum.reduceat(tab.off, starts[nz])
-            segmax = np.zeros(nseg, dtype=np.int64)
-            segmax[nz] = mx
-            hits = np.flatnonzero(tab.off == segmax[tab.row_seg])
-            cand_row[nz] = hits[np.searchsorted(hits, starts[nz])]
-    vert = np.frombuffer(bytes(vertex), dtype=np.uint8).astype(bool)
-    keep = ne & vert[tab.seg_op] if nseg else ne
-    keys, seg_key_l = tab.keys, tab.seg_key_l
-    writer_of = a.writer_of
-    if ww_deps:
-        # writer of each (key, value) group, then one lookup per segment
-        wkv = tab.kv_writer(writer_of)
-        sg = np.flatnonzero(keep)
-        if len(sg):
-            cand_kv = tab.row_kv[cand_row[sg]]
-            w = wkv[cand_kv]
-            i = tab.seg_op[sg]
-            ok = (w >= 0) & (w != i)
-            ok[ok] = vert[w[ok]]
-            src.extend(w[ok].tolist())
-            dst.extend(i[ok].tolist())
-            rel.extend([WR] * int(ok.sum()))
-        return
-    seg_op = tab.seg_op.tolist()
-    for sg in np.flatnonzero(keep).tolist():
-        i = seg_op[sg]
-        wk = writer_of.get(keys[seg_key_l[sg]])
+@njit(cache=True)
+def _ww_edges(vo_keys, bi_lo, bi_u, u_writer, vertex, src, dst, rel, m):
+    """ww edges (_ww_wr_edges' with arrays) written from edge m on; returns
+    the new m: along each key's by_index (universe ids), consecutive values
+    with distinct vertex writers."""
+    for k in vo_keys:
+        prev = -1
+        for j in range(bi_lo[k], bi_lo[k + 1]):
+            w = u_writer[bi_u[j]]
+            if w < 0 or not vertex[w]:
+                prev = -1  # an unknown writer breaks the chain
+                continue
+            if prev >= 0 and prev != w:
+                src[m], dst[m], rel[m] = prev, w, WW
+                m += 1
+            prev = w
+    return m
+
+
+@njit(cache=True)
+def _top_row(off, shift, r0, r1):
+    """The first of the rows r0:r1 (stored in off from row shift on) with
+    the highest offset."""
+    best = r0
+    for r in range(r0 + 1, r1):
+        if off[r - shift] > off[best - shift]:
+            best = r
+    return best
+
+
+@njit(cache=True)
+def _wr_edges(seg_op, lo, off, tail_off, row_kv, kv2u, u_writer, vertex, src, dst, rel, m):
+    """wr edges with ww edges (_ww_wr_edges' with arrays) written from edge
+    m on; returns the new m: per segment of a vertex, from the writer of the
+    value at its highest offset (the first such row)."""
+    n = len(off)
+    for s in range(len(seg_op)):
+        i = seg_op[s]
+        if lo[s] == lo[s + 1] or not vertex[i]:
+            continue
+        if lo[s] < n:
+            best = _top_row(off, 0, lo[s], lo[s + 1])
+        else:
+            best = _top_row(tail_off, n, lo[s], lo[s + 1])
+        w = u_writer[kv2u[row_kv[best]]]
+        if w >= 0 and w != i and vertex[w]:
+            src[m], dst[m], rel[m] = w, i, WR
+            m += 1
+    return m
+
+
+def _ww_wr_edges_table(a, tab, vertex, ww_deps):
+    """_ww_wr_edges over a _ReadTable, without ww edges (with them,
+    dependency_graph runs _ww_edges and _wr_edges): every value read needs
+    its wr edge, in the list version's order (a set's)."""
+    assert not ww_deps
+    src, dst, rel = [], [], []
+    keys, writer_of = tab.keys, a.writer_of
+    seg_op = tab.seg_op
+    vert = np.frombuffer(vertex, dtype=np.bool_)
+    keep = np.flatnonzero((np.diff(tab.lo) > 0) & vert[seg_op])
+    for sg in keep.tolist():
+        i = int(seg_op[sg])
+        wk = writer_of.get(keys[int(tab.seg_key[sg])])
         if not wk:
             continue
-        for v in set(tab.val[tab.lo[sg]:tab.lo[sg + 1]].tolist()):
+        for v in set(tab.rows("val", sg)):
             w = wk.get(v)
             if w is not None and w != i and vertex[w]:
                 src.append(w); dst.append(i); rel.append(WR)
+    return src, dst, rel
 
 
-def _process_realtime_edges(a: Analysis, vertex):
-    """process: consecutive vertex ops of each process, in op order.
-    realtime: A -> B iff A completed (ok) before B was invoked, threaded
-    through barrier vertices so edges stay linear in the history: each ok
-    completion links into the current barrier; an invoke links from it and
-    seals it, so later completions open a new barrier chained after it.
-    Returns (process src, dst, realtime src, dst, number of nodes)."""
-    ops = a.history.ops
-    n = len(ops)
-    vert = np.frombuffer(bytes(vertex), dtype=np.uint8).astype(bool)
-    vids = np.flatnonzero(vert)
-    # process edges, emitted in the order of their destination op
-    pid = {}
-    procs = np.fromiter((pid.setdefault(ops[i].process, len(pid)) for i in vids.tolist()),
-                        dtype=np.int64, count=len(vids))
-    order = np.argsort(procs, kind="stable")
-    sp, sv = procs[order], vids[order]
-    same = sp[1:] == sp[:-1]
-    psrc, pdst = sv[:-1][same], sv[1:][same]
-    o = np.argsort(pdst, kind="stable")
-    psrc, pdst = psrc[o], pdst[o]
-    # realtime edges through barriers
-    ok = np.fromiter((op.type == "ok" for op in ops), dtype=bool, count=n)
-    ev = np.frombuffer(a.history.events, dtype=np.int64) if len(a.history.events) \
-        else np.zeros(0, dtype=np.int64)
-    oi = ev >> 1
-    comp = (ev & 1).astype(bool)
-    keep = vert[oi] & (~comp | ok[oi])
-    oi, comp = oi[keep], comp[keep]
-    m = len(oi)
-    if m == 0:
-        z = np.zeros(0, dtype=np.int64)
-        return psrc, pdst, z, z, n
-    prev_inv = np.ones(m, dtype=bool)      # previous relevant event is an invoke (or none)
-    prev_inv[1:] = ~comp[:-1]
-    newb = comp & prev_inv
-    nbar = np.cumsum(newb)                  # barriers opened so far (inclusive)
-    cur = n + nbar - 1                      # current barrier id (if nbar > 0)
-    # first edge of each event: barrier chain (new barrier) or barrier -> invoke
-    m1 = (newb & (nbar > 1)) | (~comp & (nbar > 0))
-    s1 = np.where(comp, cur - 1, cur)
-    d1 = np.where(comp, cur, oi)
-    # second edge: completion -> current barrier
-    m2 = comp
-    s2, d2 = oi, cur
-    mask = np.stack((m1, m2), 1).ravel()
-    rsrc = np.stack((s1, s2), 1).ravel()[mask]
-    rdst = np.stack((d1, d2), 1).ravel()[mask]
-    return psrc, pdst, rsrc, rdst, n + int(nbar[-1])
+@njit(cache=True)
+def _process_edges(vids, proc, nproc, src, dst, rel, m):
+    """process edges written from edge m on; returns the new m: consecutive
+    vertices (vids) of each process, in the order of the later."""
+    last = np.full(nproc, -1, dtype=np.int64)
+    for i in vids:
+        p = proc[i]
+        if last[p] >= 0:
+            src[m], dst[m], rel[m] = last[p], i, PROCESS
+            m += 1
+        last[p] = i
+    return m
+
+
+@njit(cache=True)
+def _realtime_edges(ev, vertex, ok, n, src, dst, rel, m):
+    """realtime edges written from edge m on; returns (the new m, number of
+    barriers). A -> B iff A completed (ok) before B was invoked, threaded
+    through barrier vertices (n, n + 1, ...) so edges stay linear in the
+    history: walking the events (2 * op id, + 1 for a completion) of
+    vertices, each ok completion links into the current barrier; an invoke
+    links from it and seals it, so later completions open a new barrier
+    chained after it."""
+    nbar = 0
+    prev_invoke = True  # the previous event that counts is an invoke (or none)
+    for e in ev:
+        i = e >> 1
+        completion = (e & 1) == 1
+        if not vertex[i] or (completion and not ok[i]):
+            continue
+        if completion:
+            if prev_invoke:  # a new barrier, chained after the last one
+                nbar += 1
+                if nbar > 1:
+                    src[m], dst[m], rel[m] = n + nbar - 2, n + nbar - 1, REALTIME
+                    m += 1
+            src[m], dst[m], rel[m] = i, n + nbar - 1, REALTIME
+            m += 1
+        elif nbar > 0:
+            src[m], dst[m], rel[m] = n + nbar - 1, i, REALTIME
+            m += 1
+        prev_invoke = not completion
+    return m, nbar
 
 
 def _explain_step(a: Analysis, x, y, r):

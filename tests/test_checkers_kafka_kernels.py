@@ -1,0 +1,205 @@
+"""The Kafka analysis over arrays (kafka._ReadTable and its compiled
+kernels) against the list-based reference, on histories that reach the
+corners of the array code: txn ops, subscribe / crash / rewinds, rebalance
+logs, decoded polls among the lazy ones, unknown offsets, sparse or huge
+process numbers, float times, values the arrays cannot hold."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from checkers.history import parse_events, parse_lines
+from checkers.kafka import _ReadTable, analyze
+from checkers.synth import build, generate, plant_anomalies
+
+SETTINGS = settings(max_examples=int(os.environ.get("HW_CHECKER_EXAMPLES", 60)),
+                    deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _lines(events, loose=()):
+    """JSON lines; those at positions in loose not in the canonical form
+    (the reader then decodes them instead of leaving them to the arrays)."""
+    out = []
+    for j, ev in enumerate(events):
+        line = json.dumps(ev, separators=(",", ":"))
+        out.append(line.replace('"poll",{', '"poll", {') if j in loose else line)
+    return out
+
+
+def same_analysis(events, table=True, loose=(), **options):
+    """analyze() of the history read from its lines (array path) equals
+    that of the decoded events (list path); table: the arrays must hold it."""
+    fast = parse_lines(_lines(events, loose))
+    assert fast.polls is not None
+    assert (_ReadTable.build(fast) is not None) == table
+    slow = parse_events(copy.deepcopy(events))
+    assert slow.polls is None
+    r = analyze(fast, options)
+    assert r == analyze(slow, options)
+    return r
+
+
+def send(p, k, v, offset, type="ok"):
+    done = [["send", k, [offset, v]]] if offset is not None else [["send", k, v]]
+    return [(p, "invoke", "send", [["send", k, v]]), (p, type, "send", done)]
+
+
+def poll(p, result, type="ok", **extra):
+    return [(p, "invoke", "poll", [["poll"]]),
+            (p, type, "poll", [["poll", result]] if result is not None else [["poll"]], extra)]
+
+
+def assign(p, keys, type="ok", **extra):
+    return [(p, "invoke", "assign", keys, extra), (p, type, "assign", keys)]
+
+
+def _corners():
+    """One history with a bit of everything."""
+    return build(
+        send(0, "x", 1, 0) + send(0, "x", 2, 1) + send(0, "y", 5, 0)
+        + send(0, "x", 3, None, type="info") + send(0, "z", 9, None, type="fail")
+        + send(0, "w", 7, 0)                                   # a key nobody reads
+        + assign(1, ["x", "y"]) + poll(1, {"x": [[0, 1]], "y": []})
+        + poll(1, {"x": [[1, 2], [0, 1]]}, rebalance_log=[{"keys": ["x"]}, "noise"])
+        + poll(1, {"x": [[0, 1]]}, type="fail")
+        + assign(1, ["y"]) + assign(1, ["x"], type="fail") + assign(1, ["x"])
+        + poll(1, {"x": [[1, 2]]}) + [(1, "invoke", "crash", None), (1, "info", "crash", None)]
+        + poll(1, {"x": [[0, 1]], "z": [[0, 9]]})             # reads a failed send
+        + assign(1, ["x"], seek_to_beginning=True) + poll(1, {"x": [[0, 1], [2, 1]]})
+        + [(2, "invoke", "subscribe", ["x"]), (2, "ok", "subscribe", ["x"])]
+        + poll(2, {"x": [[1, 2]], "q": [[0, 4]]})             # garbage
+        + [(3, "invoke", "txn", [["send", "x", 4], ["poll"]]),
+           (3, "ok", "txn", [["send", "x", [3, 4]], ["poll", {"x": [[2, 1], [3, 4]]}],
+                             ["poll", {"x": [[3, 4]], "y": [[0, 5]]}]])]
+        + send(3, "x", 2, 4) + send(3, "y", 6, 1) + send(3, "y", 8, 0)
+        + poll(4, {}) + poll(4, {"x": []}) + poll(4, {"x": [[4, 2], [3, 4]], "y": [[2, 5]]}))
+
+
+def test_corners():
+    events = _corners()
+    r = same_analysis(events)
+    assert {"precommitted-read", "G1a", "garbage-read", "nonmonotonic-send",
+            "int-nonmonotonic-poll", "duplicate"} <= set(r["anomaly_types"])
+    same_analysis(events, ww_deps=False)
+    polls = [j for j, ev in enumerate(events) if ev["f"] == "poll" and ev["type"] == "ok"]
+    # decoded polls first, in the middle (the arrays merge them in) and last
+    same_analysis(events, loose={polls[0], polls[len(polls) // 2], polls[-1]})
+
+
+def test_processes_sparse_huge_and_negative():
+    events = _corners()
+    for pids in ((10**12,), (-7,), (2**63 - 1, -2**63)):
+        evs = copy.deepcopy(events)
+        for ev in evs:
+            if ev["process"] in (1, 2):
+                ev["process"] = pids[ev["process"] % len(pids)]
+        same_analysis(evs)
+
+
+def test_float_times():
+    events = _corners()
+    for ev in events[::3]:
+        ev["time"] = ev["time"] + 0.5
+    same_analysis(events)
+
+
+@pytest.mark.parametrize("value", [2**62, -2**62, 2**63 - 1, -2**63, 2**63, 2**64 - 1])
+def test_send_values_out_of_range(value):
+    """Sent values the int64 arrays cannot hold, or not all: the list path."""
+    events = build(send(0, "x", value, 0) + send(0, "x", 1, 1) + poll(1, {"x": [[1, 1]]})
+                   + poll(2, {"x": [[1, 1]]}))
+    same_analysis(events)  # (the reads fit the arrays)
+
+
+@pytest.mark.parametrize("planted", [False, True])
+def test_generated_with_decoded_polls(planted):
+    events = generate(1500, processes=5, keys=4, seed=11, nemesis_every=200, batch=3,
+                      max_mops=2)
+    if planted:
+        events = plant_anomalies(events)
+    polls = [j for j, ev in enumerate(events) if ev["f"] == "poll" and ev["type"] == "ok"]
+    same_analysis(events)
+    same_analysis(events, loose=set(polls[::9]))
+
+
+# ------------------------------------------------------------ random histories
+
+@st.composite
+def histories(draw):
+    """Sequential ops of a few processes (each op's invoke and completion
+    adjacent) on a few keys: sends appended to a log (ok with offset, info
+    or fail without), polls of random, sometimes wrong, ranges of it, assign,
+    subscribe, crash, txn, rebalance logs; times may be floats."""
+    keys = ["a", "b", "c"][:draw(st.integers(1, 3))]
+    logs = {k: [] for k in keys}
+    nxt = [1]
+    lines = []
+    for _ in range(draw(st.integers(1, 40))):
+        p = draw(st.integers(0, 3))
+        kind = draw(st.sampled_from(["send", "send", "poll", "poll", "poll", "assign",
+                                     "subscribe", "crash", "txn"]))
+        if kind == "send":
+            k = draw(st.sampled_from(keys))
+            v = draw(st.sampled_from([nxt[0], nxt[0], 1, -3]))
+            nxt[0] += 1
+            t = draw(st.sampled_from(["ok", "ok", "info", "fail"]))
+            off = None
+            if t == "ok" or (t == "info" and draw(st.booleans())):
+                logs[k].append(v)
+                off = max(0, len(logs[k]) - 1 + draw(st.sampled_from([0, 0, 0, -1, 5])))
+            lines += send(p, k, v, off if t != "fail" else None, type=t)
+        elif kind in ("poll", "txn"):
+            res = {}
+            for k in draw(st.lists(st.sampled_from(keys), max_size=3, unique=True)):
+                lo = draw(st.integers(0, len(logs[k])))
+                pairs = [[o, logs[k][o]] for o in range(lo, len(logs[k]))]
+                pairs = pairs[:draw(st.integers(0, 4))]
+                if pairs and draw(st.integers(0, 4)) == 0:  # a wrong read
+                    j = draw(st.integers(0, len(pairs) - 1))
+                    pairs[j] = [pairs[j][0] + draw(st.sampled_from([0, 1, 7])),
+                                draw(st.sampled_from([pairs[j][1], 99, nxt[0]]))]
+                if len(pairs) > 1 and draw(st.integers(0, 4)) == 0:
+                    pairs.reverse()
+                res[k] = pairs
+            extra = {"rebalance_log": [{"keys": list(res)[:1]}]} if draw(st.integers(0, 5)) == 0 else {}
+            t = draw(st.sampled_from(["ok", "ok", "ok", "info", "fail"]))
+            if kind == "poll":
+                lines += poll(p, res if t == "ok" or draw(st.booleans()) else None, type=t,
+                              **extra)
+            else:
+                k = draw(st.sampled_from(keys))
+                logs[k].append(nxt[0])
+                lines += [(p, "invoke", "txn", [["send", k, nxt[0]], ["poll"]]),
+                          (p, t, "txn", [["send", k, [len(logs[k]) - 1, nxt[0]]],
+                                         ["poll", res]], extra)]
+                nxt[0] += 1
+        elif kind == "assign":
+            ks = draw(st.lists(st.sampled_from(keys + ["zz"]), max_size=3, unique=True))
+            extra = {"seek_to_beginning": True} if draw(st.booleans()) else {}
+            lines += assign(p, ks, type=draw(st.sampled_from(["ok", "ok", "fail"])), **extra)
+        elif kind == "subscribe":
+            lines += [(p, "invoke", "subscribe", keys), (p, "ok", "subscribe", keys)]
+        else:
+            lines += [(p, "invoke", "crash", None), (p, "info", "crash", None)]
+    events = build(lines)
+    if draw(st.integers(0, 5)) == 0:
+        for ev in events[::2]:
+            ev["time"] += 0.25
+    loose = set(draw(st.lists(st.integers(0, len(events) - 1), max_size=4)))
+    return events, loose
+
+
+@SETTINGS
+@given(histories(), st.booleans())
+def test_random_histories(h, ww_deps):
+    events, loose = h
+    fast = parse_lines(_lines(events, loose))
+    slow = parse_events(copy.deepcopy(events))
+    if fast.polls is None:  # nothing left lazy: no arrays to compare
+        return
+    opts = {"ww_deps": ww_deps}
+    assert analyze(fast, opts) == analyze(slow, opts)

@@ -939,6 +939,11 @@ def g1a_cases(a: Analysis):
     bad = {k: vs for k, vs in bad.items() if vs}
     if not bad:
         return out
+    if a.tab is not None:
+        found = _g1a_rows(a.tab, bad)
+        if found is not None:
+            return [{"key": k, "value": v, "writer": _ref(a, a.failed[k][v]),
+                     "reader": _ref(a, i)} for i, k, v in found]
     ops = a.history.ops
     for i, r in enumerate(a.reads):
         if r is None or ops[i].type != "ok":
@@ -953,6 +958,32 @@ def g1a_cases(a: Analysis):
                     w = fk[v]
                     out.append({"key": k, "value": v, "writer": _ref(a, w),
                                 "reader": _ref(a, i)})
+    return out
+
+
+def _g1a_rows(tab, bad):
+    """(op, key, value) of every ok read of a value in bad ({key: values}),
+    in the order the list version meets them (the table's rows are in op
+    order, then key, then offset), or None if bad holds values the arrays
+    cannot (the failed values are few; the reads tens of millions: one
+    vectorised membership test instead of a walk in Python)."""
+    wanted = {v for vs in bad.values() for v in vs}
+    if not all(type(v) is int and -2**63 <= v < 2**63 for v in wanted):
+        return None
+    wanted_arr = np.fromiter(wanted, dtype=np.int64, count=len(wanted))
+    rows = np.concatenate([np.flatnonzero(np.isin(arr, wanted_arr)) + shift
+                           for arr, shift in ((tab.val, 0), (tab.tail_val, len(tab.val)))])
+    if not len(rows):
+        return []
+    seg = np.searchsorted(tab.lo, rows, side="right") - 1
+    vals = np.concatenate((tab.val, tab.tail_val))[rows] if len(tab.tail_val) \
+        else tab.val[rows]
+    out = []
+    for s, v in zip(seg.tolist(), vals.tolist()):
+        i = int(tab.seg_op[s])
+        k = tab.keys[int(tab.seg_key[s])]
+        if tab.okop[i] and v in bad.get(k, ()):
+            out.append((i, k, v))
     return out
 
 

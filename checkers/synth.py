@@ -215,14 +215,17 @@ def build(lines, dt: int = 1000) -> list:
 
 
 def plant_anomalies(events: list) -> list:
-    """Loses one acked value mid-log (removed from every poll) and
-    duplicates another at a far offset, in place: lost-write, duplicate,
-    skips and G0 cycles must then be found (the checker benchmark, tests,
-    and the kernels' warm-up use it)."""
+    """Plants, in place: one acked value lost mid-log (removed from every
+    poll), another duplicated at a far offset, a send that polls saw
+    reported as failed, and one poll reading a value nobody sent at an
+    offset that holds another. lost-write, duplicate, G1a, garbage-read,
+    inconsistent-offsets, skips and G0 cycles must then be found (the
+    checker benchmark, tests, and the kernels' warm-up use it)."""
     sends = [m for ev in events if ev["type"] == "ok" and ev["f"] == "send"
              for m in ev["value"]]
     _, k, (_, v) = sends[len(sends) // 2]
     _, k2, (_, v2) = sends[len(sends) // 3]
+    _, k3, (_, v3) = sends[2 * len(sends) // 3]
     dup_done = False
     for ev in events:
         if ev["f"] == "poll" and ev["type"] != "invoke":
@@ -233,4 +236,20 @@ def plant_anomalies(events: list) -> list:
                         and any(p[1] == v2 for p in m[1][k2]):
                     m[1][k2].append([10**9, v2])
                     dup_done = True
+        elif ev["f"] == "send" and ev["type"] == "ok" and \
+                any(m[1] == k3 and m[2][1] == v3 for m in ev["value"]):
+            ev["type"] = "fail"
+            ev["value"] = [["send", m[1], m[2][1]] for m in ev["value"]]
+    # a value nobody sent, yet near the others (the checker's dense value
+    # arrays would not take a far one, and the benchmark would time the
+    # fallback instead)
+    garbage = 1 + max(m[2][1] if isinstance(m[2], list) else m[2]
+                      for ev in events if ev["f"] == "send" for m in ev["value"])
+    for ev in reversed(events):
+        if ev["f"] == "poll" and ev["type"] == "ok":
+            reads = [ps for m in ev["value"] if len(m) > 1 for kk, ps in m[1].items()
+                     if ps and kk != k and kk != k2]
+            if reads:
+                reads[0][0] = [reads[0][0][0], garbage]
+                break
     return events

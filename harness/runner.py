@@ -169,7 +169,13 @@ class Run:
             except Exception as e:
                 self.history.append(w.process, "fail", "poll", [["poll"]], error=repr(e))
                 continue
-            self.history.append(w.process, type_, "poll", value)
+            # Nothing is written any more, so a key this poll read up to the
+            # high watermark was read to the end of its log: the log model
+            # then requires every acked send to be in it (to_end).
+            read = [k for k, pairs in value[0][1].items() if pairs]
+            to_end = w.client.read_to_end(read) if type_ == "ok" and read else []
+            self.history.append(w.process, type_, "poll", value,
+                                **({"to_end": sorted(to_end, key=int)} if to_end else {}))
             for key, pairs in value[0][1].items():
                 if pairs:
                     reached[key] = max(reached.get(key, -1), max(o for o, _ in pairs))

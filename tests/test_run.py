@@ -29,6 +29,31 @@ def _processes_mentioning(text: str) -> list[str]:
     return out
 
 
+def _like_a_terminal():
+    """Ctrl-C as in a terminal: a shell that starts a job in the background
+    without job control (a CI runner may) leaves SIGINT ignored, and the
+    child would inherit that and never see the interrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _interrupt_and_wait(proc, timeout, mark):
+    """SIGINT, then wait; on a hang, kill it and every process whose command
+    line mentions mark (its S3 server, its broker) so that nothing outlives
+    the test, and fail."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        for line in _processes_mentioning(mark):
+            try:
+                os.kill(int(line.split(":")[0]), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait(10)
+        pytest.fail(f"no exit within {timeout} s of SIGINT")
+
+
 def _read_jsonl(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
@@ -70,6 +95,16 @@ def test_run_kill_chaos_is_valid_and_stores_everything(tmp_path, s3_server):
     assert "restart" in (run_dir / "nodes/n1/broker.log").read_text().lower() or \
         (run_dir / "nodes/n1/broker.log").read_text().count("=== highwater: starting n1") >= 3
     assert not _processes_mentioning(str(run_dir))
+    # final polls that reached the high watermark say so, and the log
+    # model's read-to-end rule then holds: every acked send is in them
+    ends = [e for e in history if e["f"] == "poll" and e.get("to_end")]
+    assert ends and all(e["type"] == "ok" and set(e["to_end"]) <= set(e["value"][0][1])
+                        for e in ends)
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "check", str(run_dir),
+                        "--checker", "linearizable", "--model", "log"],
+                       capture_output=True, text=True, timeout=120)
+    verdict = json.loads(r.stdout.strip().splitlines()[-1])
+    assert r.returncode == 0 and verdict["valid"] is True, r.stdout[-2000:] + r.stderr[-2000:]
 
 
 @pytest.mark.timeout(120)
@@ -79,7 +114,8 @@ def test_interrupted_run_leaves_no_process_behind(tmp_path):
     store = tmp_path / "store"
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--time-limit", "60s",
                              "--store", str(store), "--nemesis", "none"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_like_a_terminal)
     deadline = time.monotonic() + 90
     seen = []
     for line in proc.stdout:
@@ -87,8 +123,7 @@ def test_interrupted_run_leaves_no_process_behind(tmp_path):
         if "workload" in line or time.monotonic() > deadline:
             break
     time.sleep(3)
-    proc.send_signal(signal.SIGINT)
-    proc.wait(60)
+    _interrupt_and_wait(proc, 60, str(tmp_path))
     run_dir = (store / "latest").resolve()
     assert proc.returncode == 130, "".join(seen)
     assert (run_dir / "history.jsonl").stat().st_size > 0
@@ -98,11 +133,11 @@ def test_interrupted_run_leaves_no_process_behind(tmp_path):
 @pytest.mark.timeout(90)
 def test_s3_verb_prints_endpoint_first_and_stops_cleanly(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "s3", "--dir", str(tmp_path / "s3")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_like_a_terminal)
     first = proc.stdout.readline()
     assert first.startswith("http://127.0.0.1:") and "bucket=highwater" in first
     endpoint = first.split()[0]
     s3_client(endpoint).put_object(Bucket="highwater", Key="k", Body=b"v")
-    proc.send_signal(signal.SIGINT)
-    proc.wait(30)
+    _interrupt_and_wait(proc, 30, str(tmp_path))
     assert not _processes_mentioning(str(tmp_path / "s3"))

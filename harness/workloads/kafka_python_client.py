@@ -70,6 +70,22 @@ class KafkaPythonClient:
             seen.setdefault(key, []).extend([r.offset, int(r.value)] for r in batch)
         return "ok", [["poll", seen]]
 
+    def read_to_end(self, keys: list[str]) -> list[str]:
+        """Of keys, those whose position has reached the high watermark the
+        broker last reported: what was polled of them ran to the log's end
+        (as of a fetch this consumer made). Unknown positions count as not."""
+        from kafka import TopicPartition
+        out = []
+        for k in keys:
+            tp = TopicPartition(*key_topic_partition(k))
+            try:
+                hw = self.consumer.highwater(tp)
+                if hw is not None and self.consumer.position(tp, timeout_ms=1000) == hw:
+                    out.append(k)
+            except Exception:
+                log.debug("position of %s", k, exc_info=True)
+        return out
+
     def assign(self, keys: list[str], seek_to_beginning: bool = False) -> None:
         from kafka import TopicPartition
         tps = [TopicPartition(*key_topic_partition(k)) for k in keys]

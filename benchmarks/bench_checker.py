@@ -77,6 +77,35 @@ def measure(path):
                       "size_mib": round(size_mib)}))
 
 
+def _machine_used_mib():
+    """MemTotal - MemAvailable: what every process uses, shared pages once."""
+    info = {}
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            k, v = line.split(":", 1)
+            info[k] = int(v.split()[0])
+    return (info["MemTotal"] - info["MemAvailable"]) / 1024
+
+
+def _measure_in_child(path):
+    """measure() in a fresh process; adds the peak rise of the machine's used
+    memory while it ran (the checker and its forked child together: their
+    peaks alone overlap, as the child shares the parent's pages)."""
+    base = _machine_used_mib()
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen([sys.executable, __file__, "--measure", path], stdout=out)
+        rise = 0.0
+        while proc.poll() is None:
+            rise = max(rise, _machine_used_mib() - base)
+            time.sleep(0.05)
+        if proc.returncode:
+            raise SystemExit(f"measuring {path} failed with exit code {proc.returncode}")
+        out.seek(0)
+        res = json.loads(out.read().strip().splitlines()[-1])
+    res["machine_mib"] = round(rise)
+    return res
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ops", type=int, nargs="*", default=[100_000, 1_000_000])
@@ -106,13 +135,12 @@ def main():
                         lines = sum(1 for _ in fh)
                 else:
                     lines, gen_s = make(path, n, planted)
-                out = subprocess.run([sys.executable, __file__, "--measure", path],
-                                     capture_output=True, text=True, check=True)
-                res = json.loads(out.stdout.strip().splitlines()[-1])
+                res = _measure_in_child(path)
                 print(f"{n:>9} ops {lines:>9} lines {'planted' if planted else 'valid  '} "
                       f"read {res['read_s']:6.2f}s  check {res['check_s']:6.2f}s  "
                       f"total {res['total_s']:6.2f}s  peak {res['peak_mib']:6d} MiB  "
-                      f"(child {res.get('child_peak_mib', 0)} MiB)  "
+                      f"(child {res.get('child_peak_mib', 0)} MiB, both on the "
+                      f"machine {res['machine_mib']} MiB)  "
                       f"file {res['size_mib']} MiB  "
                       f"valid={res['valid']} {','.join(res['anomaly_types'])}",
                       flush=True)

@@ -39,6 +39,7 @@ from .history import History, LazyPoll, no_gc
 from .util import distribution, downsample, ns_to_s, sort_key
 
 from array import array
+from collections.abc import Sequence
 from itertools import chain, repeat
 from operator import attrgetter, is_, itemgetter
 
@@ -740,6 +741,11 @@ class _ReadTable:
             return tail[lo - len(a):hi - len(a)].tolist()
         return a[lo:hi].tolist()
 
+    def value_at(self, r):
+        """The value read at row r (of the main or the tail arrays)."""
+        n = len(self.val)
+        return int(self.val[r] if r < n else self.tail_val[r - n])
+
     def pairs(self, s):
         return [[o, v] for o, v in zip(self.rows("off", s), self.rows("val", s))]
 
@@ -915,6 +921,25 @@ def _ref(a, i):
     return a.history.ops[i].ref()
 
 
+class _Cases(Sequence):
+    """Witnesses found as rows of an integer array, made into dicts only
+    when read (``build(*row)``): a broken system can give millions of cases
+    of one type, of which the result shows the first few and the count."""
+
+    __slots__ = ("rows", "build")
+
+    def __init__(self, rows, build):
+        self.rows, self.build = rows, build
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, j):
+        if isinstance(j, slice):
+            return [self.build(*r) for r in self.rows[j].tolist()]
+        return self.build(*self.rows[j].tolist())
+
+
 def duplicate_cases(a: Analysis):
     out = []
     for k in sorted(a.orders, key=sort_key):
@@ -940,10 +965,9 @@ def g1a_cases(a: Analysis):
     if not bad:
         return out
     if a.tab is not None:
-        found = _g1a_rows(a.tab, bad)
+        found = _g1a_table(a, bad)
         if found is not None:
-            return [{"key": k, "value": v, "writer": _ref(a, a.failed[k][v]),
-                     "reader": _ref(a, i)} for i, k, v in found]
+            return found
     ops = a.history.ops
     for i, r in enumerate(a.reads):
         if r is None or ops[i].type != "ok":
@@ -961,30 +985,32 @@ def g1a_cases(a: Analysis):
     return out
 
 
-def _g1a_rows(tab, bad):
-    """(op, key, value) of every ok read of a value in bad ({key: values}),
-    in the order the list version meets them (the table's rows are in op
-    order, then key, then offset), or None if bad holds values the arrays
-    cannot (the failed values are few; the reads tens of millions: one
-    vectorised membership test instead of a walk in Python)."""
-    wanted = {v for vs in bad.values() for v in vs}
-    if not all(type(v) is int and -2**63 <= v < 2**63 for v in wanted):
+def _g1a_table(a, bad):
+    """g1a_cases over the table: every row of an ok read of a (key, value)
+    in bad ({key: values}), in the order the list version meets them (rows
+    are in op order, then key, then offset); None if bad holds values the
+    arrays cannot. The failed values are few, the read rows tens of
+    millions: one lookup of each row's (key, value) group in a mask."""
+    tab = a.tab
+    if not all(type(v) is int and -2**63 <= v < 2**63 for vs in bad.values() for v in vs):
         return None
-    wanted_arr = np.fromiter(wanted, dtype=np.int64, count=len(wanted))
-    rows = np.concatenate([np.flatnonzero(np.isin(arr, wanted_arr)) + shift
-                           for arr, shift in ((tab.val, 0), (tab.tail_val, len(tab.val)))])
-    if not len(rows):
-        return []
+    is_bad = np.zeros(len(tab.kv_key), dtype=bool)
+    for k, vs in bad.items():
+        kid = tab.key_id.get(k)
+        if kid is not None:
+            g = np.flatnonzero(tab.kv_key == kid)
+            is_bad[g[np.isin(tab.kv_val[g], np.fromiter(vs, np.int64, len(vs)))]] = True
+    rows = np.flatnonzero(is_bad[tab.row_kv])
     seg = np.searchsorted(tab.lo, rows, side="right") - 1
-    vals = np.concatenate((tab.val, tab.tail_val))[rows] if len(tab.tail_val) \
-        else tab.val[rows]
-    out = []
-    for s, v in zip(seg.tolist(), vals.tolist()):
-        i = int(tab.seg_op[s])
-        k = tab.keys[int(tab.seg_key[s])]
-        if tab.okop[i] and v in bad.get(k, ()):
-            out.append((i, k, v))
-    return out
+    op = tab.seg_op[seg].astype(np.int64)
+    ok = tab.okop[op]
+    found = np.stack((op[ok], tab.seg_key[seg[ok]].astype(np.int64),
+                      tab.kv_val[tab.row_kv[rows[ok]]]), axis=1)
+
+    def case(i, kid, v):
+        k = tab.keys[kid]
+        return {"key": k, "value": v, "writer": _ref(a, a.failed[k][v]), "reader": _ref(a, i)}
+    return _Cases(found, case)
 
 
 def garbage_read_cases(a: Analysis):
@@ -1086,19 +1112,27 @@ def _pair_case(kind, k, v1, v2, vo, max_skipped, op_field):
 
 
 @njit(cache=True)
-def _int_poll_segments(lo, row_kv, kv_index):
-    """Segments with a consecutive pair of reads whose (known) indices are
-    not 1 apart: the only ones that can hold an int-poll case."""
-    flagged = np.zeros(len(lo) - 1, dtype=np.bool_)
-    for s in range(len(lo) - 1):
-        prev = -1
-        for r in range(lo[s], lo[s + 1]):
-            i = kv_index[row_kv[r]]
-            if prev >= 0 and i >= 0 and i - prev != 1:
-                flagged[s] = True
-                break
-            prev = i
-    return np.flatnonzero(flagged)
+def _int_poll_rows(lo, row_kv, kv_index, seg_ok):
+    """(segment, row) of each read, in a segment marked ok, whose value's
+    index and that of the read just before it are known and not 1 apart:
+    the int-poll cases, in row order. (Two passes: count, then fill.)"""
+    out = np.empty((0, 2), dtype=np.int64)
+    for fill in range(2):
+        m = 0
+        for s in range(len(lo) - 1):
+            if not seg_ok[s]:
+                continue
+            for r in range(lo[s] + 1, lo[s + 1]):
+                i1 = kv_index[row_kv[r - 1]]
+                i2 = kv_index[row_kv[r]]
+                if i1 >= 0 and i2 >= 0 and i2 - i1 != 1:
+                    if fill:
+                        out[m, 0] = s
+                        out[m, 1] = r
+                    m += 1
+        if not fill:
+            out = np.empty((m, 2), dtype=np.int64)
+    return out
 
 
 def int_poll_cases(a: Analysis, max_skipped=32):
@@ -1108,18 +1142,7 @@ def int_poll_cases(a: Analysis, max_skipped=32):
     orders = a.orders
     tab = a.tab
     if tab is not None:
-        # find the segments that can hold a case, then walk just those
-        kvi = tab.u_index[tab.kv2u]
-        for sg in _int_poll_segments(tab.lo, tab.row_kv, kvi).tolist():
-            i = int(tab.seg_op[sg])
-            k = tab.keys[int(tab.seg_key[sg])]
-            if k in a.rebalanced.get(i, ()):
-                continue
-            vo = orders.get(k)
-            if vo is None:
-                continue
-            _int_poll_steps(a, i, k, (v for _, v in tab.pairs(sg)), vo, max_skipped, skips, nonmono)
-        return _strip(skips), _strip(nonmono)
+        return _int_poll_table(a, max_skipped)
     for i, r in enumerate(a.reads):
         if r is None:
             continue
@@ -1137,6 +1160,29 @@ def int_poll_cases(a: Analysis, max_skipped=32):
                 continue  # the common case: consecutive indices
             _int_poll_steps(a, i, k, map(_second, pairs), vo, max_skipped, skips, nonmono)
     return _strip(skips), _strip(nonmono)
+
+
+def _int_poll_table(a: Analysis, max_skipped):
+    """int_poll_cases over the table: the cases found by a compiled pass
+    over every read row, split by the sign of the index step."""
+    tab, orders = a.tab, a.orders
+    seg_ok = np.array([k in orders for k in tab.keys], dtype=bool)[tab.seg_key]
+    for i, exempt in a.rebalanced.items():
+        for sg in range(tab.op_lo[i], tab.op_lo[i + 1]):
+            if tab.keys[int(tab.seg_key[sg])] in exempt:
+                seg_ok[sg] = False
+    kvi = tab.u_index[tab.kv2u]
+    rows = _int_poll_rows(tab.lo, tab.row_kv, kvi, seg_ok)
+    r = rows[:, 1]
+    delta = kvi[tab.row_kv[r]] - kvi[tab.row_kv[r - 1]]
+
+    def case(sg, r):
+        k = tab.keys[int(tab.seg_key[sg])]
+        c = _pair_case("int-poll", k, tab.value_at(r - 1), tab.value_at(r), orders[k],
+                       max_skipped, {"op": _ref(a, int(tab.seg_op[sg]))})
+        del c["type"]
+        return c
+    return _Cases(rows[delta > 1], case), _Cases(rows[delta < 1], case)
 
 
 def _int_poll_steps(a, i, k, values, vo, max_skipped, skips, nonmono) -> None:
@@ -1344,24 +1390,25 @@ def _poll_pairs(order, proc, kind, keep, keep_lo, seek, okop, op_seg, seg_key, l
 
 def _poll_cases_table(a: Analysis, max_skipped=32):
     """poll_cases over a _ReadTable: the same walk compiled (_poll_pairs),
-    witnesses as poll_cases."""
-    skips, nonmono = [], []
+    witnesses as poll_cases, made when read."""
     ops = a.history.ops
     tab = a.tab
+    kvi = tab.u_index[tab.kv2u]
     order, kind, keep, keep_lo, seek = _resets(a)
     pairs = _poll_pairs(order, tab.proc, kind, keep, keep_lo, seek, tab.okop, tab.op_seg,
-                        tab.seg_key, tab.lo, tab.row_kv, tab.u_index[tab.kv2u],
-                        len(tab.keys))
+                        tab.seg_key, tab.lo, tab.row_kv, kvi, len(tab.keys))
     orders = a.orders
-    for x, y in pairs.tolist():
+    x, y = pairs[:, 0], pairs[:, 1]
+    delta = kvi[tab.row_kv[tab.lo[x]]] - kvi[tab.row_kv[tab.lo[y + 1] - 1]]
+
+    def case(x, y):
         k = tab.keys[int(tab.seg_key[x])]
-        vo = orders.get(k)
-        v1 = tab.rows("val", y)[-1]
-        v2 = tab.rows("val", x)[0]
-        c = _pair_case("poll", k, v1, v2, vo, max_skipped,
+        c = _pair_case("poll", k, tab.value_at(tab.lo[y + 1] - 1), tab.value_at(tab.lo[x]),
+                       orders.get(k), max_skipped,
                        {"ops": [_ref(a, int(tab.seg_op[y])), ops[int(tab.seg_op[x])].ref()]})
-        (skips if c["type"] == "skip" else nonmono).append(c)
-    return _strip(skips), _strip(nonmono)
+        del c["type"]
+        return c
+    return _Cases(pairs[delta > 1], case), _Cases(pairs[delta < 1], case)
 
 
 @njit(cache=True)

@@ -126,6 +126,38 @@ def test_generated_with_decoded_polls(planted):
     same_analysis(events, loose=set(polls[::9]))
 
 
+def test_many_cases_every_witness_alike():
+    """A system that loses, fails and reorders a lot: thousands of cases of
+    a type (the array path makes their witnesses only when read). Every
+    witness, not just the first few, equals the list path's, and the
+    result's cap keeps the count."""
+    import random
+    rng = random.Random(4)
+    events = generate(3000, processes=5, keys=4, seed=12, nemesis_every=300, batch=4)
+    sends = [(m[1], m[2][1]) for e in events if e["type"] == "ok" and e["f"] == "send"
+             for m in e["value"]]
+    lost = set(rng.sample(sends, len(sends) // 10))
+    failed = set(rng.sample(sends, len(sends) // 20))
+    for e in events:
+        if e["f"] == "poll" and e["type"] == "ok":
+            for m in e["value"]:
+                for k, ps in (m[1].items() if len(m) > 1 else ()):
+                    ps[:] = [p for p in ps if (k, p[1]) not in lost]
+                    if len(ps) > 2 and rng.random() < 0.05:
+                        ps[0], ps[1] = ps[1], ps[0]
+        elif e["f"] == "send" and e["type"] == "ok" and \
+                any((m[1], m[2][1]) in failed for m in e["value"]):
+            e["type"] = "fail"
+            e["value"] = [["send", m[1], m[2][1]] for m in e["value"]]
+    r = same_analysis(events, max_witnesses=10**9)
+    counts = r["anomaly_counts"]
+    for t in ("int-poll-skip", "int-nonmonotonic-poll", "poll-skip", "G1a"):
+        assert counts[t] > 100 and len(r["anomalies"][t]) == counts[t], t
+    capped = same_analysis(events, max_witnesses=3)
+    assert capped["anomaly_counts"] == counts
+    assert all(capped["anomalies"][t] == r["anomalies"][t][:3] for t in counts)
+
+
 # ------------------------------------------------------------ random histories
 
 @st.composite

@@ -1,11 +1,12 @@
 """Checker benchmark: generates valid histories of N client operations (and
-the same with planted anomalies), then times reading and checking each one
+the same with planted anomalies, and a badly broken one with millions of
+anomalies), then times reading and checking each one
 in a fresh process and reports its peak memory (max RSS; and that of the
 forked child in which the checkers other than kafka run, which shares most
 of its pages with the parent).
 
     python benchmarks/bench_checker.py                  # 100k and 1M ops
-    python benchmarks/bench_checker.py --ops 100000 --no-planted
+    python benchmarks/bench_checker.py --ops 100000 --variants valid
     python benchmarks/bench_checker.py --dir /tmp/hwb    # keep / reuse histories
 
 The timings include loading the compiled kernels from numba's cache (the
@@ -29,13 +30,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def make(path, n_ops, planted, seed=7):
-    from checkers.synth import generate, plant_anomalies
+VARIANTS = {  # name: suffix of the history file
+    "valid": "", "planted": "p", "broken": "b",
+}
+
+
+def make(path, n_ops, variant, seed=7):
+    from checkers.synth import generate, plant_anomalies, plant_many
     t = time.monotonic()
     events = generate(n_ops, processes=10, keys=20, seed=seed, nemesis_every=5000,
                       batch=4)
-    if planted:
+    if variant == "planted":  # one of each kind of fault
         events = plant_anomalies(events)
+    elif variant == "broken":  # 2 % of acked sends lost, 2 % failed, 2 % duplicated
+        events = plant_many(events, fraction=0.02, seed=seed)
     with open(path, "w") as fh:
         for ev in events:
             fh.write(json.dumps(ev, separators=(",", ":")))
@@ -73,6 +81,7 @@ def measure(path):
                       "total_s": round(t2 - t0, 2), "peak_mib": round(peak_kib / 1024),
                       "child_peak_mib": round(child_kib / 1024),
                       "valid": r["valid"], "anomaly_types": r["anomaly_types"],
+                      "cases": sum((r["checkers"]["kafka"].get("anomaly_counts") or {}).values()),
                       "kafka_s": r["checkers"]["kafka"].get("elapsed_s"),
                       "size_mib": round(size_mib)}))
 
@@ -109,7 +118,8 @@ def _measure_in_child(path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ops", type=int, nargs="*", default=[100_000, 1_000_000])
-    ap.add_argument("--no-planted", action="store_true")
+    ap.add_argument("--variants", default="valid,planted,broken",
+                    help="comma-separated, of: " + ", ".join(VARIANTS))
     ap.add_argument("--dir", help="write histories here and reuse those already there "
                                   "(generating 1M ops takes ~70 s)")
     ap.add_argument("--measure", help=argparse.SUPPRESS)
@@ -117,6 +127,10 @@ def main():
     if args.measure:
         measure(args.measure)
         return
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     # numba compiles the kernels on a machine's first check (then caches
     # them): done here, outside the timings, and reported
     t = time.monotonic()
@@ -128,21 +142,22 @@ def main():
         d = args.dir or tmp
         os.makedirs(d, exist_ok=True)
         for n in args.ops:
-            for planted in ([False] if args.no_planted else [False, True]):
-                path = os.path.join(d, f"h{n}{'p' if planted else ''}.jsonl")
+            for variant in variants:
+                path = os.path.join(d, f"h{n}{VARIANTS[variant]}.jsonl")
                 if args.dir and os.path.exists(path):
                     with open(path, "rb") as fh:
                         lines = sum(1 for _ in fh)
                 else:
-                    lines, gen_s = make(path, n, planted)
+                    lines, gen_s = make(path, n, variant)
                 res = _measure_in_child(path)
-                print(f"{n:>9} ops {lines:>9} lines {'planted' if planted else 'valid  '} "
+                print(f"{n:>9} ops {lines:>9} lines {variant:7} "
                       f"read {res['read_s']:6.2f}s  check {res['check_s']:6.2f}s  "
                       f"total {res['total_s']:6.2f}s  peak {res['peak_mib']:6d} MiB  "
                       f"(child {res.get('child_peak_mib', 0)} MiB, both on the "
                       f"machine {res['machine_mib']} MiB)  "
                       f"file {res['size_mib']} MiB  "
-                      f"valid={res['valid']} {','.join(res['anomaly_types'])}",
+                      f"valid={res['valid']} cases={res['cases']} "
+                      f"{','.join(res['anomaly_types'])}",
                       flush=True)
 
 

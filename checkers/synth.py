@@ -253,3 +253,30 @@ def plant_anomalies(events: list) -> list:
                 reads[0][0] = [reads[0][0][0], garbage]
                 break
     return events
+
+
+def plant_many(events: list, fraction: float = 0.02, seed: int = 0) -> list:
+    """A badly broken system, in place: of the acked sends, a fraction lost
+    (removed from every poll), a fraction reported failed though polls saw
+    them, a fraction duplicated at a far offset. Thousands to millions of
+    cases of one type, for the checker benchmark and tests (the result
+    must stay quick to make and small to print)."""
+    rng = random.Random(seed)
+    sends = [(m[1], m[2][1]) for ev in events if ev["type"] == "ok" and ev["f"] == "send"
+             for m in ev["value"]]
+    n = int(len(sends) * fraction)
+    lost, failed, dup = (set(rng.sample(sends, n)) for _ in range(3))
+    far = 1 + max((p[0] for ev in events if ev["f"] == "poll" and ev["type"] == "ok"
+                   for m in ev["value"] if len(m) > 1 for ps in m[1].values() for p in ps),
+                  default=0)
+    for ev in events:
+        if ev["f"] == "poll" and ev["type"] == "ok":
+            for m in ev["value"]:
+                for k, ps in (m[1].items() if len(m) > 1 else ()):
+                    ps[:] = [p for p in ps if (k, p[1]) not in lost]
+                    ps.extend([[p[0] + far, p[1]] for p in ps if (k, p[1]) in dup])
+        elif ev["f"] == "send" and ev["type"] == "ok" and \
+                any((m[1], m[2][1]) in failed for m in ev["value"]):
+            ev["type"] = "fail"
+            ev["value"] = [["send", m[1], m[2][1]] for m in ev["value"]]
+    return events

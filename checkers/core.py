@@ -13,7 +13,7 @@ import pickle
 import time
 import traceback
 
-from .history import History, no_gc, read_history
+from .history import no_gc, read_history
 
 UNKNOWN = "unknown"
 

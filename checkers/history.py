@@ -228,7 +228,7 @@ def _check_send_mop(m, completion: bool):
         o, x = v
         if (o is None or (type(o) is int and o >= 0)) and type(x) is int:
             return None
-    return (f"send value must be an integer" +
+    return ("send value must be an integer" +
             (" or [offset|null, integer]" if completion else "") + f", got {v!r}")
 
 
@@ -236,7 +236,7 @@ def _check_poll_mop(m, completion: bool):
     if len(m) == 1:
         return None
     if len(m) != 2 or not completion:
-        return f"poll micro-op must be [\"poll\"]" + (
+        return "poll micro-op must be [\"poll\"]" + (
             " or [\"poll\", {key: [[offset, value], ...]}]" if completion else "") + f", got {m!r}"
     res = m[1]
     if type(res) is not dict:

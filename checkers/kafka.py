@@ -36,7 +36,7 @@ from __future__ import annotations
 from .cycles import (PROCESS, REALTIME, WR, WW, REL_NAMES, Graph, compress,
                      find_cycles)
 from .history import History, LazyPoll, no_gc
-from .util import distribution, downsample, ns_to_s, sort_key
+from .util import distribution, downsample, sort_key
 
 from array import array
 from collections.abc import Sequence
@@ -1016,7 +1016,6 @@ def _g1a_table(a, bad):
 def garbage_read_cases(a: Analysis):
     """An ok read of a value nobody sent (Elle's garbage read)."""
     out = []
-    ops = a.history.ops
     for k, vs in a.ok_reads.items():
         wk = a.writer_of.get(k, {})
         for v in vs:
@@ -1048,7 +1047,6 @@ def lost_write_cases(a: Analysis):
     ok op read; committed values whose *last* index <= bound that no ok op
     read are lost."""
     out = []
-    ops = a.history.ops
     for k in sorted(a.ok_reads, key=sort_key):
         vs = a.ok_reads[k]
         vo = a.orders.get(k)
@@ -1201,7 +1199,6 @@ def _int_poll_steps(a, i, k, values, vo, max_skipped, skips, nonmono) -> None:
 def int_send_cases(a: Analysis, max_skipped=32):
     skips, nonmono = [], []
     orders = a.orders
-    ops = a.history.ops
     for i, w in _ops_writing(a, 2):
         by_key = {}
         for k, _, v in w:

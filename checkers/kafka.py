@@ -965,9 +965,7 @@ def g1a_cases(a: Analysis):
     if not bad:
         return out
     if a.tab is not None:
-        found = _g1a_table(a, bad)
-        if found is not None:
-            return found
+        return _g1a_table(a, bad)
     ops = a.history.ops
     for i, r in enumerate(a.reads):
         if r is None or ops[i].type != "ok":
@@ -987,13 +985,11 @@ def g1a_cases(a: Analysis):
 
 def _g1a_table(a, bad):
     """g1a_cases over the table: every row of an ok read of a (key, value)
-    in bad ({key: values}), in the order the list version meets them (rows
-    are in op order, then key, then offset); None if bad holds values the
-    arrays cannot. The failed values are few, the read rows tens of
-    millions: one lookup of each row's (key, value) group in a mask."""
+    in bad ({key: values}: values read, so the table's int64s), in the
+    order the list version meets them (rows are in op order, then key, then
+    offset). The failed values are few, the read rows tens of millions: one
+    lookup of each row's (key, value) group in a mask."""
     tab = a.tab
-    if not all(type(v) is int and -2**63 <= v < 2**63 for vs in bad.values() for v in vs):
-        return None
     is_bad = np.zeros(len(tab.kv_key), dtype=bool)
     for k, vs in bad.items():
         kid = tab.key_id.get(k)
@@ -1332,6 +1328,25 @@ def _forget(last, touched, nt, keep, lo, hi, mark, r):
 
 
 @njit(cache=True)
+def _forget_all(last, touched, nt):
+    """Drops every touched key from ``last``; returns the new nt, 0."""
+    for j in range(nt):
+        last[touched[j]] = -1
+    return 0
+
+
+@njit(cache=True)
+def _remember(last, touched, nt, k, x):
+    """last[k] = x, listing k in ``touched`` if it was not set; returns the
+    new nt."""
+    if last[k] < 0:
+        touched[nt] = k
+        nt += 1
+    last[k] = x
+    return nt
+
+
+@njit(cache=True)
 def _poll_pairs(order, proc, kind, keep, keep_lo, seek, okop, op_seg, seg_key, lo,
                 row_kv, kv_index, nkeys):
     """poll_cases' walk: per process (``order``: ops by process, then id),
@@ -1348,16 +1363,12 @@ def _poll_pairs(order, proc, kind, keep, keep_lo, seek, okop, op_seg, seg_key, l
     for i in order:
         if proc[i] != cur:  # a new process: no state
             cur = proc[i]
-            for j in range(nt):
-                last[touched[j]] = -1
-            nt = 0
+            nt = _forget_all(last, touched, nt)
         r = kind[i]
         if r == -2:
             continue
         if r == -3 or (r >= 0 and seek[r]):  # crash, rewind: forget all
-            for j in range(nt):
-                last[touched[j]] = -1
-            nt = 0
+            nt = _forget_all(last, touched, nt)
             continue
         if r >= 0:  # assign/subscribe: keep its keys only
             nt = _forget(last, touched, nt, keep, keep_lo[r], keep_lo[r + 1], mark, r)
@@ -1375,20 +1386,14 @@ def _poll_pairs(order, proc, kind, keep, keep_lo, seek, okop, op_seg, seg_key, l
                     m += 1
         if okop[i]:
             for s in range(op_seg[i], op_seg[i + 1]):
-                if lo[s] == lo[s + 1]:
-                    continue
-                k = seg_key[s]
-                if last[k] < 0:
-                    touched[nt] = k
-                    nt += 1
-                last[k] = s
+                if lo[s] < lo[s + 1]:
+                    nt = _remember(last, touched, nt, seg_key[s], s)
     return out[:m]
 
 
 def _poll_cases_table(a: Analysis, max_skipped=32):
     """poll_cases over a _ReadTable: the same walk compiled (_poll_pairs),
     witnesses as poll_cases, made when read."""
-    ops = a.history.ops
     tab = a.tab
     kvi = tab.u_index[tab.kv2u]
     order, kind, keep, keep_lo, seek = _resets(a)
@@ -1402,7 +1407,7 @@ def _poll_cases_table(a: Analysis, max_skipped=32):
         k = tab.keys[int(tab.seg_key[x])]
         c = _pair_case("poll", k, tab.value_at(tab.lo[y + 1] - 1), tab.value_at(tab.lo[x]),
                        orders.get(k), max_skipped,
-                       {"ops": [_ref(a, int(tab.seg_op[y])), ops[int(tab.seg_op[x])].ref()]})
+                       {"ops": [_ref(a, int(tab.seg_op[y])), _ref(a, int(tab.seg_op[x]))]})
         del c["type"]
         return c
     return _Cases(pairs[delta > 1], case), _Cases(pairs[delta < 1], case)
@@ -1426,9 +1431,7 @@ def _nonmonotonic_sends(order, proc, typ, kind, keep, keep_lo, op_send, s_key,
     for i in order:
         if proc[i] != cur:
             cur = proc[i]
-            for j in range(nt):
-                last[touched[j]] = -1
-            nt = 0
+            nt = _forget_all(last, touched, nt)
         if typ[i] == _FAIL:
             continue
         r = kind[i]
@@ -1446,11 +1449,7 @@ def _nonmonotonic_sends(order, proc, typ, kind, keep, keep_lo, op_send, s_key,
                 out[m, 1] = y
                 m += 1
         for j in range(op_send[i], op_send[i + 1]):
-            k = s_key[j]
-            if last[k] < 0:
-                touched[nt] = k
-                nt += 1
-            last[k] = j
+            nt = _remember(last, touched, nt, s_key[j], j)
     return out[:m]
 
 
@@ -1472,7 +1471,7 @@ def nonmonotonic_send_cases(a: Analysis):
             out.append({"key": tab.keys[int(tab.s_key[j])],
                         "values": [int(s_val[y]), int(s_val[j])],
                         "delta": int(s_index[j] - s_index[y]),
-                        "ops": [_ref(a, int(s_op[y])), ops[int(s_op[j])].ref()]})
+                        "ops": [_ref(a, int(s_op[y])), _ref(a, int(s_op[j]))]})
         return out
     for process, pops in _by_process(ops).items():
         last = {}

@@ -214,6 +214,12 @@ def build(lines, dt: int = 1000) -> list:
     return events
 
 
+def _report_failed(ev) -> None:
+    """An ok send completion turned into a fail one (as the invoke's value)."""
+    ev["type"] = "fail"
+    ev["value"] = [["send", m[1], m[2][1]] for m in ev["value"]]
+
+
 def plant_anomalies(events: list) -> list:
     """Plants, in place: one acked value lost mid-log (removed from every
     poll), another duplicated at a far offset, a send that polls saw
@@ -238,8 +244,7 @@ def plant_anomalies(events: list) -> list:
                     dup_done = True
         elif ev["f"] == "send" and ev["type"] == "ok" and \
                 any(m[1] == k3 and m[2][1] == v3 for m in ev["value"]):
-            ev["type"] = "fail"
-            ev["value"] = [["send", m[1], m[2][1]] for m in ev["value"]]
+            _report_failed(ev)
     # a value nobody sent, yet near the others (the checker's dense value
     # arrays would not take a far one, and the benchmark would time the
     # fallback instead)
@@ -277,6 +282,5 @@ def plant_many(events: list, fraction: float = 0.02, seed: int = 0) -> list:
                     ps.extend([[p[0] + far, p[1]] for p in ps if (k, p[1]) in dup])
         elif ev["f"] == "send" and ev["type"] == "ok" and \
                 any((m[1], m[2][1]) in failed for m in ev["value"]):
-            ev["type"] = "fail"
-            ev["value"] = [["send", m[1], m[2][1]] for m in ev["value"]]
+            _report_failed(ev)
     return events

@@ -1,7 +1,8 @@
 """Recovery bounds (issue 5): how long each key was unable to take writes.
 
 Faults come from the nemesis events (``start-<fault>`` / ``stop-<fault>``,
-paired by ``value.id``). For each fault and key: the time from the fault's
+paired by ``value.id``; each timed from its invoke, so the recovery after a
+heal counts the restart and the replay). For each fault and key: the time from the fault's
 start, and from its heal, until the key acknowledged a send invoked after
 that moment. For each key, its unavailability windows: every send attempt
 (whatever its outcome) waits until the key next acknowledges any send; the
@@ -26,7 +27,9 @@ def faults_of(history: History):
         v = op.value if isinstance(op.value, dict) else {}
         fault = v.get("fault", op.f.split("-", 1)[-1])
         key = (fault, v.get("id"))
-        t = op.time if op.time is not None else op.invoke_time
+        # From the request (the invoke), as Jepsen: a heal's recovery
+        # includes the restart and the WAL replay it sets off.
+        t = op.invoke_time if op.invoke_time is not None else op.time
         if op.f.startswith("start-"):
             rec = {"fault": fault, "id": v.get("id"), "targets": v.get("targets"),
                    "start": t, "stop": None}

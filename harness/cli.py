@@ -17,7 +17,10 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="test name, the store sub-directory (default: the test file's stem or 'queue')")
     p.add_argument("--db", help="system under test: reference (default)")
     p.add_argument("--nodes", help="number of nodes (default 1)")
-    p.add_argument("--client", help="workload client: kafka-python (default)")
+    p.add_argument("--client", help="workload client: kafka-python (default) or librdkafka (confluent-kafka)")
+    p.add_argument("--sub-via", help="how consumers take keys: assign (default), subscribe (consumer groups), "
+                                     "or assign,subscribe (each reassignment picks one)")
+    p.add_argument("--key-dist", help="spread of writes over the active keys: uniform (default) or zipf")
     p.add_argument("--keys", type=int, help="active keys at a time (default 4)")
     p.add_argument("--max-writes-per-key", type=int, help="values per key before it retires (default 256)")
     p.add_argument("--concurrency", type=int, help="client processes (default 4)")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import platform
-import shlex
 import sys
 import time
 
@@ -40,15 +39,15 @@ def _file_logging(run_dir) -> logging.Handler:
 def run_test(options: dict) -> int:
     from checkers import check_history, exit_code
     from checkers.history import read_history
-    from harness.db.reference import NodeFailedToStart, ReferenceCluster
+    from harness.db.base import TargetUnavailable, target_class
     from harness.progress import Progress
     from harness.runner import Run
-    from harness.s3server import S3Unavailable
     from nemeses import FaultUnsupported, build_faults
 
+    target = target_class(options["db"])
     try:  # refuse an impossible fault before starting or creating anything
-        build_faults(options["nemesis"], ReferenceCluster(None))
-    except FaultUnsupported as e:
+        build_faults(options["nemesis"], target.from_options(options, None))
+    except (FaultUnsupported, TargetUnavailable) as e:
         print(f"highwater run: {e}", file=sys.stderr)
         return 2
     run_dir = new_run_dir(options["store"], options["name"])
@@ -57,14 +56,13 @@ def run_test(options: dict) -> int:
                                        "argv": sys.argv, "started": time.time()})
     progress = Progress(quiet=options["quiet"])
     progress.say(f"store {run_dir}  seed {options['seed']}")
-    db = ReferenceCluster(run_dir, nodes_count=options["nodes"], s3_endpoint=options["s3_endpoint"],
-                          bucket=options["bucket"], broker_args=shlex.split(options["broker_args"]))
+    db = target.from_options(options, run_dir)
     run_info = {}
     try:
         progress.phase("setup", None)
         try:
             db.setup()
-        except (S3Unavailable, NodeFailedToStart) as e:
+        except TargetUnavailable as e:
             print(f"highwater run: {e}", file=sys.stderr)
             return 2
         progress.say(f"{db.name} up: {db.bootstrap_servers}, S3 {db.s3_endpoint}")

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.history import HistoryWriter
-from harness.workloads.kafka_python_client import ClientCrashed, KafkaPythonClient, create_topics
+from harness.workloads.clients import client_class
+from harness.workloads.kafka_python_client import ClientCrashed, create_topics
 from harness.workloads.queue import QueueGenerator, key_topic_partition
 from nemeses import build_faults
 from nemeses.schedule import NemesisSchedule
@@ -29,7 +30,7 @@ class Worker:
     slot: int
     concurrency: int
     process: int = 0
-    client: KafkaPythonClient | None = None
+    client: object | None = None   # one of harness.workloads.clients
     key_generation: int = -1
 
     def __post_init__(self):
@@ -48,6 +49,9 @@ class Run:
         self.errors: list[str] = []
         self.created_topics: set[str] = set()
         self._topic_lock = threading.Lock()
+        self.client_class = client_class(options["client"])
+        # One consumer group per run, for --sub-via subscribe.
+        self.group_id = f"highwater-{options['seed']}"
 
     # --- topics ---------------------------------------------------------------
     def ensure_topics(self, keys) -> None:
@@ -67,8 +71,9 @@ class Run:
             log.warning("creating the topic for key %s: %s", key, e)
 
     # --- workers --------------------------------------------------------------
-    def new_client(self) -> KafkaPythonClient:
-        return KafkaPythonClient(self.db.bootstrap_servers, request_timeout=self.o["request_timeout"])
+    def new_client(self):
+        return self.client_class(self.db.bootstrap_servers, request_timeout=self.o["request_timeout"],
+                                 group_id=self.group_id)
 
     def _ensure_client(self, w: Worker) -> bool:
         if w.client is not None:
@@ -98,13 +103,26 @@ class Run:
         self.history.append(w.process, "ok", "assign", keys, **extra)
         return True
 
+    def invoke_subscribe(self, w: Worker, keys: list[str]) -> bool:
+        self.history.append(w.process, "invoke", "subscribe", keys)
+        try:
+            w.client.subscribe(keys)
+        except Exception as e:
+            self.history.append(w.process, "fail", "subscribe", keys, error=repr(e))
+            return False
+        self.history.append(w.process, "ok", "subscribe", keys)
+        return True
+
     def step(self, w: Worker, generator: QueueGenerator) -> None:
         if not self._ensure_client(w):
             time.sleep(0.5)
             return
         generation, keys = generator.assignment()
         if generation != w.key_generation:
-            if self.invoke_assign(w, keys):
+            # Jepsen's :sub-via: each (re)assignment picks assign or subscribe.
+            via = self.rng.choice(self.o["sub_via"])
+            done = self.invoke_subscribe(w, keys) if via == "subscribe" else self.invoke_assign(w, keys)
+            if done:
                 w.key_generation = generation
             return
         op = generator.next_op()
@@ -124,7 +142,12 @@ class Run:
             self.history.append(w.process, type_, op.f, self._indeterminate(op), error=repr(e))
             self.crash(w)
             return
-        self.history.append(w.process, type_, op.f, value)
+        extra = {}
+        if op.f == "poll":
+            rebalances = w.client.take_rebalance_log()
+            if rebalances:  # keys a rebalance moved are exempt from int-poll checks
+                extra["rebalance_log"] = rebalances
+        self.history.append(w.process, type_, op.f, value, **extra)
 
     @staticmethod
     def _indeterminate(op) -> list:
@@ -190,11 +213,13 @@ class Run:
         expected_sends = o["rate"] * o["time_limit"] / 2
         pool = o["keys"] + math.ceil(expected_sends / o["max_writes_per_key"]) + 2
         self.ensure_topics(str(k) for k in range(pool))
-        generator = QueueGenerator(self.rng, o["keys"], o["max_writes_per_key"], on_new_key=self._on_new_key)
+        generator = QueueGenerator(self.rng, o["keys"], o["max_writes_per_key"], on_new_key=self._on_new_key,
+                                   key_dist=o["key_dist"])
         faults = build_faults(o["nemesis"], self.db)
-        schedule = NemesisSchedule(faults, list(self.db.nodes), self.history, self.run_dir / "nemesis.jsonl",
+        schedule = NemesisSchedule(faults, list(self.db.node_names), self.history, self.run_dir / "nemesis.jsonl",
                                    interval=o["nemesis_interval"], targets=o["nemesis_targets"],
-                                   rng=random.Random(o["seed"] + 1), time_limit=o["time_limit"])
+                                   rng=random.Random(o["seed"] + 1), time_limit=o["time_limit"],
+                                   primaries=self.db.primaries)
         workers = [Worker(i, o["concurrency"]) for i in range(o["concurrency"])]
         threads = [threading.Thread(target=self.worker_loop, args=(w, generator, o["rate"] / o["concurrency"]),
                                     name=f"worker-{w.slot}", daemon=True) for w in workers]
@@ -240,8 +265,13 @@ class Run:
         for w in workers:
             self.crash(w)
         self.history.close()
-        return {"faults_executed": schedule.executed, "harness_errors": self.errors,
+        info = {"faults_executed": schedule.executed, "harness_errors": self.errors,
                 "nodes_exited_by_themselves": crashed}
+        try:
+            info["target"] = self.db.run_info()
+        except Exception as e:  # a view of the run, never part of the verdict
+            log.warning("target run info: %r", e)
+        return info
 
     def _wait(self, seconds: float) -> None:
         end = time.monotonic() + seconds

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.db.base import TargetUnavailable
 from harness.ports import free_ports
 
 DEFAULT_BUCKET = "highwater"
@@ -22,7 +23,7 @@ ACCESS_KEY = "highwater"
 SECRET_KEY = "highwater-secret"
 
 
-class S3Unavailable(RuntimeError):
+class S3Unavailable(TargetUnavailable):
     pass
 
 

@@ -1,4 +1,11 @@
-"""The fault interface: start on targets, stop (heal) the same targets."""
+"""The fault interface: start on targets, stop (heal) the same targets.
+
+A fault names the one *control* it needs from the target (`requires`, one of
+`harness.db.base.CONTROLS`: process, pause, network, s3_proxy, volume,
+clock, reassign, lose_unsynced); the target says whether it offers it
+(`target.unsupported(control)` is None, or the reason it does not). That is
+the only capability check: a fault is never refused by probing for methods.
+"""
 from __future__ import annotations
 
 import random
@@ -10,12 +17,19 @@ class FaultUnsupported(RuntimeError):
 
 class Fault:
     name: str = ""
+    requires: str = ""      # the target control this fault drives
 
     def __init__(self, db):
         self.db = db
 
     def check_supported(self) -> None:
         """Raise FaultUnsupported with the reason if self.db cannot take it."""
+        if not self.requires:
+            return
+        unsupported = getattr(self.db, "unsupported", None)
+        reason = unsupported(self.requires) if unsupported else f"target offers no {self.requires} control"
+        if reason:
+            raise FaultUnsupported(f"fault {self.name!r} needs {self.requires}: {reason}")
 
     def start(self, targets: list[str]) -> dict:
         """Inject the fault; return its parameters for the history."""
@@ -26,12 +40,21 @@ class Fault:
         raise NotImplementedError
 
 
-def choose_targets(spec: str, nodes: list[str], rng: random.Random) -> list[str]:
-    """`one`, `minority`, `majority`, `all` of the nodes (primaries: see the
-    cluster issue; on a single node every spec means that node)."""
+TARGET_SPECS = ("one", "minority", "majority", "all", "primaries")
+
+
+def choose_targets(spec: str, nodes: list[str], rng: random.Random,
+                   primaries: list[str] | None = None) -> list[str]:
+    """`one`, `minority`, `majority`, `all` of the nodes, or `primaries`: the
+    nodes whose loss hurts most (the controller, the leaders of the most
+    partitions), as the target reports them at that moment; one of them is
+    chosen, so successive faults move between them as roles move."""
     nodes = sorted(nodes)
     n = len(nodes)
-    if spec == "one" or spec == "primaries":
+    if spec == "primaries":
+        candidates = [p for p in (primaries or []) if p in nodes] or nodes
+        return [rng.choice(sorted(candidates))]
+    if spec == "one":
         count = 1
     elif spec == "minority":
         count = max(1, (n - 1) // 2)
@@ -40,5 +63,5 @@ def choose_targets(spec: str, nodes: list[str], rng: random.Random) -> list[str]
     elif spec == "all":
         count = n
     else:
-        raise ValueError(f"unknown nemesis target spec {spec!r} (one, minority, majority, all, primaries)")
+        raise ValueError(f"unknown nemesis target spec {spec!r} ({', '.join(TARGET_SPECS)})")
     return sorted(rng.sample(nodes, min(count, n)))

@@ -1,19 +1,14 @@
-"""Process faults, local form: real signals to the node's process group.
-(The SSH form for remote nodes comes with the remote inventory.)"""
+"""Process faults: real signals to the node's process (the target knows how
+to reach it: locally, in a namespace or over SSH)."""
 from __future__ import annotations
 
-import signal
-
-from nemeses.base import Fault, FaultUnsupported
+from nemeses.base import Fault
 
 
 class KillFault(Fault):
     """SIGKILL the node; healing starts it again on the same volume."""
     name = "kill"
-
-    def check_supported(self):
-        if not hasattr(self.db, "kill_node"):
-            raise FaultUnsupported(f"db {self.db.name} cannot kill nodes")
+    requires = "process"
 
     def start(self, targets):
         for t in targets:
@@ -28,16 +23,13 @@ class KillFault(Fault):
 class PauseFault(Fault):
     """SIGSTOP the node (it holds its sockets but answers nothing); SIGCONT heals."""
     name = "pause"
-
-    def check_supported(self):
-        if not hasattr(self.db, "signal_node"):
-            raise FaultUnsupported(f"db {self.db.name} cannot signal nodes")
+    requires = "pause"
 
     def start(self, targets):
         for t in targets:
-            self.db.signal_node(t, signal.SIGSTOP)
+            self.db.pause_node(t)
         return {"signal": "SIGSTOP"}
 
     def stop(self, targets):
         for t in targets:
-            self.db.signal_node(t, signal.SIGCONT)
+            self.db.resume_node(t)

@@ -4,21 +4,30 @@ Every `interval`, one fault starts on chosen targets, then is healed after the
 same interval. No fault starts unless there is time left to heal it and see
 the system take writes again before the workload ends: a run whose last heal
 is never followed by a write proves nothing about recovery.
+
+Each nemesis operation is recorded as Jepsen records it: an `invoke` when it
+is requested, an `info` when it took effect (same `f`, same `value.id`). A
+heal takes effect when the fault is undone (the process started, the rule
+removed), not when the node serves again: recovery is measured from the
+heal's invoke.
 """
 from __future__ import annotations
 
 import json
+import logging
 import random
 import threading
 import time
 
 from nemeses.base import Fault, choose_targets
 
+log = logging.getLogger(__name__)
+
 
 class NemesisSchedule:
     def __init__(self, faults: list[Fault], nodes: list[str], history, log_path, *,
                  interval: float, targets: str, rng: random.Random, time_limit: float,
-                 settle: float = 3.0):
+                 settle: float = 3.0, primaries=None):
         self.faults = faults
         self.nodes = nodes
         self.history = history
@@ -28,7 +37,8 @@ class NemesisSchedule:
         self.rng = rng
         self.time_limit = time_limit
         self.settle = settle
-        self.active: dict[int, tuple[Fault, list[str]]] = {}
+        self.primaries = primaries          # () -> list of node names, asked at each fault
+        self.active: dict[int, tuple[Fault, list[str], dict]] = {}
         self.executed = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -44,8 +54,8 @@ class NemesisSchedule:
         self._thread = threading.Thread(target=self._run, name="nemesis", daemon=True)
         self._thread.start()
 
-    def _record(self, f: str, value: dict) -> None:
-        event = self.history.append("nemesis", "info", f, value)
+    def _record(self, type_: str, f: str, value: dict, **extra) -> None:
+        event = self.history.append("nemesis", type_, f, value, **extra)
         self._log.write(json.dumps({**event, "wall_time": time.time()}) + "\n")
         self._log.flush()
 
@@ -56,34 +66,62 @@ class NemesisSchedule:
                 if remaining < self.interval + self.settle:
                     return
                 fault = self.faults[self.executed % len(self.faults)]
-                targets = choose_targets(self.targets_spec, self.nodes, self.rng)
-                self._start_fault(fault, targets)
+                self.start_fault(fault, self._choose(fault))
                 if self._stop.wait(self.interval):
                     return
                 self.heal_all()
         except BaseException as e:  # surfaced by the runner; the run is then not trusted
+            log.exception("nemesis")
             self.error = e
 
-    def _start_fault(self, fault: Fault, targets: list[str]) -> None:
+    def _choose(self, fault: Fault) -> list[str]:
+        primaries = None
+        if self.targets_spec == "primaries" and self.primaries is not None:
+            try:
+                primaries = self.primaries()
+            except Exception as e:  # fall back to any node, and say so
+                log.warning("asking the target for its primaries: %r", e)
+        return choose_targets(self.targets_spec, self.nodes, self.rng, primaries)
+
+    def start_fault(self, fault: Fault, targets: list[str], params: dict | None = None) -> int:
+        """Inject one fault now (invoke, then info once in force); returns its id."""
         with self._lock:
             fault_id = self._next_id
             self._next_id += 1
-            params = fault.start(targets)
-            self.active[fault_id] = (fault, targets)
+            value = {"fault": fault.name, "id": fault_id, "targets": targets}
+            self._record("invoke", f"start-{fault.name}", value)
+            self.active[fault_id] = (fault, targets, value)
+            try:
+                done = fault.start(targets) or {}
+            except BaseException as e:
+                self._record("info", f"start-{fault.name}", value, error=repr(e))
+                raise
             self.executed += 1
-            self._record(f"start-{fault.name}", {"fault": fault.name, "id": fault_id, "targets": targets, **params})
+            self._record("info", f"start-{fault.name}", {**value, **done})
+            return fault_id
 
     def heal_all(self) -> None:
         with self._lock:
-            for fault_id, (fault, targets) in sorted(self.active.items()):
-                fault.stop(targets)
-                self._record(f"stop-{fault.name}", {"fault": fault.name, "id": fault_id, "targets": targets})
+            errors = []
+            for fault_id, (fault, targets, value) in sorted(self.active.items(), reverse=True):
+                self._record("invoke", f"stop-{fault.name}", value)
+                try:
+                    fault.stop(targets)
+                except BaseException as e:
+                    errors.append(e)
+                    self._record("info", f"stop-{fault.name}", value, error=repr(e))
+                    continue
+                self._record("info", f"stop-{fault.name}", value)
             self.active.clear()
+            if errors:
+                raise errors[0]
 
     def stop(self) -> None:
         """Stop scheduling and heal whatever is still active."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self.heal_all()
-        self._log.close()
+        try:
+            self.heal_all()
+        finally:
+            self._log.close()

@@ -21,6 +21,32 @@ def test_choose_targets(spec, n, count):
     assert len(targets) == count and set(targets) <= set(nodes) and targets == sorted(targets)
 
 
+def test_primaries_follow_what_the_target_reports():
+    nodes = ["n1", "n2", "n3"]
+    rng = random.Random(5)
+    assert {choose_targets("primaries", nodes, rng, ["n2"])[0] for _ in range(20)} == {"n2"}
+    picked = {choose_targets("primaries", nodes, rng, ["n1", "n3"])[0] for _ in range(50)}
+    assert picked == {"n1", "n3"}
+    # a target that names no primary (or a gone node) still gets a fault
+    assert choose_targets("primaries", nodes, rng, ["n9"])[0] in nodes
+
+
+def test_a_fault_is_refused_by_the_target_with_its_reason():
+    from nemeses import FaultUnsupported, build_faults
+
+    class NoPause:
+        name = "t"
+
+        def unsupported(self, control):
+            return None if control == "process" else f"no {control} here, because reasons"
+
+    assert [f.name for f in build_faults("kill", NoPause())] == ["kill"]
+    with pytest.raises(FaultUnsupported, match="because reasons"):
+        build_faults("kill,pause", NoPause())
+    with pytest.raises(FaultUnsupported, match="meteor"):
+        build_faults("meteor", NoPause())
+
+
 def test_choose_targets_rejects_unknown_spec():
     with pytest.raises(ValueError, match="some"):
         choose_targets("some", ["n1"], random.Random(1))
@@ -55,11 +81,16 @@ def test_schedule_pairs_starts_and_stops_and_leaves_time_to_recover(tmp_path):
     schedule.stop()
     history.close()
     events = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
-    starts = [e for e in events if e["f"] == "start-kill"]
-    stops = [e for e in events if e["f"] == "stop-kill"]
+    starts = [e for e in events if e["f"] == "start-kill" and e["type"] == "info"]
+    stops = [e for e in events if e["f"] == "stop-kill" and e["type"] == "info"]
     assert len(starts) >= 2
     assert [e["value"]["id"] for e in starts] == [e["value"]["id"] for e in stops]
-    assert all(e["process"] == "nemesis" and e["type"] == "info" for e in events)
+    # Jepsen's recording: each operation an invoke when requested, then an
+    # info when in force, adjacent, same f and id; parameters on the info.
+    assert all(e["process"] == "nemesis" for e in events)
+    assert [e["type"] for e in events] == ["invoke", "info"] * (len(events) // 2)
+    for inv, done in zip(events[::2], events[1::2]):
+        assert inv["f"] == done["f"] and inv["value"]["id"] == done["value"]["id"] and inv["time"] <= done["time"]
     assert all(e["value"]["param"] == 1 and len(e["value"]["targets"]) == 1 for e in starts)
     # Every fault was healed before the workload's end (2.2 s); the schedule
     # aims for `settle` earlier, which leaves slack for a loaded machine.
@@ -78,3 +109,21 @@ def test_stop_heals_a_fault_still_active(tmp_path):
     threading.Event().wait(0.3)   # the first fault is in force now
     schedule.stop()
     assert fault.calls == [("start", ("n1",)), ("stop", ("n1",))]
+
+
+def test_a_failing_fault_is_recorded_and_surfaced(tmp_path):
+    history = HistoryWriter(tmp_path / "history.jsonl")
+
+    class Broken(RecordingFault):
+        def start(self, targets):
+            raise OSError("no such node")
+
+    schedule = NemesisSchedule([Broken()], ["n1"], history, tmp_path / "nemesis.jsonl",
+                               interval=0.1, targets="one", rng=random.Random(3), time_limit=60)
+    schedule.start()
+    schedule._thread.join(10)
+    schedule.stop()
+    history.close()
+    events = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert isinstance(schedule.error, OSError)
+    assert events[0]["type"] == "invoke" and "no such node" in events[1]["error"]

@@ -141,3 +141,26 @@ def test_s3_verb_prints_endpoint_first_and_stops_cleanly(tmp_path):
     s3_client(endpoint).put_object(Bucket="highwater", Key="k", Body=b"v")
     _interrupt_and_wait(proc, 30, str(tmp_path))
     assert not _processes_mentioning(str(tmp_path / "s3"))
+
+
+@pytest.mark.timeout(180)
+def test_librdkafka_clients_in_consumer_groups_under_kills_are_valid(tmp_path, s3_server):
+    """Issue 12: the same workload through confluent-kafka, consumers joining
+    one group (rebalances logged on the polls), a broker SIGKILLed."""
+    bucket = "run-librdkafka"
+    s3_client(s3_server.endpoint).create_bucket(Bucket=bucket)
+    store = tmp_path / "store"
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--time-limit", "22s",
+                        "--nemesis", "kill", "--nemesis-interval", "5s", "--final-time-limit", "20s",
+                        "--client", "librdkafka", "--sub-via", "subscribe", "--rate", "40",
+                        "--store", str(store), "--s3-endpoint", s3_server.endpoint, "--bucket", bucket,
+                        "--seed", "11", "--broker-args", "--upload-bytes 16KiB --upload-interval 1s"],
+                       capture_output=True, text=True, timeout=170)
+    run_dir = (store / "latest").resolve()
+    results = json.loads((run_dir / "results.json").read_text())
+    assert r.returncode == 0 and results["valid"] is True, r.stderr[-3000:] + json.dumps(results)[:3000]
+    history = _read_jsonl(run_dir / "history.jsonl")
+    assert any(e["f"] == "subscribe" and e["type"] == "ok" for e in history)
+    assert any(e.get("rebalance_log") for e in history)
+    assert json.loads((run_dir / "test.json").read_text())["options"]["client"] == "librdkafka"
+    assert any(e["f"] == "start-kill" and e["type"] == "info" for e in history)

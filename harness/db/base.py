@@ -29,8 +29,20 @@ from pathlib import Path
 CONTROLS = ("process", "pause", "network", "s3_proxy", "volume", "clock", "reassign", "lose_unsynced")
 
 
+class TargetUnavailable(RuntimeError):
+    """The target cannot be set up here (a missing binary, a node that did not
+    start, an unreachable host); the message says which and what to do."""
+
+
 class Target(abc.ABC):
     name: str = ""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_options(cls, options: dict, run_dir: Path | None) -> "Target":
+        """The target a run's options describe. With run_dir None it must not
+        create or start anything: the runner asks it what it supports before
+        the run begins."""
 
     # --- lifecycle ------------------------------------------------------------------
     @abc.abstractmethod

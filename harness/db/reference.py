@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -13,13 +14,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.db.base import Target, TargetUnavailable
 from harness.ports import free_port
 from harness.s3server import DEFAULT_BUCKET, SeaweedS3
 
 log = logging.getLogger(__name__)
 
 
-class NodeFailedToStart(RuntimeError):
+class NodeFailedToStart(TargetUnavailable):
     pass
 
 
@@ -52,7 +54,7 @@ class BrokerNode:
 
 
 @dataclass
-class ReferenceCluster:
+class ReferenceCluster(Target):
     run_dir: Path
     nodes_count: int = 1
     s3_endpoint: str | None = None
@@ -64,9 +66,35 @@ class ReferenceCluster:
 
     name = "reference"
 
+    @classmethod
+    def from_options(cls, options: dict, run_dir):
+        return cls(run_dir, nodes_count=options["nodes"], s3_endpoint=options["s3_endpoint"],
+                   bucket=options["bucket"], broker_args=shlex.split(options["broker_args"]))
+
     @property
     def bootstrap_servers(self) -> str:
         return ",".join(n.address for n in self.nodes.values())
+
+    @property
+    def node_names(self) -> list[str]:
+        return list(self.nodes) or [f"n{i}" for i in range(1, self.nodes_count + 1)]
+
+    def node_logs(self):
+        return {name: node.log_path for name, node in self.nodes.items()}
+
+    OFFERS = ("process", "pause")
+
+    def unsupported(self, control: str) -> str | None:
+        if control in self.OFFERS:
+            return None
+        return (f"the local reference target does not offer {control} in this version "
+                f"(it offers {', '.join(self.OFFERS)})")
+
+    def pause_node(self, name: str) -> None:
+        self.signal_node(name, signal.SIGSTOP)
+
+    def resume_node(self, name: str) -> None:
+        self.signal_node(name, signal.SIGCONT)
 
     def setup(self) -> None:
         self.run_dir = Path(self.run_dir)

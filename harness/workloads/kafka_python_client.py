@@ -21,7 +21,8 @@ class ClientCrashed(Exception):
 class KafkaPythonClient:
     name = "kafka-python"
 
-    def __init__(self, bootstrap_servers: str, request_timeout: float = 5.0, poll_timeout: float = 0.5):
+    def __init__(self, bootstrap_servers: str, request_timeout: float = 5.0, poll_timeout: float = 0.5,
+                 group_id: str | None = None):
         from kafka import KafkaConsumer, KafkaProducer
         timeout_ms = int(request_timeout * 1000)
         self.send_timeout = request_timeout * 3
@@ -30,9 +31,12 @@ class KafkaPythonClient:
                       reconnect_backoff_max_ms=1000)
         self.producer = KafkaProducer(max_block_ms=timeout_ms, delivery_timeout_ms=timeout_ms * 2,
                                       **common)
-        self.consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+        # A group only for --sub-via subscribe; offsets are never committed
+        # (every poll is judged from the positions the broker hands out).
+        self.consumer = KafkaConsumer(group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest",
                                       fetch_max_wait_ms=min(500, self.poll_timeout_ms),
                                       **common)
+        self._rebalances: list[dict] = []
 
     def close(self) -> None:
         for closer in (lambda: self.producer.close(timeout=1), lambda: self.consumer.close()):
@@ -86,9 +90,35 @@ class KafkaPythonClient:
                 log.debug("position of %s", k, exc_info=True)
         return out
 
+    def take_rebalance_log(self) -> list[dict]:
+        """Rebalances since the last call (Jepsen's :rebalance-log of a poll)."""
+        out, self._rebalances = self._rebalances, []
+        return out
+
+    def subscribe(self, keys: list[str]) -> None:
+        """Join the run's consumer group for the keys' topics; the group hands
+        out partitions (rebalances are logged for the next poll)."""
+        from kafka import ConsumerRebalanceListener
+
+        client = self
+
+        class Listener(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked):
+                client._rebalances.append({"type": "revoked", "keys": sorted(
+                    (topic_partition_key(tp.topic, tp.partition) for tp in revoked), key=int)})
+
+            def on_partitions_assigned(self, assigned):
+                client._rebalances.append({"type": "assigned", "keys": sorted(
+                    (topic_partition_key(tp.topic, tp.partition) for tp in assigned), key=int)})
+
+        topics = sorted({key_topic_partition(k)[0] for k in keys})
+        self.consumer.subscribe(topics=topics, listener=Listener())
+
     def assign(self, keys: list[str], seek_to_beginning: bool = False) -> None:
         from kafka import TopicPartition
         tps = [TopicPartition(*key_topic_partition(k)) for k in keys]
+        if self.consumer.subscription():  # kafka-python refuses assign while subscribed
+            self.consumer.unsubscribe()
         self.consumer.assign(tps)
         if seek_to_beginning and tps:
             self.consumer.seek_to_beginning(*tps)

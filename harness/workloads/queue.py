@@ -36,11 +36,14 @@ class QueueGenerator:
 
     Half the operations send, half poll (Jepsen's mix). Each key takes at
     most `max_writes_per_key` values; then the next unused key replaces it.
+    Writes spread over the active keys uniformly or, with key_dist="zipf",
+    by rank (the oldest active key hottest).
     """
 
     def __init__(self, rng: random.Random, active_keys: int = 4, max_writes_per_key: int = 256,
-                 on_new_key=None):
+                 on_new_key=None, key_dist: str = "uniform"):
         self.rng = rng
+        self.key_dist = key_dist
         self.max_writes = max_writes_per_key
         self._lock = threading.Lock()
         self._next_key = 0
@@ -65,13 +68,21 @@ class QueueGenerator:
         with self._lock:
             if self.rng.random() < 0.5:
                 return Op("poll", [["poll"]])
-            key = self.rng.choice(self.active)
+            key = self._choose_key()
             value = self.next_value[key]
             self.next_value[key] = value + 1
             if value >= self.max_writes:
                 self.active.remove(key)
                 self._activate_key()
             return Op("send", [["send", key, value]])
+
+    def _choose_key(self) -> str:
+        """Uniform, or Zipf-like (weight 1/rank): a few hot keys take most
+        writes while the cold ones still get some, as in real topics."""
+        if self.key_dist == "zipf":
+            weights = [1.0 / (rank + 1) for rank in range(len(self.active))]
+            return self.rng.choices(self.active, weights)[0]
+        return self.rng.choice(self.active)
 
     def assignment(self) -> tuple[int, list[str]]:
         with self._lock:

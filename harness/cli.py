@@ -38,6 +38,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--s3-endpoint", help="use this S3 endpoint instead of starting SeaweedFS")
     p.add_argument("--bucket", help="S3 bucket (default highwater)")
     p.add_argument("--broker-args", help="extra flags for every reference broker, e.g. '--upload-bytes 1MiB'")
+    p.add_argument("--bug", help="switch on planted bugs of the reference broker (comma-separated; see "
+                                 "`highwater zoo`): the run should then be INVALID")
     p.add_argument("--quiet", action="store_true", default=None, help="no progress output")
 
 
@@ -69,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--no-require-activity", action="store_true",
                        help="do not demand evidence of real work (for hand-written histories)")
 
+    rep = sub.add_parser("replay", help="run a stored test again: same options, seed and fault schedule; "
+                                         "exit 0 when its verdict came back in most replays")
+    rep.add_argument("run_dir", help="a run's store directory (e.g. store/latest)")
+    rep.add_argument("--times", type=int, default=1, help="how many replays (default 1)")
+    rep.add_argument("--store", help="store root for the replays (default: the original's)")
+    rep.add_argument("--quiet", action="store_true", help="no progress output")
+
     broker = sub.add_parser("broker", help="run one reference broker in the foreground")
     try:
         from reference.broker import add_arguments as add_broker_arguments
@@ -99,7 +108,8 @@ def main(argv=None) -> int:
     # SIGTERM unwinds like Ctrl-C, so every verb tears down what it started.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return {"run": cmd_run, "check": cmd_check, "broker": cmd_broker, "s3": cmd_s3}[args.verb](args)
+        return {"run": cmd_run, "check": cmd_check, "broker": cmd_broker, "s3": cmd_s3,
+                "replay": cmd_replay}[args.verb](args)
     except KeyboardInterrupt:
         print("highwater: interrupted", file=sys.stderr)
         return 130
@@ -115,6 +125,14 @@ def cmd_run(args) -> int:
         print(f"highwater run: {e}", file=sys.stderr)
         return EXIT_CANNOT_RUN
     return run_test(options)
+
+
+def cmd_replay(args) -> int:
+    from harness.replay import replay
+    if args.times < 1:
+        print("highwater replay: --times must be at least 1", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    return replay(args.run_dir, times=args.times, store=args.store, quiet=args.quiet)
 
 
 def cmd_check(args) -> int:

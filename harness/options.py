@@ -34,6 +34,8 @@ DEFAULTS = {
     "broker_args": "",
     "sub_via": "assign",
     "key_dist": "uniform",
+    "bug": "",
+    "nemesis_plan": None,
 }
 SUB_VIA = ("assign", "subscribe")
 KEY_DISTS = ("uniform", "zipf")
@@ -104,6 +106,12 @@ def resolve(test_file: dict | None, flags: dict) -> dict:
         raise OptionError(f"--sub-via {','.join(o['sub_via'])!r}: use assign, subscribe or both (comma-separated)")
     if o["key_dist"] not in KEY_DISTS:
         raise OptionError(f"--key-dist {o['key_dist']!r}: use {' or '.join(KEY_DISTS)}")
+    if isinstance(o["bug"], str):
+        o["bug"] = [b.strip() for b in o["bug"].split(",") if b.strip()]
+    from reference.bugs import BUGS
+    for b in o["bug"]:
+        if b not in BUGS:
+            raise OptionError(f"--bug {b!r}: not a planted bug of the reference; known: {', '.join(sorted(BUGS))}")
     from nemeses import FaultUnsupported, fault_names
     from nemeses.base import TARGET_SPECS
     try:
@@ -112,7 +120,35 @@ def resolve(test_file: dict | None, flags: dict) -> dict:
         raise OptionError(f"--nemesis: {e}") from None
     if o["nemesis_targets"] not in TARGET_SPECS:
         raise OptionError(f"--nemesis-targets {o['nemesis_targets']!r}: use {', '.join(TARGET_SPECS)}")
+    if o["nemesis_plan"] is not None:
+        o["nemesis_plan"] = _check_plan(o["nemesis_plan"], o["nemesis"])
     if o["seed"] is None:
         o["seed"] = random.SystemRandom().randrange(2**31)
     o["seed"] = int(o["seed"])
     return o
+
+
+def _check_plan(plan, faults: list[str]) -> list[dict]:
+    """A fixed fault schedule (what `highwater replay` follows, or a test
+    file's `[[nemesis_plan]]` tables): each entry's fault among --nemesis,
+    its targets, start_s and stop_s (seconds from the test's start)."""
+    if not isinstance(plan, list):
+        raise OptionError("nemesis_plan must be a list of {fault, targets, start_s, stop_s}")
+    out = []
+    for i, p in enumerate(plan):
+        if not isinstance(p, dict) or set(p) - {"fault", "targets", "start_s", "stop_s"}:
+            raise OptionError(f"nemesis_plan[{i}]: expected keys fault, targets, start_s, stop_s; got {p!r}")
+        if p.get("fault") not in faults:
+            raise OptionError(f"nemesis_plan[{i}]: fault {p.get('fault')!r} is not among --nemesis {faults}")
+        targets = p.get("targets")
+        if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+            raise OptionError(f"nemesis_plan[{i}]: targets must be a list of node names")
+        try:
+            start = float(p["start_s"])
+            stop = None if p.get("stop_s") is None else float(p["stop_s"])
+        except (KeyError, TypeError, ValueError):
+            raise OptionError(f"nemesis_plan[{i}]: start_s (and stop_s) must be seconds") from None
+        if start < 0 or (stop is not None and stop < start):
+            raise OptionError(f"nemesis_plan[{i}]: needs 0 <= start_s <= stop_s")
+        out.append({"fault": p["fault"], "targets": targets, "start_s": start, "stop_s": stop})
+    return out

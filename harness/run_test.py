@@ -37,6 +37,12 @@ def _file_logging(run_dir) -> logging.Handler:
 
 
 def run_test(options: dict) -> int:
+    return execute_test(options)[0]
+
+
+def execute_test(options: dict):
+    """Run one test; returns (exit code, its store directory or None when
+    it was refused before one was made)."""
     from checkers import check_history, exit_code
     from checkers.history import read_history
     from harness.db.base import TargetUnavailable, target_class
@@ -45,11 +51,14 @@ def run_test(options: dict) -> int:
     from nemeses import FaultUnsupported, build_faults
 
     target = target_class(options["db"])
-    try:  # refuse an impossible fault before starting or creating anything
-        build_faults(options["nemesis"], target.from_options(options, None))
+    try:  # refuse an impossible fault (or bug) before starting or creating anything
+        probe = target.from_options(options, None)
+        build_faults(options["nemesis"], probe)
+        if options.get("bug") and probe.unsupported("bug"):
+            raise FaultUnsupported(f"--bug: {probe.unsupported('bug')}")
     except (FaultUnsupported, TargetUnavailable) as e:
         print(f"highwater run: {e}", file=sys.stderr)
-        return 2
+        return 2, None
     run_dir = new_run_dir(options["store"], options["name"])
     _file_logging(run_dir)
     write_json(run_dir / "test.json", {"options": options, "seed": options["seed"], "versions": _versions(),
@@ -64,7 +73,7 @@ def run_test(options: dict) -> int:
             db.setup()
         except TargetUnavailable as e:
             print(f"highwater run: {e}", file=sys.stderr)
-            return 2
+            return 2, run_dir
         progress.say(f"{db.name} up: {db.bootstrap_servers}, S3 {db.s3_endpoint}")
         run = Run(options, run_dir, db, progress)
         run.history.subscribe(progress.on_event)
@@ -105,4 +114,4 @@ def run_test(options: dict) -> int:
                  f"anomalies: {', '.join(results.get('anomaly_types') or []) or 'none'}  "
                  f"faults: {run_info.get('faults_executed')}")
     progress.say(f"results: {run_dir / 'results.json'}")
-    return code
+    return code, run_dir

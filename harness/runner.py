@@ -219,7 +219,7 @@ class Run:
         schedule = NemesisSchedule(faults, list(self.db.node_names), self.history, self.run_dir / "nemesis.jsonl",
                                    interval=o["nemesis_interval"], targets=o["nemesis_targets"],
                                    rng=random.Random(o["seed"] + 1), time_limit=o["time_limit"],
-                                   primaries=self.db.primaries)
+                                   primaries=self.db.primaries, plan=o.get("nemesis_plan"))
         workers = [Worker(i, o["concurrency"]) for i in range(o["concurrency"])]
         threads = [threading.Thread(target=self.worker_loop, args=(w, generator, o["rate"] / o["concurrency"]),
                                     name=f"worker-{w.slot}", daemon=True) for w in workers]

@@ -68,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the most one Fetch response holds, whatever a client asks (default 55 MiB, "
                              "Kafka's fetch.max.bytes); past it only one batch, so a consumer progresses")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    parser.add_argument("--bug", action="append", default=[], metavar="NAME",
+                        help="switch on a planted bug of the zoo (reference/bugs.py); for proving that the "
+                             "harness catches it, never for real use")
     engine = _engine_module()
     if engine is not None and hasattr(engine, "add_arguments"):
         engine.add_arguments(parser)
@@ -163,6 +166,12 @@ async def serve(args) -> None:
 
 def run(args) -> int:
     configure_logging(args.log_level)
+    from reference import bugs
+    try:
+        bugs.enable(getattr(args, "bug", []) or [])
+    except bugs.UnknownBug as exc:
+        log.error("%s", exc)
+        return 2
     try:
         asyncio.run(serve(args))
     except EngineHalted as exc:

@@ -20,13 +20,15 @@ Controls (duck-typed, documented here):
   `strobe(...)`, `reset()`.
 - reassign: `target.reassign(partitions)` moves partitions between live
   brokers.
+- bug: the target can switch on the reference's planted bugs (`--bug`).
 """
 from __future__ import annotations
 
 import abc
 from pathlib import Path
 
-CONTROLS = ("process", "pause", "network", "s3_proxy", "volume", "clock", "reassign", "lose_unsynced")
+CONTROLS = ("process", "pause", "network", "s3_proxy", "volume", "clock", "reassign", "lose_unsynced",
+            "bug")
 
 
 class TargetUnavailable(RuntimeError):

@@ -68,8 +68,9 @@ class ReferenceCluster(Target):
 
     @classmethod
     def from_options(cls, options: dict, run_dir):
+        bugs = [arg for b in options.get("bug") or () for arg in ("--bug", b)]
         return cls(run_dir, nodes_count=options["nodes"], s3_endpoint=options["s3_endpoint"],
-                   bucket=options["bucket"], broker_args=shlex.split(options["broker_args"]))
+                   bucket=options["bucket"], broker_args=shlex.split(options["broker_args"]) + bugs)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -82,7 +83,7 @@ class ReferenceCluster(Target):
     def node_logs(self):
         return {name: node.log_path for name, node in self.nodes.items()}
 
-    OFFERS = ("process", "pause")
+    OFFERS = ("process", "pause", "bug")
 
     def unsupported(self, control: str) -> str | None:
         if control in self.OFFERS:

@@ -21,6 +21,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
+from reference import bugs
 from reference.batch import parse_header
 from reference.storage.log_cache import CachedBatch
 from reference.storage.stream_record import WalEntry, decode_body
@@ -74,6 +75,8 @@ async def recover(engine) -> dict:
     loop = asyncio.get_running_loop()
     log.info("%s", e.wal_file.describe())
     scan: ScanResult = await loop.run_in_executor(e.wal_executor, e.wal_file.scan)
+    if bugs.enabled("skip-wal-replay"):  # planted bug: the WAL is ignored, its records forgotten
+        scan.records = []
     if scan.corrupt and scan.lost_after:
         log.error("WAL scan stopped at offset %d: %s; the damaged record is not served, and %d valid-looking "
                   "records beyond it are LOST", scan.end, scan.stop_reason, scan.lost_after)

@@ -1,0 +1,47 @@
+"""The bug zoo: named bugs planted in the broker's real code paths, off unless
+switched on by name (`highwater broker --bug NAME`, `highwater run --bug
+NAME`). Each is a few lines where the correct code makes its decision, never
+a separate fake path, so that a harness that catches the bug catches the
+real mistake. `highwater zoo` runs, for each bug, the chaos test that should
+expose it and checks that the expected anomaly is found.
+
+A bug is switched on for the whole process (one broker per process; in the
+deterministic simulation, for the whole simulated cluster).
+"""
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+# name -> what it does (the zoo's table says what exposes it and what it must produce)
+BUGS: dict[str, str] = {
+    "skip-wal-replay": "a restarted or failed-over node skips its WAL: what was acknowledged but not "
+                       "yet uploaded is forgotten",
+}
+
+_enabled: set[str] = set()
+
+
+class UnknownBug(ValueError):
+    pass
+
+
+def enable(names) -> None:
+    for name in names:
+        if name not in BUGS:
+            raise UnknownBug(f"unknown bug {name!r}; known: {', '.join(sorted(BUGS))}")
+        _enabled.add(name)
+        log.warning("PLANTED BUG ON: %s (%s); this broker is deliberately broken", name, BUGS[name])
+
+
+def disable_all() -> None:
+    _enabled.clear()
+
+
+def enabled(name: str) -> bool:
+    """Whether the named bug is on. Asking for a name that is not in BUGS is
+    the caller's mistake, caught at once."""
+    if name not in BUGS:
+        raise UnknownBug(name)
+    return name in _enabled

@@ -352,6 +352,9 @@ def test_unreachable_host_and_closed_port_are_named(cluster, tmp_path):
     assert f"cannot connect to {nowhere} port 22" in str(e.value)
     with pytest.raises(HostUnreachable, match=f"cannot connect to {cluster.nodes['n1'].address} port 2 "):
         _node(cluster, tmp_path, port=2).connect()
+    with pytest.raises(HostUnreachable, match=r"node n1 \(root@\[10\.231\.\d+\.2\]:2\): cannot connect .*"
+                                              r"\[command: uptime\]"):
+        _node(cluster, tmp_path, port=2).run(["uptime"])  # a lazy connect names the command too
 
 
 def test_bad_keys_are_refused_clearly(cluster, tmp_path, monkeypatch):

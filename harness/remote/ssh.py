@@ -308,13 +308,14 @@ class SshNode:
         return RemoteError(spec, f"cannot connect: {type(e).__name__}: {e}")
 
     def close(self) -> None:
+        """Close the connection. The client object, and with it the host keys
+        accepted during this run, stays for a later reconnect."""
         with self._lock:
             if self._sftp is not None:
                 self._sftp.close()
                 self._sftp = None
-            if self._client is not None:
+            if self._client is not None and self._client.get_transport() is not None:
                 self._client.close()
-                self._client = None
                 self.log.write("disconnected")
 
     def __enter__(self):

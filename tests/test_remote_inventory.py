@@ -30,6 +30,7 @@ host = "10.0.0.11"
 roles = ["broker", "controller"]
 s3_endpoint = "http://10.0.0.1:8333"
 workdir = "/srv/hw"
+source_address = "10.0.0.1"
 
 [nodes.n2]
 host = "10.0.0.12"
@@ -44,7 +45,8 @@ accept_unknown_host_keys = true
     assert (n1.host, n1.port, n1.user) == ("10.0.0.11", 22, "admin")
     assert n1.key_file == key and n1.known_hosts == tmp_path / "known_hosts"
     assert n1.roles == ("broker", "controller") and n1.s3_endpoint == "http://10.0.0.1:8333"
-    assert n1.workdir == "/srv/hw" and n1.command_timeout == 90.0
+    assert n1.workdir == "/srv/hw" and n1.command_timeout == 90.0 and n1.source_address == "10.0.0.1"
+    assert n2.source_address is None
     assert n1.accept_unknown_host_keys is False
     assert (n2.port, n2.user, n2.connect_timeout, n2.roles) == (2222, "other", 0.5, ("broker",))
     assert n2.accept_unknown_host_keys is True

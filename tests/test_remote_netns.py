@@ -10,6 +10,7 @@ import http.server
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -226,6 +227,34 @@ def test_partition_between_two_namespaces_over_ssh(cluster, nodes):
     assert probe(n2, a1, port) == "ok"
     assert probe(n1, a2, 22) == "ok"
     n1.kill("target")
+
+
+def test_ssh_survives_cutting_the_bridge_address(cluster, nodes):
+    """SSH comes from the control address, so a rule that cuts everything the
+    root namespace's services and clients send (the bridge address) leaves
+    the harness in control of the node."""
+    n2 = nodes["n2"]
+    port = free_port()
+    start_http_server(n2, "bridged", port)
+    chain = f"HW-{cluster.run_id}-B"
+    rules = [["iptables", "-w", "-N", chain],
+             ["iptables", "-w", "-A", chain, "-s", cluster.bridge_address, "-j", "DROP"],
+             ["iptables", "-w", "-I", "INPUT", "-j", chain]]
+    for argv in rules:
+        check_completed(n2, argv, 10)
+    try:
+        n2.close()  # a fresh connection too, not only the established one
+        peer = n2.run(["sh", "-c", "echo $SSH_CONNECTION"], check=True).stdout.split()[0]
+        assert peer == cluster.control_address
+        with socket.create_connection((n2.spec.host, port), timeout=5, source_address=(cluster.control_address, 0)):
+            pass
+        with pytest.raises(OSError):
+            socket.create_connection((n2.spec.host, port), timeout=1, source_address=(cluster.bridge_address, 0))
+    finally:
+        for argv in (["iptables", "-w", "-D", "INPUT", "-j", chain], ["iptables", "-w", "-F", chain],
+                     ["iptables", "-w", "-X", chain]):
+            check_completed(n2, argv, 10)
+    n2.kill("bridged")
 
 
 def test_clock_offset_written_over_ssh_moves_a_running_process(nodes):

@@ -23,7 +23,8 @@ inventory, the store or the logs), `known_hosts` ("~/.ssh/known_hosts"),
 `accept_unknown_host_keys` (false), `roles` (["broker"]), `workdir`
 ("/var/tmp/highwater", where the node's files, pid files and process logs
 go), `s3_endpoint`, `python` ("python3"), `connect_timeout` ("10s"),
-`command_timeout` ("60s"). Unknown keys and wrong types are refused with the
+`command_timeout` ("60s"), `source_address` (the local address SSH connects
+from: keep it out of partition rules and the control path survives them). Unknown keys and wrong types are refused with the
 file, the node and the key."""
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ class NodeSpec:
     python: str = "python3"
     connect_timeout: float = 10.0
     command_timeout: float = 60.0
+    source_address: str | None = None
 
     @property
     def address(self) -> str:
@@ -79,7 +81,8 @@ class NodeSpec:
 _KEYS = {f.name for f in fields(NodeSpec)} - {"name"}
 _PATH_KEYS = ("key_file", "known_hosts")
 _DURATION_KEYS = ("connect_timeout", "command_timeout")
-_STR_KEYS = ("host", "user", "key_passphrase_env", "password_env", "workdir", "s3_endpoint", "python")
+_STR_KEYS = ("host", "user", "key_passphrase_env", "password_env", "workdir", "s3_endpoint", "python",
+             "source_address")
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@ its own address and its own sshd, driven over real SSH by the same code as
 remote nodes (`harness.remote.ssh`).
 
 Topology: a bridge in the root namespace holds 10.231.X.1/24 (X is claimed
-per run, so concurrent runs never share a subnet); node i lives in namespace
+per run, so concurrent runs never share a subnet) and 10.231.X.254, the
+address SSH connects from (`control_address`); node i lives in namespace
 `hwn-<run id>-<name>` with `eth0` = 10.231.X.(i+1)/24, a veth whose other end
 is a port of the bridge. The root namespace reaches every node; every node
 reaches services bound on the bridge address (`bridge_address`: put S3 and
@@ -118,6 +119,13 @@ class NetnsCluster:
         return f"{NETWORK}.{self.subnet_index}.1"
 
     @property
+    def control_address(self) -> str:
+        """A second address of the bridge, the one SSH connects from: partition
+        rules that cut the bridge address (S3, clients) leave the harness's
+        control of the nodes alone as long as they spare this one."""
+        return f"{NETWORK}.{self.subnet_index}.254"
+
+    @property
     def key_dir(self) -> Path:
         return self.run_dir / "netns"
 
@@ -135,6 +143,7 @@ class NetnsCluster:
         return Inventory({n.name: NodeSpec(name=n.name, host=n.address, port=self.ssh_port, user="root",
                                            key_file=self.client_key, known_hosts=self.known_hosts,
                                            workdir=str(n.node_dir), python=sys.executable,
+                                           source_address=self.control_address,
                                            connect_timeout=5.0, command_timeout=self.command_timeout)
                           for n in self.nodes.values()}, source=f"netns:{len(self.nodes)}")
 
@@ -217,6 +226,7 @@ class NetnsCluster:
     def _create_network(self) -> None:
         root = [f"link add {self.bridge} type bridge",
                 f"addr add {self.bridge_address}/24 dev {self.bridge}",
+                f"addr add {self.control_address}/24 dev {self.bridge}",
                 f"link set {self.bridge} up"]
         for n in self.nodes.values():
             root += [f"netns add {n.namespace}",

@@ -250,7 +250,10 @@ class SshNode:
             self.log.write(f"connect {spec.user}@{spec.address} with {key_text}")
             pkey = self._load_key(passphrase) if spec.key_file else None
             try:
-                client.connect(spec.host, port=spec.port, username=spec.user, pkey=pkey,
+                sock = socket.create_connection(
+                    (spec.host, spec.port), timeout=spec.connect_timeout,
+                    source_address=(spec.source_address, 0) if spec.source_address else None)
+                client.connect(spec.host, port=spec.port, username=spec.user, pkey=pkey, sock=sock,
                                password=password,
                                allow_agent=spec.key_file is None, look_for_keys=spec.key_file is None,
                                timeout=spec.connect_timeout, banner_timeout=spec.connect_timeout,

@@ -453,8 +453,7 @@ class SshNode:
         """Start argv detached (nohup setsid) in `cwd` (default: the workdir),
         stdout and stderr appended to procs/NAME.out; returns its pid, which is also its process group and
         session id. Refused while a process of the same name is alive."""
-        _check_name(name)
-        base = shlex.quote(str(self.procdir / name))
+        base = self._base(name)
         setup, command, shown = self._prepare(argv, env, secret_env, cwd)
         # The wrapper sh is the group leader; it records the pid, waits for the
         # command and records its exit status (absent when it was killed).
@@ -480,18 +479,25 @@ class SshNode:
             raise RemoteCommandFailed(self.spec, f"[background {name}] {shown}", result)
         return int(result.stdout.strip().splitlines()[-1])
 
-    def pid(self, name: str) -> int | None:
+    def _base(self, name: str) -> str:
+        """procdir/NAME, quoted for sh: the stem of NAME.pid, .out and .exit."""
         _check_name(name)
-        r = self._exec(f"cat {shlex.quote(str(self.procdir / name))}.pid 2>/dev/null || true",
-                       f"[pid {name}]", None, None)
+        return shlex.quote(str(self.procdir / name))
+
+    def _read_int(self, name: str, suffix: str) -> int | None:
+        r = self._exec(f"cat {self._base(name)}.{suffix} 2>/dev/null || true", f"[{suffix} of {name}]", None, None)
         text = r.stdout.strip()
-        return int(text) if text.isdigit() else None
+        return int(text) if text.lstrip("-").isdigit() else None
+
+    def pid(self, name: str) -> int | None:
+        """The pid (= process group = session) of background process `name`,
+        from its pid file; None if it was never started."""
+        return self._read_int(name, "pid")
 
     def state(self, name: str) -> str:
         """'running', 'stopped' (every process of the group is SIGSTOPped),
         or 'gone' (no live process left, or never started)."""
-        _check_name(name)
-        r = self._exec(_state_script(shlex.quote(str(self.procdir / name))), f"[state {name}]", None, None)
+        r = self._exec(_state_script(self._base(name)), f"[state {name}]", None, None)
         state = r.stdout.strip()
         if state not in ("running", "stopped", "gone"):
             raise RemoteError(self.spec, f"cannot tell the state of {name}: {r.stdout!r} {r.stderr!r}")
@@ -503,23 +509,18 @@ class SshNode:
     def exit_status(self, name: str) -> int | None:
         """The exit status of a background process that ended on its own;
         None while it runs or when it was killed by a signal to its group."""
-        _check_name(name)
-        r = self._exec(f"cat {shlex.quote(str(self.procdir / name))}.exit 2>/dev/null || true",
-                       f"[exit status {name}]", None, None)
-        text = r.stdout.strip()
-        return int(text) if text.lstrip("-").isdigit() else None
+        return self._read_int(name, "exit")
 
     def signal(self, name: str, sig: int | str, *, wait: float | None = 10.0) -> bool:
         """Send `sig` to the process group of background process `name`.
         With `wait`, return only once the effect is visible: SIGKILL -> gone,
         SIGSTOP -> stopped, SIGCONT -> running (RemoteError if not within
         `wait` seconds). False when no process of that name was alive."""
-        _check_name(name)
+        base = self._base(name)
         full = signals.Signals(sig).name if isinstance(sig, int) else "SIG" + str(sig).upper().removeprefix("SIG")
         if full not in signals.Signals.__members__:
             raise ValueError(f"unknown signal {sig!r}")
         signame = full[3:]
-        base = shlex.quote(str(self.procdir / name))
         expect = {"KILL": "gone", "STOP": "stopped", "CONT": "running"}.get(signame) if wait else None
         lines = [f"p=$(cat {base}.pid 2>/dev/null) || exit 3",
                  f'[ -n "$({_group_members(base)})" ] || exit 3',

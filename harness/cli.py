@@ -13,7 +13,8 @@ EXIT_VALID, EXIT_INVALID, EXIT_CANNOT_RUN, EXIT_UNKNOWN = 0, 1, 2, 3
 
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("test_file", nargs="?", help="a TOML test file (keys are these flags with underscores)")
+    p.add_argument("test_file", nargs="?", help="a TOML test file (keys are these flags with underscores), "
+                                                "or a directory of them: a suite, run in turn")
     p.add_argument("--name", help="test name, the store sub-directory (default: the test file's stem or 'queue')")
     p.add_argument("--db", help="system under test: reference (default)")
     p.add_argument("--nodes", help="number of nodes (default 1)")
@@ -118,6 +119,8 @@ def main(argv=None) -> int:
 def cmd_run(args) -> int:
     from harness.options import OptionError, load_test_file, resolve
     from harness.run_test import run_test
+    if args.test_file and Path(args.test_file).is_dir():
+        return cmd_run_suite(args)
     try:
         test_file = load_test_file(args.test_file) if args.test_file else None
         options = resolve(test_file, vars(args))
@@ -125,6 +128,37 @@ def cmd_run(args) -> int:
         print(f"highwater run: {e}", file=sys.stderr)
         return EXIT_CANNOT_RUN
     return run_test(options)
+
+
+def cmd_run_suite(args) -> int:
+    """A directory of TOML tests: each checked first, then run in turn (flags
+    given on the command line apply to every test), one line per test."""
+    from harness.options import OptionError, load_suite, resolve
+    from harness.run_test import execute_test
+    try:
+        tests = [(path, resolve(data, vars(args))) for path, data in load_suite(args.test_file)]
+    except OptionError as e:
+        print(f"highwater run: {e}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    codes = []
+    for path, options in tests:
+        options["quiet"] = True
+        code, run_dir = execute_test(options)
+        codes.append(code)
+        verdict = "-"
+        if run_dir is not None and (run_dir / "results.json").exists():
+            r = json.loads((run_dir / "results.json").read_text())
+            verdict = {True: "valid", False: "INVALID"}.get(r.get("valid"), "unknown")
+            anomalies = ",".join(t for t in r.get("anomaly_types", []) if t not in r.get("allowed", [])) or "-"
+            stats = r.get("stats", {})
+            line = f"{path.name}\t{verdict}\tok={stats.get('ok')}\tanomalies={anomalies}\t{run_dir}"
+        else:
+            line = f"{path.name}\tcould not run (exit {code})"
+        print(line, flush=True)
+    for code in (EXIT_INVALID, EXIT_CANNOT_RUN, EXIT_UNKNOWN):
+        if code in codes:
+            return code
+    return EXIT_VALID
 
 
 def cmd_replay(args) -> int:

@@ -54,11 +54,20 @@ def load_test_file(path) -> dict:
             data = tomllib.load(f)
     except FileNotFoundError:
         raise OptionError(f"test file {path} not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise OptionError(f"test file {path}: {e}") from None
+    except tomllib.TOMLDecodeError as e:  # its message names the line and column
+        raise OptionError(f"test file {path}: malformed TOML: {e}") from None
+    except IsADirectoryError:
+        raise OptionError(f"{path} is a directory: give it as a suite") from None
     unknown = sorted(set(data) - set(DEFAULTS))
     if unknown:
-        raise OptionError(f"test file {path}: unknown option(s) {', '.join(unknown)}")
+        text = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+        where = []
+        for key in unknown:
+            line = next((i for i, ln in enumerate(text, 1) if ln.strip().startswith((key + " ", key + "=", f"[{key}]",
+                                                                                     f"[[{key}]]"))), None)
+            where.append(f"{key} (line {line})" if line else key)
+        raise OptionError(f"test file {path}: unknown option(s) {', '.join(where)}; "
+                          f"known: {', '.join(sorted(DEFAULTS))}")
     data.setdefault("name", Path(path).stem)
     return data
 
@@ -152,3 +161,13 @@ def _check_plan(plan, faults: list[str]) -> list[dict]:
             raise OptionError(f"nemesis_plan[{i}]: needs 0 <= start_s <= stop_s")
         out.append({"fault": p["fault"], "targets": targets, "start_s": start, "stop_s": stop})
     return out
+
+
+def load_suite(directory) -> list[tuple[Path, dict]]:
+    """A suite: every *.toml file of a directory, in name order, each checked
+    before any runs (a malformed file or an unknown key refuses the whole
+    suite, naming the file and line)."""
+    files = sorted(Path(directory).glob("*.toml"))
+    if not files:
+        raise OptionError(f"suite {directory}: no *.toml test files in it")
+    return [(f, load_test_file(f)) for f in files]

@@ -111,10 +111,15 @@ class ReferenceCluster(Target):
             self.start_node(node.name)
 
     def broker_command(self, node: BrokerNode) -> list[str]:
+        prefix = []
+        if self.s3 is None and "--s3-prefix" not in self.broker_args:
+            # A shared, given S3: each run keeps to its own prefix, so what an
+            # earlier run left in the bucket is never read as this run's data.
+            prefix = ["--s3-prefix", f"{self.run_dir.parent.name}/{self.run_dir.name}"]
         return [sys.executable, "-m", "reference.broker",
                 "--node-id", str(node.node_id), "--listen", node.address,
                 "--volume", str(node.volume), "--s3-endpoint", self.s3_endpoint,
-                "--bucket", self.bucket, *self.broker_args]
+                "--bucket", self.bucket, *prefix, *self.broker_args]
 
     def start_node(self, name: str, wait: bool = True) -> None:
         node = self.nodes[name]

@@ -220,7 +220,9 @@ class Rule:
         return d
 
 
-def _ops(ops) -> frozenset[str] | None:
+def parse_ops(ops) -> frozenset[str] | None:
+    """None (every operation) for None or "all"; else the set named by a list
+    or a comma-separated string, "write" standing for every write operation."""
     if ops is None or ops == "all":
         return None
     if isinstance(ops, str):
@@ -375,21 +377,21 @@ class S3FaultProxy:
 
     def add_latency(self, latency, *, ops=None, prefix: str = "", rate: float = 1.0,
                     limit: int | None = None) -> int:
-        return self.add(Rule("latency", rate, _ops(ops), prefix, limit, latency=parse_latency(latency)))
+        return self.add(Rule("latency", rate, parse_ops(ops), prefix, limit, latency=parse_latency(latency)))
 
     def add_error(self, status: int = 503, *, ops=None, prefix: str = "", rate: float = 1.0,
                   limit: int | None = None) -> int:
-        return self.add(Rule("error", rate, _ops(ops), prefix, limit, status=int(status)))
+        return self.add(Rule("error", rate, parse_ops(ops), prefix, limit, status=int(status)))
 
     def add_reset(self, *, ops=None, prefix: str = "", rate: float = 1.0, limit: int | None = None) -> int:
-        return self.add(Rule("reset", rate, _ops(ops), prefix, limit))
+        return self.add(Rule("reset", rate, parse_ops(ops), prefix, limit))
 
     def add_hang(self, *, ops=None, prefix: str = "", rate: float = 1.0, limit: int | None = None) -> int:
-        return self.add(Rule("hang", rate, _ops(ops), prefix, limit))
+        return self.add(Rule("hang", rate, parse_ops(ops), prefix, limit))
 
     def add_ambiguous(self, *, ops=None, prefix: str = "", rate: float = 1.0, limit: int | None = None,
                       answer: str = "reset") -> int:
-        return self.add(Rule("ambiguous", rate, _ops(ops), prefix, limit, answer=answer))
+        return self.add(Rule("ambiguous", rate, parse_ops(ops), prefix, limit, answer=answer))
 
     def remove(self, rule_id: int) -> None:
         """Remove one rule (unknown ids are ignored: healing twice is safe).

@@ -317,6 +317,23 @@ class S3FaultProxy:
             raise ValueError(f"the S3 fault proxy forwards plain HTTP; got endpoint {endpoint!r}")
         return cls(split.hostname, split.port or 80, **kw)
 
+    @classmethod
+    def for_nodes(cls, endpoint: str, nodes, *, listen_host: str = "127.0.0.1", seed: int | None = None,
+                  **kw) -> dict[str, "S3FaultProxy"]:
+        """One started proxy per node in front of `endpoint`, each on its own
+        port (so a partition can cut one node's S3 path alone); seeds differ
+        per node but follow `seed`."""
+        proxies: dict[str, S3FaultProxy] = {}
+        try:
+            for i, node in enumerate(nodes):
+                proxies[node] = cls.for_endpoint(endpoint, listen_host=listen_host, name=f"s3-proxy-{node}",
+                                                 seed=None if seed is None else seed * 1000 + i, **kw).start()
+        except BaseException:
+            for p in proxies.values():
+                p.stop()
+            raise
+        return proxies
+
     @property
     def endpoint(self) -> str:
         return f"http://{self.listen[0]}:{self.port}"

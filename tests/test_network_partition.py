@@ -57,8 +57,9 @@ class Listener:
         self.sock.close()
 
 
-def reaches(src: str | None, dst: tuple[str, int], timeout: float = 0.7) -> bool:
-    """A TCP connect from `src` (bound) to `dst` and one echoed round trip."""
+def reaches(src: str | None, dst: tuple[str, int], timeout: float = 3.0) -> bool:
+    """A TCP connect from `src` (bound) to `dst` and one echoed round trip
+    (a generous timeout: a busy machine must not fake a partition)."""
     s = socket.socket()
     s.settimeout(timeout)
     try:
@@ -71,6 +72,11 @@ def reaches(src: str | None, dst: tuple[str, int], timeout: float = 0.7) -> bool
         return False
     finally:
         s.close()
+
+
+def blocked(src: str | None, dst: tuple[str, int]) -> bool:
+    """No round trip within 0.7 s (a dropped SYN is retried only after 1 s)."""
+    return not reaches(src, dst, timeout=0.7)
 
 
 def chains() -> str:
@@ -100,7 +106,7 @@ def test_cut_link_refuses_traffic_others_flow_heal_restores(cluster):
     to = {n: (lst.address, lst.port) for n, lst in listeners.items()}
     assert reaches(n1, to["n2"]) and reaches(n2, to["n1"])
     cut = network.cut([("n1", "n2")])
-    assert not reaches(n1, to["n2"]) and not reaches(n2, to["n1"])
+    assert blocked(n1, to["n2"]) and blocked(n2, to["n1"])
     assert reaches(n1, to["n3"]) and reaches(n3, to["n2"]) and reaches(None, to["n2"])   # client too
     assert network.cut_links == {("n1", "n2")}
     network.heal(cut)
@@ -130,9 +136,9 @@ def test_client_and_s3_links(cluster):
     to = {n: (lst.address, lst.port) for n, lst in listeners.items()}
     s3 = {n: (p.address, p.port) for n, p in proxies.items()}
     network.cut([("client", "n1"), ("n2", "s3")])
-    assert not reaches(None, to["n1"])                      # client (127.0.0.1) -> n1
+    assert blocked(None, to["n1"])                      # client (127.0.0.1) -> n1
     assert reaches(None, to["n2"]) and reaches(addrs["n3"], to["n1"])
-    assert not reaches(addrs["n2"], s3["n2"]) and not reaches(None, s3["n2"])   # n2's S3 path, any source
+    assert blocked(addrs["n2"], s3["n2"]) and blocked(None, s3["n2"])   # n2's S3 path, any source
     assert reaches(addrs["n1"], s3["n1"]) and reaches(addrs["n3"], s3["n3"])    # the others' S3 paths
     network.heal()
     assert reaches(None, to["n1"]) and reaches(addrs["n2"], s3["n2"])
@@ -144,7 +150,7 @@ def test_two_cuts_heal_independently(cluster):
     first = network.cut(net.isolate(["n1", "n2", "n3"], ["n1"]).cut)
     second = network.cut([("n1", "n2"), ("n2", "n3")])              # overlaps the first on n1-n2
     network.heal(first)
-    assert not reaches(addrs["n1"], to["n2"]) and not reaches(addrs["n3"], to["n2"])
+    assert blocked(addrs["n1"], to["n2"]) and blocked(addrs["n3"], to["n2"])
     assert reaches(addrs["n1"], to["n3"])
     network.heal(second)
     assert reaches(addrs["n1"], to["n2"])
@@ -238,11 +244,14 @@ class Namespaces:
         self.procs.append(p)
         assert p.stdout.readline().strip() == "up"
 
-    def reaches(self, src, dst, port) -> bool:
-        code = (f"import socket,sys\ntry:\n c=socket.create_connection(('{self.addr[dst]}',{port}),timeout=0.7)\n"
+    def reaches(self, src, dst, port, timeout=3.0) -> bool:
+        code = (f"import socket,sys\ntry:\n c=socket.create_connection(('{self.addr[dst]}',{port}),timeout={timeout})\n"
                 " c.sendall(b'ping');sys.exit(0 if c.recv(4)==b'ping' else 1)\nexcept OSError:\n sys.exit(1)\n")
         return subprocess.run(["ip", "netns", "exec", self.ns[src], sys.executable, "-c", code],
-                              timeout=20).returncode == 0
+                              timeout=30).returncode == 0
+
+    def blocked(self, src, dst, port) -> bool:
+        return not self.reaches(src, dst, port, timeout=0.7)
 
     def close(self):
         for p in self.procs:
@@ -265,7 +274,7 @@ def test_host_rules_partition_network_namespaces():
         network = HostNetwork(topo, runners).setup()
         try:
             cut = network.cut(net.isolate(spaces.names, ["n1"]).cut)
-            assert not spaces.reaches("n1", "n2", port) and not spaces.reaches("n3", "n1", port)
+            assert spaces.blocked("n1", "n2", port) and spaces.blocked("n3", "n1", port)
             assert spaces.reaches("n2", "n3", port) and spaces.reaches("n3", "n2", port)
             network.heal(cut)
             assert spaces.reaches("n1", "n2", port) and spaces.reaches("n3", "n1", port)

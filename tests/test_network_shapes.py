@@ -26,7 +26,7 @@ def check_common(nodes, p):
     return g
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(names.filter(lambda n: len(n) >= 2), seeds)
 def test_isolate_one_cuts_one_node_from_all_others(nodes, seed):
     p = net.isolate_one(nodes, random.Random(seed))
@@ -37,7 +37,7 @@ def test_isolate_one_cuts_one_node_from_all_others(nodes, seed):
     assert p.cut == {net.link(lonely, other) for other in nodes if other != lonely}
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(names.filter(lambda n: len(n) >= 2), seeds, st.booleans())
 def test_halves_are_a_minority_and_a_majority_of_complete_components(nodes, seed, randomly):
     p = net.halves(nodes, random.Random(seed) if randomly else None)
@@ -49,7 +49,7 @@ def test_halves_are_a_minority_and_a_majority_of_complete_components(nodes, seed
     assert len(p.cut) == len(comps[0]) * len(comps[1])
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(names.filter(lambda n: len(n) >= 3), seeds)
 def test_bridge_keeps_one_node_linked_to_two_cut_halves(nodes, seed):
     p = net.bridge(nodes, random.Random(seed))
@@ -63,7 +63,7 @@ def test_bridge_keeps_one_node_linked_to_two_cut_halves(nodes, seed):
     assert p.cut
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(names.filter(lambda n: len(n) >= 4), seeds)
 def test_majorities_ring_every_node_sees_a_distinct_majority(nodes, seed):
     p = net.majorities_ring(nodes, random.Random(seed))

@@ -438,3 +438,42 @@ def test_rate_is_a_probability(proxy):
             outcomes.append(False)
     assert 10 < outcomes.count(False) < 50
     assert p.stats()["faults"]["error-503"] == outcomes.count(False)
+
+
+def test_rules_change_from_many_threads_while_requests_flow(s3_bucket):
+    import threading
+    endpoint, bucket = s3_bucket
+    proxies = S3FaultProxy.for_nodes(endpoint, ["n1", "n2"], seed=1)
+    try:
+        p = proxies["n1"]
+        assert proxies["n2"].port != p.port
+        stop = threading.Event()
+        errors = []
+
+        def churn(i):
+            rng = random.Random(i)
+            try:
+                while not stop.is_set():
+                    rid = rng.choice([lambda: p.add_latency("1ms"), lambda: p.add_error(503, rate=0.05),
+                                      lambda: p.add_reset(rate=0.1, ops="get")])()
+                    time.sleep(0.001)
+                    p.remove(rid)
+            except Exception as e:  # surfaced below
+                errors.append(e)
+
+        threads = [threading.Thread(target=churn, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        c = client(p.endpoint, retries=5)
+        for i in range(30):
+            c.put_object(Bucket=bucket, Key=f"k{i}", Body=b"x")
+        stop.set()
+        for t in threads:
+            t.join(10)
+        assert not errors and p.rules() == []
+        s = p.stats()
+        assert s["requests"]["put"] >= 30 and s["hanging"] == 0
+        assert client(endpoint).list_objects_v2(Bucket=bucket)["KeyCount"] == 30
+    finally:
+        for p in proxies.values():
+            p.stop()

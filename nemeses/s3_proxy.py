@@ -506,7 +506,9 @@ class S3FaultProxy:
                 keep = await self._exchange(head, request, action, creader, requests, cwriter, upstream)
                 if not keep:
                     return
-        except (_Closed, FramingError, ConnectionError, OSError) as e:
+        except FramingError as e:
+            log.warning("%s: closing a connection that is not HTTP/1.1 it can frame: %s", self.name, e)
+        except (_Closed, ConnectionError, OSError) as e:
             log.debug("%s: connection closed: %r", self.name, e)
         except asyncio.CancelledError:
             pass

@@ -477,3 +477,12 @@ def test_rules_change_from_many_threads_while_requests_flow(s3_bucket):
     finally:
         for p in proxies.values():
             p.stop()
+
+
+def test_garbage_from_a_client_closes_only_its_connection(proxy):
+    p, _, bucket = proxy
+    with socket.create_connection(("127.0.0.1", p.port), timeout=10) as s:
+        s.sendall(b"PUT /b/k HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx")
+        assert s.recv(100) == b""                                  # closed, nothing forwarded
+    assert p.stats()["forwarded"] == 0
+    client(p.endpoint).put_object(Bucket=bucket, Key="after", Body=b"ok")   # the proxy still serves

@@ -7,6 +7,7 @@ when the run is interrupted.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -55,6 +56,9 @@ class SeaweedS3:
     port: int | None = None
     process: subprocess.Popen | None = None
     log_path: Path | None = None
+    # Check every request's SigV4 signature against ACCESS_KEY / SECRET_KEY
+    # (off by default: SeaweedFS without identities accepts anonymous requests).
+    auth: bool = False
 
     @property
     def endpoint(self) -> str:
@@ -80,6 +84,12 @@ class SeaweedS3:
                 # (the only network a test may touch is its own).
                 "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
                 "-master.volumeSizeLimitMB=64", "-volume.max=0"]
+        if self.auth:
+            config = self.data_dir / "s3-identities.json"
+            config.write_text(json.dumps({"identities": [{
+                "name": "highwater", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
+            args.append(f"-s3.config={config}")
         self.log_path = self.data_dir / "weed.log"
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,

@@ -36,6 +36,7 @@ DEFAULTS = {
     "key_dist": "uniform",
     "bug": "",
     "nemesis_plan": None,
+    "nemesis_options": None,
 }
 SUB_VIA = ("assign", "subscribe")
 KEY_DISTS = ("uniform", "zipf")
@@ -129,6 +130,18 @@ def resolve(test_file: dict | None, flags: dict) -> dict:
         raise OptionError(f"--nemesis: {e}") from None
     if o["nemesis_targets"] not in TARGET_SPECS:
         raise OptionError(f"--nemesis-targets {o['nemesis_targets']!r}: use {', '.join(TARGET_SPECS)}")
+    if o["nemesis_options"] is not None:
+        if isinstance(o["nemesis_options"], str):  # from the command line: JSON
+            import json
+            try:
+                o["nemesis_options"] = json.loads(o["nemesis_options"])
+            except json.JSONDecodeError as e:
+                raise OptionError(f"--nemesis-options: not JSON ({e})") from None
+        bad = [k for k, v in (o["nemesis_options"].items() if isinstance(o["nemesis_options"], dict) else [(None, 0)])
+               if k not in o["nemesis"] or not isinstance(v, dict)]
+        if bad:
+            raise OptionError(f"--nemesis-options: a table per fault of --nemesis, e.g. "
+                              f"{{\"s3-slow\": {{\"latency\": \"200ms\"}}}}; not: {bad}")
     if o["nemesis_plan"] is not None:
         o["nemesis_plan"] = _check_plan(o["nemesis_plan"], o["nemesis"])
     if o["seed"] is None:

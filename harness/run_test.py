@@ -53,7 +53,7 @@ def execute_test(options: dict):
     target = target_class(options["db"])
     try:  # refuse an impossible fault (or bug) before starting or creating anything
         probe = target.from_options(options, None)
-        build_faults(options["nemesis"], probe)
+        build_faults(options["nemesis"], probe, options=options.get("nemesis_options"))
         if options.get("bug") and probe.unsupported("bug"):
             raise FaultUnsupported(f"--bug: {probe.unsupported('bug')}")
     except (FaultUnsupported, TargetUnavailable) as e:

@@ -215,7 +215,8 @@ class Run:
         self.ensure_topics(str(k) for k in range(pool))
         generator = QueueGenerator(self.rng, o["keys"], o["max_writes_per_key"], on_new_key=self._on_new_key,
                                    key_dist=o["key_dist"])
-        faults = build_faults(o["nemesis"], self.db)
+        faults = build_faults(o["nemesis"], self.db, rng=random.Random(o["seed"] + 2),
+                              options=o.get("nemesis_options"))
         schedule = NemesisSchedule(faults, list(self.db.node_names), self.history, self.run_dir / "nemesis.jsonl",
                                    interval=o["nemesis_interval"], targets=o["nemesis_targets"],
                                    rng=random.Random(o["seed"] + 1), time_limit=o["time_limit"],

@@ -14,6 +14,13 @@ CANONICAL_FAULTS = ("kill", "pause", "partition", "clock", "detach", "lose-unsyn
 FAULT_CLASSES = {
     "kill": "nemeses.process:KillFault",
     "pause": "nemeses.process:PauseFault",
+    "partition": "nemeses.partition:PartitionFault",
+    "clock": "nemeses.clock_fault:ClockFault",
+    "s3-slow": "nemeses.s3_faults:S3SlowFault",
+    "s3-error": "nemeses.s3_faults:S3ErrorFault",
+    "s3-reset": "nemeses.s3_faults:S3ResetFault",
+    "s3-hang": "nemeses.s3_faults:S3HangFault",
+    "s3-ambiguous": "nemeses.s3_faults:S3AmbiguousFault",
 }
 
 
@@ -45,12 +52,22 @@ def fault_class(name: str):
     return getattr(importlib.import_module(module), cls)
 
 
-def build_faults(names, db) -> list[Fault]:
+def build_faults(names, db, rng=None, options: dict | None = None) -> list[Fault]:
     """Faults for `--nemesis LIST` on this db; raises FaultUnsupported, with
-    the reason, for any fault the target cannot take."""
+    the reason, for any fault the target cannot take, or whose options
+    (`options[name]`, e.g. {"s3-slow": {"latency": "200ms"}}) are bad. A
+    fault that draws random choices gets the run's seeded `rng`."""
+    import inspect
     faults = []
     for name in fault_names(names):
-        fault = fault_class(name)(db)
+        cls = fault_class(name)
+        kwargs = dict((options or {}).get(name) or {})
+        if rng is not None and "rng" in inspect.signature(cls.__init__).parameters:
+            kwargs["rng"] = rng
+        try:
+            fault = cls(db, **kwargs)
+        except (TypeError, ValueError) as e:
+            raise FaultUnsupported(f"fault {name!r}: bad options {kwargs}: {e}") from None
         fault.check_supported()
         faults.append(fault)
     return faults

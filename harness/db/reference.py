@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import shlex
 import signal
 import socket
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.db.base import Target, TargetUnavailable
+from harness.db.local_faults import LocalFaultControls
 from harness.ports import free_port
 from harness.s3server import DEFAULT_BUCKET, SeaweedS3
 
@@ -63,6 +65,9 @@ class ReferenceCluster(Target):
     start_timeout: float = 60.0
     nodes: dict[str, BrokerNode] = field(default_factory=dict)
     s3: SeaweedS3 | None = None
+    faults: tuple = ()              # the run's --nemesis: which fault controls to set up
+    seed: int | None = None
+    controls: LocalFaultControls | None = None
 
     name = "reference"
 
@@ -70,7 +75,8 @@ class ReferenceCluster(Target):
     def from_options(cls, options: dict, run_dir):
         bugs = [arg for b in options.get("bug") or () for arg in ("--bug", b)]
         return cls(run_dir, nodes_count=options["nodes"], s3_endpoint=options["s3_endpoint"],
-                   bucket=options["bucket"], broker_args=shlex.split(options["broker_args"]) + bugs)
+                   bucket=options["bucket"], broker_args=shlex.split(options["broker_args"]) + bugs,
+                   faults=tuple(options.get("nemesis") or ()), seed=options.get("seed"))
 
     @property
     def bootstrap_servers(self) -> str:
@@ -88,8 +94,31 @@ class ReferenceCluster(Target):
     def unsupported(self, control: str) -> str | None:
         if control in self.OFFERS:
             return None
+        if control in ("s3_proxy", "network", "clock"):
+            return LocalFaultControls(self.node_names).unsupported(control)
         return (f"the local reference target does not offer {control} in this version "
-                f"(it offers {', '.join(self.OFFERS)})")
+                f"(it offers {', '.join(self.OFFERS)}, s3_proxy, network, clock)")
+
+    # --- fault controls (harness/db/local_faults.py) -------------------------------------
+    def _wants(self, *faults: str) -> bool:
+        return any(f in self.faults or any(f.endswith("*") and g.startswith(f[:-1]) for g in self.faults)
+                   for f in faults)
+
+    def s3_proxy(self, name: str):
+        return self.controls.proxies[name]
+
+    def network(self):
+        return self.controls.network()
+
+    def clock(self, name: str):
+        return self.controls.clocks[name]
+
+    def node_s3_endpoint(self, name: str) -> str:
+        proxy = self.controls.proxies.get(name) if self.controls else None
+        return proxy.endpoint if proxy is not None else self.s3_endpoint
+
+    def run_info(self) -> dict:
+        return self.controls.stats() if self.controls else {}
 
     def pause_node(self, name: str) -> None:
         self.signal_node(name, signal.SIGSTOP)
@@ -102,11 +131,17 @@ class ReferenceCluster(Target):
         if self.s3_endpoint is None:
             self.s3 = SeaweedS3(self.run_dir / "s3", bucket=self.bucket).start()
             self.s3_endpoint = self.s3.endpoint
-        for i in range(1, self.nodes_count + 1):
-            name = f"n{i}"
+        names = [f"n{i}" for i in range(1, self.nodes_count + 1)]
+        # Each node on its own loopback address (a partition cuts by address).
+        self.controls = LocalFaultControls(names, random.Random(self.seed))
+        for i, name in enumerate(names, 1):
             node_dir = self.run_dir / "nodes" / name
             node_dir.mkdir(parents=True, exist_ok=True)
-            self.nodes[name] = BrokerNode(name, i, "127.0.0.1", free_port(), node_dir)
+            self.nodes[name] = BrokerNode(name, i, self.controls.addresses[name], free_port(), node_dir)
+        if self._wants("s3-*", "partition"):  # a node's S3 path degraded or cut alone: one proxy each
+            self.controls.start_proxies(self.s3_endpoint, self.seed)
+        if self._wants("clock"):
+            self.controls.start_clocks({n: node.dir for n, node in self.nodes.items()})
         for node in self.nodes.values():
             self.start_node(node.name)
 
@@ -118,7 +153,7 @@ class ReferenceCluster(Target):
             prefix = ["--s3-prefix", f"{self.run_dir.parent.name}/{self.run_dir.name}"]
         return [sys.executable, "-m", "reference.broker",
                 "--node-id", str(node.node_id), "--listen", node.address,
-                "--volume", str(node.volume), "--s3-endpoint", self.s3_endpoint,
+                "--volume", str(node.volume), "--s3-endpoint", self.node_s3_endpoint(node.name),
                 "--bucket", self.bucket, *prefix, *self.broker_args]
 
     def start_node(self, name: str, wait: bool = True) -> None:
@@ -130,9 +165,11 @@ class ReferenceCluster(Target):
         with open(node.log_path, "ab") as out:
             out.write(f"\n=== highwater: starting {name} (start #{node.starts + 1}) ===\n".encode())
             out.flush()
+            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            if self.controls is not None:
+                env.update(self.controls.node_environment(name, env))
             node.process = subprocess.Popen(self.broker_command(node), stdout=out, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True,
-                                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                            stdin=subprocess.DEVNULL, start_new_session=True, env=env)
         node.starts += 1
         if wait:
             self.wait_ready(name)
@@ -193,5 +230,7 @@ class ReferenceCluster(Target):
             except Exception:
                 log.exception("stopping %s", name)
                 self.kill_node(name)
+        if self.controls is not None:
+            self.controls.stop()
         if self.s3 is not None:
             self.s3.stop()

@@ -67,9 +67,12 @@ once the kernel has mounted the file system (or `{"ready": false, "error":
     {"op": "lazy", "on": BOOL}        switch lazy mode (off: everything is made durable first)
     {"op": "slow", "spec": SPEC|null} delay operations; SPEC: see DelaySpec.from_json
     {"op": "errors", "spec": SPEC|null}  fail operations; SPEC: see ErrorSpec.from_json
-    {"op": "exit"}                    unmount (lazily) and exit
+    {"op": "exit"}                    dead from now on; the parent unmounts (lazily), and the process
+                                      exits when the kernel lets go (no descriptor left open on it)
 
-EOF on stdin means the parent is gone: the process unmounts and exits.
+EOF on stdin means the parent is gone: the process goes dead, unmounts its
+mount (if the mount at the path is still its own) and exits once no
+descriptor is open on it.
 """
 from __future__ import annotations
 
@@ -816,6 +819,7 @@ def _serve_control(fs, mountpoint: str, inp, out) -> None:
         out.write(json.dumps(obj) + "\n")
         out.flush()
 
+    own_dev = _mount_dev(mountpoint)   # to tell our mount from a later one at the same path
     for line in inp:
         line = line.strip()
         if not line:
@@ -846,16 +850,36 @@ def _serve_control(fs, mountpoint: str, inp, out) -> None:
                 fs.error_rng = random.Random(spec.seed if spec else None)
                 reply({"ok": True})
             elif op == "exit":
+                # the parent unmounts (it may mount a new attachment here right after:
+                # an unmount from this process could hit that one)
+                fs.dead = True
                 reply({"ok": True})
-                break
+                return
             else:
                 reply({"ok": False, "error": f"unknown op {op!r}"})
         except Exception as e:  # a bad request gets an answer, never kills the file system
             reply({"ok": False, "error": f"{type(e).__name__}: {e}"})
-    # exit asked, or the parent is gone: the mount leaves the tree; descriptors
-    # still open keep getting EIO from this process until they are closed
+    # EOF: the parent is gone. Unmount if the mount there is still ours; descriptors
+    # still open keep getting EIO from this process until they are closed.
     fs.dead = True
-    lazy_unmount(mountpoint)
+    if own_dev is not None and _mount_dev(mountpoint) == own_dev:
+        lazy_unmount(mountpoint)
+
+
+def _mount_dev(mountpoint: str) -> str | None:
+    """major:minor of the file system mounted at `mountpoint` (the top one),
+    from /proc/self/mountinfo: no system call reaches the file system itself."""
+    real = os.path.realpath(mountpoint)
+    found = None
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                parts = line.split()
+                if parts[4].replace("\\040", " ") == real:
+                    found = parts[2]
+    except OSError:
+        return None
+    return found
 
 
 def main(argv=None) -> int:

@@ -111,9 +111,11 @@ def volume_service():
 def _produce(bootstrap: str, values) -> dict[int, int]:
     """Send each value, one at a time, acks=all; value -> acknowledged offset."""
     from kafka import KafkaProducer
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", request_timeout_ms=10000, max_block_ms=10000)
+    # a send gives up (delivery timeout) before .get() does, so nothing is pending at close
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", request_timeout_ms=5000, max_block_ms=10000,
+                             delivery_timeout_ms=8000)
     try:
-        return {v: producer.send(TOPIC, value=str(v).encode(), partition=0).get(15).offset for v in values}
+        return {v: producer.send(TOPIC, value=str(v).encode(), partition=0).get(20).offset for v in values}
     finally:
         try:
             producer.close(timeout=2)

@@ -27,8 +27,12 @@ class VolumeFault(Fault):
     requires: tuple[str, ...] = ("volume",)
 
     def check_supported(self) -> None:
+        unsupported = getattr(self.db, "unsupported", None)
+        if unsupported is None:
+            raise FaultUnsupported(f"{self.name}: target {getattr(self.db, 'name', self.db)!r} does not declare "
+                                   f"the controls it offers (needs {', '.join(self.requires)})")
         for control in self.requires:
-            why = self.db.unsupported(control)
+            why = unsupported(control)
             if why:
                 raise FaultUnsupported(f"{self.name}: {why}")
         # the provider behind the volumes may offer only some faults (ec2: detach)

@@ -369,3 +369,46 @@ def test_stopping_the_service_unmounts_everything(tmp_path):
         handle.stop()
         force_cleanup(root)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.timeout(60)
+def test_detach_heal_leaves_a_volume_that_failover_moved(vols):
+    """VolumeControl.reattach (the detach fault's heal) attaches the volume to
+    its node again, unless it was moved meanwhile: the cluster owns it then."""
+    vols.create("v1")
+    vols.attach("v1", "n1")
+    control = vols.control("v1", "n1")
+    control.detach()
+    assert control.reattach().node == "n1"
+    control.detach()
+    vols.attach("v1", "n2")                           # what a failover does
+    assert control.reattach() is None
+    assert vols.attachment("v1").node == "n2"
+
+
+def test_volume_faults_are_refused_on_a_target_without_the_controls():
+    from nemeses.base import FaultUnsupported
+    from nemeses.volume import FAULTS
+
+    class ProcessOnly:
+        name = "process-only"
+        node_names = ["n1"]
+
+        def unsupported(self, control):
+            return None if control == "process" else f"{self.name} has no {control} control"
+
+    for name, cls in FAULTS.items():
+        with pytest.raises(FaultUnsupported, match=f"{name}: process-only has no volume control"):
+            cls(ProcessOnly()).check_supported()
+    with pytest.raises(FaultUnsupported, match="does not declare the controls"):
+        FAULTS["detach"](object()).check_supported()
+
+
+@pytest.mark.timeout(60)
+def test_open_provider_names_a_local_service(service):
+    from reference.volumes import open_provider
+    provider = open_provider(f"local:{service.root}")
+    provider.create("v1")
+    assert provider.attach("v1", "n1").path.endswith("/mnt/n1/v1")
+    with pytest.raises(ValueError, match="expected local:ROOT or ec2:CONFIG.json"):
+        open_provider("nfs:/x")

@@ -348,7 +348,7 @@ def test_fault_settings_follow_the_volume_to_its_next_attachment(vols):
 
 
 @pytest.mark.timeout(60)
-def test_stopping_the_service_unmounts_everything(tmp_path):
+def test_stopping_the_service_unmounts_everything():
     root = Path(tempfile.mkdtemp(prefix="hwv-"))
     handle = start_service(root)
     try:

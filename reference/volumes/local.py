@@ -77,7 +77,6 @@ import socketserver
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 

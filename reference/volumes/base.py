@@ -33,3 +33,62 @@ class VolumeProvider(abc.ABC):
     @abc.abstractmethod
     def attachment(self, volume_id: str) -> Attachment | None:
         """Where the volume is attached now, or None."""
+
+
+VOLUME_FAULTS = ("detach", "lose-unsynced", "disk-slow", "disk-error")
+
+
+class VolumeControl:
+    """One node's volume, as the nemeses see it (`target.volume(node)`):
+    detach it from that node, attach it back, and, where the provider can,
+    drop its unsynced writes, slow it down or make it fail. Thin: each call is
+    one provider call. A provider that cannot do a fault lists only what it
+    can in `supported_faults`; `unsupported(fault)` says why not."""
+
+    def __init__(self, provider: VolumeProvider, volume_id: str, node: str):
+        self.provider = provider
+        self.volume_id = volume_id
+        self.node = node
+
+    def unsupported(self, fault: str) -> str | None:
+        can = getattr(self.provider, "supported_faults", ("detach",))
+        if fault in can:
+            return None
+        return f"the {type(self.provider).__name__} volume provider cannot do {fault} (it can: {', '.join(can)})"
+
+    def detach(self) -> None:
+        """Detach from this node (a no-op if it is attached elsewhere or nowhere)."""
+        self.provider.detach(self.volume_id, self.node)
+
+    def attach(self) -> Attachment:
+        return self.provider.attach(self.volume_id, self.node)
+
+    def reattach(self) -> Attachment | None:
+        """The detach fault's heal: attach to this node again, unless the
+        volume was moved meanwhile (a cluster's failover owns it then)."""
+        where = self.provider.attachment(self.volume_id)
+        if where is not None:
+            return where if where.node == self.node else None
+        return self.provider.attach(self.volume_id, self.node)
+
+    def attachment(self) -> Attachment | None:
+        return self.provider.attachment(self.volume_id)
+
+    def crash(self) -> dict:
+        """Drop every write not yet made durable (lose-unsynced)."""
+        return self._faults("lose-unsynced").crash(self.volume_id)
+
+    def set_slow(self, spec) -> None:
+        self._faults("disk-slow").set_slow(self.volume_id, spec)
+
+    def set_errors(self, spec) -> None:
+        self._faults("disk-error").set_errors(self.volume_id, spec)
+
+    def status(self) -> dict:
+        return self.provider.status(self.volume_id) if hasattr(self.provider, "status") else {}
+
+    def _faults(self, fault: str):
+        why = self.unsupported(fault)
+        if why is not None:
+            raise VolumeError(why)
+        return self.provider

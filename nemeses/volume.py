@@ -1,0 +1,119 @@
+"""Volume faults: `detach`, `lose-unsynced`, `disk-slow`, `disk-error`.
+
+Each asks the target for the node's volume control (`target.volume(node)`,
+a `reference.volumes.base.VolumeControl`) and, where it must stop or start
+the node's process, for the process control (`kill_node` / `start_node`).
+The faults themselves live in the volume layer (`reference/volumes/`); these
+classes only say when to switch them on and off.
+
+- detach: the node's attachment answers EIO to every I/O, open descriptors
+  included. Heal: attach it to the same node again, unless the cluster moved
+  it meanwhile (failover owns it then), and start the node if it is down (a
+  broker halts when its WAL fails; `start_node` leaves a running node alone).
+- lose-unsynced: SIGKILL the node, then drop every write on its volume that
+  was not fsynced (file data, size, directory entries). Heal: start it on what
+  is left.
+- disk-slow: every read, write and sync of the node's volume waits (fixed, or
+  drawn from a distribution). Heal: no delay.
+- disk-error: a fraction of the writes and syncs fail with EIO. Heal: no
+  errors, and the node is started if it halted on one.
+"""
+from __future__ import annotations
+
+from nemeses.base import Fault, FaultUnsupported
+
+
+class VolumeFault(Fault):
+    requires: tuple[str, ...] = ("volume",)
+
+    def check_supported(self) -> None:
+        unsupported = getattr(self.db, "unsupported", None)
+        if unsupported is None:
+            raise FaultUnsupported(f"{self.name}: target {getattr(self.db, 'name', self.db)!r} does not declare "
+                                   f"the controls it offers (needs {', '.join(self.requires)})")
+        for control in self.requires:
+            why = unsupported(control)
+            if why:
+                raise FaultUnsupported(f"{self.name}: {why}")
+        # the provider behind the volumes may offer only some faults (ec2: detach)
+        for node in self.db.node_names:
+            why = self.db.volume(node).unsupported(self.name)
+            if why:
+                raise FaultUnsupported(f"{self.name}: {why}")
+
+
+class DetachFault(VolumeFault):
+    name = "detach"
+    requires = ("volume", "process")
+
+    def start(self, targets):
+        for t in targets:
+            self.db.volume(t).detach()
+        return {}
+
+    def stop(self, targets):
+        for t in targets:
+            self.db.volume(t).reattach()
+            self.db.start_node(t)
+
+
+class LoseUnsyncedFault(VolumeFault):
+    name = "lose-unsynced"
+    requires = ("volume", "process")
+
+    def start(self, targets):
+        lost = {}
+        for t in targets:
+            self.db.kill_node(t)
+            lost[t] = self.db.volume(t).crash()
+        return {"signal": "SIGKILL", "lost": {t: {k: v for k, v in r.items() if k != "attached"}
+                                              for t, r in lost.items()}}
+
+    def stop(self, targets):
+        for t in targets:
+            self.db.start_node(t)
+
+
+class DiskSlowFault(VolumeFault):
+    """`spec`: a reference.volumes.fusefs.DelaySpec as a dict (default: a
+    fixed 50 ms on every read, write and sync)."""
+    name = "disk-slow"
+    DEFAULT = {"distribution": "fixed", "ms": 50, "ops": ["read", "write", "sync"]}
+
+    def __init__(self, db, spec: dict | None = None):
+        super().__init__(db)
+        self.spec = dict(spec or self.DEFAULT)
+
+    def start(self, targets):
+        for t in targets:
+            self.db.volume(t).set_slow(self.spec)
+        return {"delay": self.spec}
+
+    def stop(self, targets):
+        for t in targets:
+            self.db.volume(t).set_slow(None)
+
+
+class DiskErrorFault(VolumeFault):
+    """`spec`: a reference.volumes.fusefs.ErrorSpec as a dict (default: 10 %
+    of writes and syncs fail with EIO)."""
+    name = "disk-error"
+    requires = ("volume", "process")
+    DEFAULT = {"rate": 0.1, "ops": ["write", "sync"]}
+
+    def __init__(self, db, spec: dict | None = None):
+        super().__init__(db)
+        self.spec = dict(spec or self.DEFAULT)
+
+    def start(self, targets):
+        for t in targets:
+            self.db.volume(t).set_errors(self.spec)
+        return {"errors": self.spec}
+
+    def stop(self, targets):
+        for t in targets:
+            self.db.volume(t).set_errors(None)
+            self.db.start_node(t)
+
+
+FAULTS = {cls.name: cls for cls in (DetachFault, LoseUnsyncedFault, DiskSlowFault, DiskErrorFault)}

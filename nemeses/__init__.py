@@ -21,6 +21,10 @@ FAULT_CLASSES = {
     "s3-reset": "nemeses.s3_faults:S3ResetFault",
     "s3-hang": "nemeses.s3_faults:S3HangFault",
     "s3-ambiguous": "nemeses.s3_faults:S3AmbiguousFault",
+    "detach": "nemeses.volume:DetachFault",
+    "lose-unsynced": "nemeses.volume:LoseUnsyncedFault",
+    "disk-slow": "nemeses.volume:DiskSlowFault",
+    "disk-error": "nemeses.volume:DiskErrorFault",
 }
 
 

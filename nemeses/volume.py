@@ -7,16 +7,17 @@ The faults themselves live in the volume layer (`reference/volumes/`); these
 classes only say when to switch them on and off.
 
 - detach: the node's attachment answers EIO to every I/O, open descriptors
-  included. Heal: attach it to the same node again, unless the cluster moved
-  it meanwhile (failover owns it then), and start the node if it is down (a
-  broker halts when its WAL fails; `start_node` leaves a running node alone).
+  included. Heal: restart the node (SIGKILL if it is still running: its
+  descriptors point at the dead attachment) on the volume attached to it
+  again, unless the cluster moved it meanwhile (failover owns it then).
 - lose-unsynced: SIGKILL the node, then drop every write on its volume that
   was not fsynced (file data, size, directory entries). Heal: start it on what
   is left.
 - disk-slow: every read, write and sync of the node's volume waits (fixed, or
   drawn from a distribution). Heal: no delay.
 - disk-error: a fraction of the writes and syncs fail with EIO. Heal: no
-  errors, and the node is started if it halted on one.
+  errors, and the node restarted (a WAL whose fsync failed is not trusted
+  again).
 """
 from __future__ import annotations
 
@@ -53,6 +54,11 @@ class DetachFault(VolumeFault):
 
     def stop(self, targets):
         for t in targets:
+            # The old process's descriptors point at the dead attachment: it
+            # halts at its next WAL write whatever happens now, so the heal
+            # restarts it on the re-attached volume (as a re-attached EBS
+            # volume means a restarted broker).
+            self.db.kill_node(t)
             self.db.volume(t).reattach()
             self.db.start_node(t)
 
@@ -113,6 +119,9 @@ class DiskErrorFault(VolumeFault):
     def stop(self, targets):
         for t in targets:
             self.db.volume(t).set_errors(None)
+            # A WAL whose fsync failed is not trusted again (fsyncgate): the
+            # node restarts and recovers from what is durable.
+            self.db.kill_node(t)
             self.db.start_node(t)
 
 

@@ -42,9 +42,11 @@ class BrokerNode:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    volume_path: Path | None = None  # where the node reaches its volume (a FUSE mount when volumes are local)
+
     @property
     def volume(self) -> Path:
-        return self.dir / "volume"
+        return self.volume_path or self.dir / "volume"
 
     @property
     def log_path(self) -> Path:
@@ -68,6 +70,7 @@ class ReferenceCluster(Target):
     faults: tuple = ()              # the run's --nemesis: which fault controls to set up
     seed: int | None = None
     controls: LocalFaultControls | None = None
+    volumes: object | None = None   # the local volume service (reference.volumes.local), when FUSE-backed
 
     name = "reference"
 
@@ -89,9 +92,12 @@ class ReferenceCluster(Target):
     def node_logs(self):
         return {name: node.log_path for name, node in self.nodes.items()}
 
-    OFFERS = ("process", "pause", "bug")
+    OFFERS = ("process", "pause", "bug", "volume")
+    VOLUME_FAULTS = ("detach", "lose-unsynced", "disk-slow", "disk-error")
 
     def unsupported(self, control: str) -> str | None:
+        if control == "volume" and not Path("/dev/fuse").exists():
+            return "FUSE volumes need /dev/fuse (apt-get install fuse3; in a container, --device /dev/fuse)"
         if control in self.OFFERS:
             return None
         if control in ("s3_proxy", "network", "clock"):
@@ -103,6 +109,12 @@ class ReferenceCluster(Target):
     def _wants(self, *faults: str) -> bool:
         return any(f in self.faults or any(f.endswith("*") and g.startswith(f[:-1]) for g in self.faults)
                    for f in faults)
+
+    def volume(self, name: str):
+        """The node's volume control (reference.volumes.base.VolumeControl)."""
+        from reference.volumes.local import LocalVolumes
+        client = self.volumes.client if self.volumes is not None else LocalVolumes(socket_path="/nonexistent")
+        return client.control(f"vol-{name}", name)
 
     def s3_proxy(self, name: str):
         return self.controls.proxies[name]
@@ -142,6 +154,8 @@ class ReferenceCluster(Target):
             self.controls.start_proxies(self.s3_endpoint, self.seed)
         if self._wants("clock"):
             self.controls.start_clocks({n: node.dir for n, node in self.nodes.items()})
+        if self._wants(*self.VOLUME_FAULTS):
+            self._start_volumes()
         for node in self.nodes.values():
             self.start_node(node.name)
 
@@ -156,11 +170,21 @@ class ReferenceCluster(Target):
                 "--volume", str(node.volume), "--s3-endpoint", self.node_s3_endpoint(node.name),
                 "--bucket", self.bucket, *prefix, *self.broker_args]
 
+    def _start_volumes(self) -> None:
+        """Each node's volume a FUSE file system over a backing directory of
+        the run (lazy: unsynced writes can be lost), attached to its node."""
+        from reference.volumes.local import start_service
+        self.volumes = start_service(self.run_dir / "volumes")
+        for name, node in self.nodes.items():
+            self.volumes.client.create(f"vol-{name}")
+            node.volume_path = Path(self.volumes.client.attach(f"vol-{name}", name).path)
+
     def start_node(self, name: str, wait: bool = True) -> None:
         node = self.nodes[name]
         if node.pid is not None:
             return
-        node.volume.mkdir(parents=True, exist_ok=True)
+        if node.volume_path is None:
+            node.volume.mkdir(parents=True, exist_ok=True)
         node.killed_by_us = False
         with open(node.log_path, "ab") as out:
             out.write(f"\n=== highwater: starting {name} (start #{node.starts + 1}) ===\n".encode())
@@ -232,5 +256,10 @@ class ReferenceCluster(Target):
                 self.kill_node(name)
         if self.controls is not None:
             self.controls.stop()
+        if self.volumes is not None:
+            try:
+                self.volumes.stop()
+            except Exception:
+                log.exception("stopping the volume service")
         if self.s3 is not None:
             self.s3.stop()

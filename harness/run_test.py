@@ -7,7 +7,7 @@ import platform
 import sys
 import time
 
-from harness.store import new_run_dir, write_json
+from harness.store import mark_finished, mark_running, new_run_dir, reap_abandoned, write_json
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,10 @@ def execute_test(options: dict):
     except (FaultUnsupported, TargetUnavailable) as e:
         print(f"highwater run: {e}", file=sys.stderr)
         return 2, None
+    for line in reap_abandoned(options["store"]):
+        print(f"highwater run: cleaned up after a killed harness: {line}", file=sys.stderr)
     run_dir = new_run_dir(options["store"], options["name"])
+    mark_running(run_dir)
     _file_logging(run_dir)
     write_json(run_dir / "test.json", {"options": options, "seed": options["seed"], "versions": _versions(),
                                        "argv": sys.argv, "started": time.time()})
@@ -81,6 +84,7 @@ def execute_test(options: dict):
     finally:
         progress.phase("teardown", None)
         db.teardown()
+        mark_finished(run_dir)
 
     progress.phase("check", None)
     history = read_history(run_dir / "history.jsonl")

@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--store", help="store root for the replays (default: the original's)")
     rep.add_argument("--quiet", action="store_true", help="no progress output")
 
+    serve = sub.add_parser("serve", help="browse every stored run on 127.0.0.1 (prints its URL first)")
+    serve.add_argument("store", nargs="?", default="store", help="store root (default ./store)")
+    serve.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080; 0: any free)")
+
     broker = sub.add_parser("broker", help="run one reference broker in the foreground")
     try:
         from reference.broker import add_arguments as add_broker_arguments
@@ -112,7 +116,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         return {"run": cmd_run, "check": cmd_check, "broker": cmd_broker, "s3": cmd_s3,
-                "replay": cmd_replay}[args.verb](args)
+                "replay": cmd_replay, "serve": cmd_serve}[args.verb](args)
     except KeyboardInterrupt:
         print("highwater: interrupted", file=sys.stderr)
         return 130
@@ -160,6 +164,26 @@ def cmd_run_suite(args) -> int:
     for code in (EXIT_INVALID, EXIT_CANNOT_RUN, EXIT_UNKNOWN):
         if code in codes:
             return code
+    return EXIT_VALID
+
+
+def cmd_serve(args) -> int:
+    from harness.serve import make_server
+    if not Path(args.store).is_dir():
+        print(f"highwater serve: {args.store} is not a directory (a store root, e.g. ./store)", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    try:
+        server = make_server(args.store, args.port)
+    except OSError as e:
+        print(f"highwater serve: cannot listen on 127.0.0.1:{args.port}: {e}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    host, port = server.server_address[:2]
+    print(f"http://{host}:{port}/", flush=True)
+    print(f"serving {Path(args.store).resolve()}; Ctrl-C stops", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
     return EXIT_VALID
 
 

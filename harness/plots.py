@@ -3,6 +3,10 @@
 - `latency-raw.png`: every operation's latency over time, by f and completion
   type, with the fault windows shaded (Jepsen's latency-raw);
 - `rate.png`: completions per second by f and type;
+- `latency-quantiles.png`: per second, the p50 / p95 / p99 / max latency of
+  sends and polls (Jepsen's latency-quantiles);
+- `lag.png`: realtime lag, as the number of acknowledged values no poll had
+  read yet, per key over time (the kafka checker's unseen series);
 - `availability.png`: per key, each ok send as a tick, the longest
   unavailability windows as bars, the fault windows shaded: what the recovery
   checker measured, made visible.
@@ -92,6 +96,9 @@ def write_plots(run_dir, history, results: dict) -> list[Path]:
     plt.close(fig)
     written.append(run_dir / "rate.png")
 
+    written += _quantiles_plot(plt, run_dir, client_ops, windows)
+    written += _lag_plot(plt, run_dir, results, windows)
+
     recovery = results.get("checkers", {}).get("recovery", {})
     keys = recovery.get("keys") or []
     if keys:
@@ -121,3 +128,59 @@ def write_plots(run_dir, history, results: dict) -> list[Path]:
         plt.close(fig)
         written.append(run_dir / "availability.png")
     return written
+
+
+QUANTILES = ((0.5, "p50", "-"), (0.95, "p95", "--"), (0.99, "p99", "-."), (1.0, "max", ":"))
+
+
+def _quantiles_plot(plt, run_dir: Path, client_ops, windows) -> list[Path]:
+    import numpy as np
+    fig, ax = plt.subplots(figsize=(11, 3.5))
+    drawn = False
+    for f, color in (("send", "#1971c2"), ("poll", "#862e9c")):
+        ops = [op for op in client_ops if op.f == f]
+        if not ops:
+            continue
+        second = np.array([int(op.invoke_time / 1e9) for op in ops])
+        latency = np.array([max((op.time - op.invoke_time) / 1e6, 0.01) for op in ops])
+        xs = np.unique(second)
+        for q, label, ls in QUANTILES:
+            ys = [np.quantile(latency[second == x], q) for x in xs]
+            ax.plot(xs, ys, ls=ls, color=color, drawstyle="steps-post", label=f"{f} {label}")
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return []
+    ax.set_yscale("log")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("latency (ms)")
+    _shade(ax, windows)
+    ax.legend(fontsize=7, loc="upper right", ncol=2)
+    fig.tight_layout()
+    out = run_dir / "latency-quantiles.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return [out]
+
+
+def _lag_plot(plt, run_dir: Path, results: dict, windows) -> list[Path]:
+    series = (results.get("checkers", {}).get("kafka") or {}).get("unseen_series") or []
+    if not series:
+        return []
+    keys = sorted({k for point in series for k in point.get("unseen", {})}, key=lambda k: (len(k), k))
+    fig, ax = plt.subplots(figsize=(11, 3.5))
+    xs = [point["time"] / 1e9 for point in series]
+    ax.plot(xs, [sum(point.get("unseen", {}).values()) for point in series], color="k", lw=1.2,
+            drawstyle="steps-post", label="all keys")
+    for k in keys[:12]:
+        ax.plot(xs, [point.get("unseen", {}).get(k, 0) for point in series], lw=0.7, alpha=0.7,
+                drawstyle="steps-post", label=f"key {k}")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("acked, not yet read")
+    _shade(ax, windows)
+    ax.legend(fontsize=7, loc="upper right", ncol=2)
+    fig.tight_layout()
+    out = run_dir / "lag.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return [out]

@@ -21,6 +21,9 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--client", help="workload client: kafka-python (default) or librdkafka (confluent-kafka)")
     p.add_argument("--sub-via", help="how consumers take keys: assign (default), subscribe (consumer groups), "
                                      "or assign,subscribe (each reassignment picks one)")
+    p.add_argument("--workload", help="queue (default: Jepsen's sends and polls) or produce (sends only, "
+                                      "--send-batch values per operation, for throughput; final polls still check)")
+    p.add_argument("--send-batch", type=int, help="values per send operation in the produce workload (default 10)")
     p.add_argument("--key-dist", help="spread of writes over the active keys: uniform (default) or zipf")
     p.add_argument("--keys", type=int, help="active keys at a time (default 4)")
     p.add_argument("--max-writes-per-key", type=int, help="values per key before it retires (default 256)")

@@ -35,6 +35,8 @@ DEFAULTS = {
     "sub_via": "assign",
     "key_dist": "uniform",
     "bug": "",
+    "workload": "queue",
+    "send_batch": 10,
     "nemesis_plan": None,
     "nemesis_options": None,
 }
@@ -42,7 +44,8 @@ SUB_VIA = ("assign", "subscribe")
 KEY_DISTS = ("uniform", "zipf")
 DURATIONS = ("time_limit", "final_time_limit", "recovery_wait", "request_timeout", "nemesis_interval",
              "recovery_bound")
-POSITIVE_INTS = ("keys", "max_writes_per_key", "concurrency")
+POSITIVE_INTS = ("keys", "max_writes_per_key", "concurrency", "send_batch")
+WORKLOADS = ("queue", "produce")
 
 
 class OptionError(ValueError):
@@ -114,6 +117,9 @@ def resolve(test_file: dict | None, flags: dict) -> dict:
     bad = [v for v in o["sub_via"] if v not in SUB_VIA]
     if bad or not o["sub_via"]:
         raise OptionError(f"--sub-via {','.join(o['sub_via'])!r}: use assign, subscribe or both (comma-separated)")
+    if o["workload"] not in WORKLOADS:
+        raise OptionError(f"--workload {o['workload']!r}: use queue (sends and polls, Jepsen's) or produce "
+                          f"(sends only, for throughput; the final polls still read everything)")
     if o["key_dist"] not in KEY_DISTS:
         raise OptionError(f"--key-dist {o['key_dist']!r}: use {' or '.join(KEY_DISTS)}")
     if isinstance(o["bug"], str):

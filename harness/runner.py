@@ -210,11 +210,14 @@ class Run:
     # --- the run ----------------------------------------------------------------
     def execute(self) -> dict:
         o = self.o
-        expected_sends = o["rate"] * o["time_limit"] / 2
+        expected_sends = o["rate"] * o["time_limit"] * (o.get("send_batch", 1) if o.get("workload") == "produce"
+                                                        else 0.5)
         pool = o["keys"] + math.ceil(expected_sends / o["max_writes_per_key"]) + 2
         self.ensure_topics(str(k) for k in range(pool))
+        produce = o.get("workload") == "produce"
         generator = QueueGenerator(self.rng, o["keys"], o["max_writes_per_key"], on_new_key=self._on_new_key,
-                                   key_dist=o["key_dist"])
+                                   key_dist=o["key_dist"], produce_only=produce,
+                                   send_batch=o.get("send_batch", 1) if produce else 1)
         faults = build_faults(o["nemesis"], self.db, rng=random.Random(o["seed"] + 2),
                               options=o.get("nemesis_options"))
         schedule = NemesisSchedule(faults, list(self.db.node_names), self.history, self.run_dir / "nemesis.jsonl",

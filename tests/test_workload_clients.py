@@ -101,3 +101,16 @@ def test_zipf_spread_favours_the_first_keys():
 def test_unknown_client_is_refused_by_name():
     with pytest.raises(ValueError, match="known: kafka-python, librdkafka"):
         client_class("sarama")
+
+
+def test_produce_workload_sends_batches_only_and_retires_keys_on_time():
+    gen = QueueGenerator(random.Random(2), active_keys=2, max_writes_per_key=25, produce_only=True, send_batch=10)
+    ops = [gen.next_op() for _ in range(40)]
+    assert all(op.f == "send" for op in ops)
+    per_key: dict[str, list[int]] = {}
+    for op in ops:
+        assert 1 <= len(op.value) <= 10 and len({m[1] for m in op.value}) == 1
+        per_key.setdefault(op.value[0][1], []).extend(m[2] for m in op.value)
+    for key, values in per_key.items():
+        assert values == list(range(1, len(values) + 1)) and len(values) <= 25   # unique, increasing, capped
+    assert len(per_key) > 2                                                     # keys retired and replaced

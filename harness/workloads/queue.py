@@ -41,9 +41,13 @@ class QueueGenerator:
     """
 
     def __init__(self, rng: random.Random, active_keys: int = 4, max_writes_per_key: int = 256,
-                 on_new_key=None, key_dist: str = "uniform"):
+                 on_new_key=None, key_dist: str = "uniform", produce_only: bool = False, send_batch: int = 1):
         self.rng = rng
         self.key_dist = key_dist
+        # The throughput workload: only sends, `send_batch` values to one key
+        # per operation; the final polls still read everything back.
+        self.produce_only = produce_only
+        self.send_batch = send_batch
         self.max_writes = max_writes_per_key
         self._lock = threading.Lock()
         self._next_key = 0
@@ -66,15 +70,19 @@ class QueueGenerator:
 
     def next_op(self) -> Op:
         with self._lock:
-            if self.rng.random() < 0.5:
+            if not self.produce_only and self.rng.random() < 0.5:
                 return Op("poll", [["poll"]])
             key = self._choose_key()
-            value = self.next_value[key]
-            self.next_value[key] = value + 1
-            if value >= self.max_writes:
-                self.active.remove(key)
-                self._activate_key()
-            return Op("send", [["send", key, value]])
+            mops = []
+            for _ in range(self.send_batch):
+                value = self.next_value[key]
+                self.next_value[key] = value + 1
+                mops.append(["send", key, value])
+                if value >= self.max_writes:
+                    self.active.remove(key)
+                    self._activate_key()
+                    break
+            return Op("send", mops)
 
     def _choose_key(self) -> str:
         """Uniform, or Zipf-like (weight 1/rank): a few hot keys take most

@@ -84,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--store", help="store root for the replays (default: the original's)")
     rep.add_argument("--quiet", action="store_true", help="no progress output")
 
+    zoo = sub.add_parser("zoo", help="run the chaos test that should expose each planted bug of the reference; "
+                                     "exit 0 when every one is detected and the clean reference passes")
+    zoo.add_argument("bugs", nargs="*", help="only these bugs (default: all)")
+    zoo.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (default 1,2,3)")
+    zoo.add_argument("--no-clean", action="store_true", help="skip the clean reference's runs")
+    zoo.add_argument("--time-limit", help="override each case's workload duration")
+    zoo.add_argument("--store", default="store", help="store root (default ./store)")
+
     serve = sub.add_parser("serve", help="browse every stored run on 127.0.0.1 (prints its URL first)")
     serve.add_argument("store", nargs="?", default="store", help="store root (default ./store)")
     serve.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080; 0: any free)")
@@ -119,7 +127,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         return {"run": cmd_run, "check": cmd_check, "broker": cmd_broker, "s3": cmd_s3,
-                "replay": cmd_replay, "serve": cmd_serve}[args.verb](args)
+                "replay": cmd_replay, "serve": cmd_serve, "zoo": cmd_zoo}[args.verb](args)
     except KeyboardInterrupt:
         print("highwater: interrupted", file=sys.stderr)
         return 130
@@ -152,7 +160,7 @@ def cmd_run_suite(args) -> int:
     codes = []
     for path, options in tests:
         options["quiet"] = True
-        code, run_dir = execute_test(options)
+        code, run_dir = execute_test(options, announce=False)
         codes.append(code)
         verdict = "-"
         if run_dir is not None and (run_dir / "results.json").exists():
@@ -168,6 +176,17 @@ def cmd_run_suite(args) -> int:
         if code in codes:
             return code
     return EXIT_VALID
+
+
+def cmd_zoo(args) -> int:
+    from harness.zoo import zoo
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        print(f"highwater zoo: --seeds {args.seeds!r}: comma-separated integers", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    return zoo(args.bugs or None, seeds, args.store, clean=not args.no_clean, time_limit=args.time_limit,
+               out=lambda line: print(line, flush=True))
 
 
 def cmd_serve(args) -> int:

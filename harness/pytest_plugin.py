@@ -87,7 +87,7 @@ class HighwaterCluster:
             raise pytest.UsageError(f"highwater chaos options: unknown {', '.join(unknown)}; "
                                     f"known: {', '.join(sorted(DEFAULTS))}")
         options = resolve(None, wanted)
-        code, run_dir = execute_test(options)
+        code, run_dir = execute_test(options, announce=False)
         results = {}
         if run_dir is not None and (run_dir / "results.json").exists():
             results = json.loads((run_dir / "results.json").read_text())

@@ -40,9 +40,10 @@ def run_test(options: dict) -> int:
     return execute_test(options)[0]
 
 
-def execute_test(options: dict):
+def execute_test(options: dict, announce: bool = True):
     """Run one test; returns (exit code, its store directory or None when
-    it was refused before one was made)."""
+    it was refused before one was made). `announce`: print the verdict even
+    when quiet (a single run does; a suite or the zoo print their own lines)."""
     from checkers import check_history, exit_code
     from checkers.history import read_history
     from harness.db.base import TargetUnavailable, target_class
@@ -113,7 +114,7 @@ def execute_test(options: dict):
     verdict = {True: "[green]valid[/green]", False: "[red]INVALID[/red]"}.get(results["valid"],
                                                                               "[yellow]unknown[/yellow]")
     stats = results.get("stats", {})
-    progress.quiet = False
+    progress.quiet = progress.quiet and not announce
     progress.say(f"{verdict}  ok {stats.get('ok')} fail {stats.get('fail')} info {stats.get('info')}  "
                  f"anomalies: {', '.join(results.get('anomaly_types') or []) or 'none'}  "
                  f"faults: {run_info.get('faults_executed')}")

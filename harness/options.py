@@ -34,6 +34,7 @@ DEFAULTS = {
     "broker_args": "",
     "sub_via": "assign",
     "key_dist": "uniform",
+    "recipe": None,
 }
 SUB_VIA = ("assign", "subscribe")
 KEY_DISTS = ("uniform", "zipf")
@@ -58,6 +59,9 @@ def load_test_file(path) -> dict:
     if unknown:
         raise OptionError(f"test file {path}: unknown option(s) {', '.join(unknown)}")
     data.setdefault("name", Path(path).stem)
+    if isinstance(data.get("recipe"), str) and not Path(data["recipe"]).is_absolute():
+        # A recipe named in a test file lives beside it (suites move as one folder).
+        data["recipe"] = str(Path(path).parent / data["recipe"])
     return data
 
 
@@ -94,6 +98,18 @@ def resolve(test_file: dict | None, flags: dict) -> dict:
     from harness.db.base import REGISTRY
     if o["db"] not in REGISTRY:
         raise OptionError(f"--db {o['db']!r}: unknown target; known: {', '.join(sorted(REGISTRY))}")
+    if o["db"] == "external":
+        if not o["recipe"]:
+            raise OptionError("--db external needs --recipe FILE: a TOML recipe describing the system "
+                              "(see examples/)")
+        from harness.db.external import RecipeError, load_recipe
+        try:
+            load_recipe(o["recipe"])
+        except RecipeError as e:
+            raise OptionError(str(e)) from None
+        o["recipe"] = str(Path(o["recipe"]).resolve())
+    elif o["recipe"]:
+        raise OptionError(f"--recipe is for --db external only (this run uses --db {o['db']})")
     from harness.workloads.clients import CLIENTS
     if o["client"] not in CLIENTS:
         raise OptionError(f"--client {o['client']!r}: unknown client; known: {', '.join(CLIENTS)}")

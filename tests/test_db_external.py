@@ -278,3 +278,42 @@ def test_kill_test_through_a_recipe_of_a_reference_node_started_by_hand(tmp_path
         pid = int(pidfile.read_text())
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.timeout(120)
+def test_the_shipped_tansu_recipe_runs_here(tmp_path):
+    """examples/tansu.toml as it ships: SeaweedFS started for it, Tansu
+    started through `python -m harness.db.tansu` against the S3 proxy,
+    killed with SIGKILL and started again on the same bucket."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from harness.workloads.kafka_python_client import create_topics
+
+    target = ExternalTarget(load_recipe(REPO / "examples" / "tansu.toml"), tmp_path / "run")
+    try:
+        target.setup()
+        node = target.nodes["n1"]
+        assert target.s3 is not None and node.proxy is not None
+        node.proxy.latency = 0.002   # counts the requests that cross it
+        create_topics(target.bootstrap_servers, ["r"])
+        producer = KafkaProducer(bootstrap_servers=target.bootstrap_servers)
+        assert [producer.send("r", value=str(i).encode(), partition=0).get(10).offset for i in range(3)] == [0, 1, 2]
+        producer.close()
+        assert node.proxy.requests_delayed > 0
+        first = node.process.pid
+        assert "tansu" in Path(f"/proc/{first}/exe").resolve().name   # exec'd: signals reach Tansu itself
+        target.kill_node("n1")
+        assert not _alive(first)
+        target.start_node("n1")
+        consumer = KafkaConsumer(bootstrap_servers=target.bootstrap_servers)
+        tp = TopicPartition("r", 0)
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        got = []
+        deadline = time.monotonic() + 20
+        while len(got) < 3 and time.monotonic() < deadline:
+            got.extend(int(r.value) for rs in consumer.poll(500).values() for r in rs)
+        consumer.close()
+        assert got == [0, 1, 2]
+    finally:
+        target.teardown()
+    assert "tansu broker 0.6.0" in (tmp_path / "run" / "nodes" / "n1" / "console.log").read_text()

@@ -184,6 +184,9 @@ class TansuTarget(Target):
                     "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", ACCESS_KEY),
                     "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
                     "AWS_DEFAULT_REGION": "us-east-1", "NO_COLOR": "1"})
+        # Tansu's default log says nothing after its banner; warnings and
+        # errors (a failed S3 request, a rejected produce) belong in the node's log.
+        env.setdefault("RUST_LOG", "warn")
         return env
 
     def start_node(self, name: str) -> None:

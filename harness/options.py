@@ -99,6 +99,8 @@ def resolve(test_file: dict | None, flags: dict) -> dict:
     if o["db"] not in REGISTRY:
         raise OptionError(f"--db {o['db']!r}: unknown target; known: {', '.join(sorted(REGISTRY))}")
     if o["db"] == "external":
+        if flags.get("nodes") is not None or (test_file or {}).get("nodes") is not None:
+            raise OptionError("--nodes: an external system's nodes are the ones its --recipe lists")
         if not o["recipe"]:
             raise OptionError("--db external needs --recipe FILE: a TOML recipe describing the system "
                               "(see examples/)")

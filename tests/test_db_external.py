@@ -317,3 +317,19 @@ def test_the_shipped_tansu_recipe_runs_here(tmp_path):
     finally:
         target.teardown()
     assert "tansu broker 0.6.0" in (tmp_path / "run" / "nodes" / "n1" / "console.log").read_text()
+
+
+def test_nodes_come_from_the_recipe_not_from_nodes(tmp_path):
+    recipe = _recipe(tmp_path, '[nodes.n1]\naddress = "127.0.0.1:1"\nstart = "x"\n')
+    r = _cli("--db", "external", "--recipe", str(recipe), "--nodes", "3", "--store", str(tmp_path / "store"))
+    assert r.returncode == 2 and "the ones its --recipe lists" in r.stderr
+
+
+def test_a_recipe_named_in_a_test_file_is_found_beside_it(tmp_path):
+    from harness.options import load_test_file, resolve
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "r.toml").write_text('[nodes.n1]\naddress = "127.0.0.1:1"\nstart = "x"\n')
+    (suite / "t.toml").write_text('db = "external"\nrecipe = "r.toml"\nnemesis = "kill"\n')
+    options = resolve(load_test_file(suite / "t.toml"), {})
+    assert options["recipe"] == str((suite / "r.toml").resolve())

@@ -350,7 +350,6 @@ class ExternalTarget(Target):
         self.nodes: dict[str, ExternalNode] = {}
         self.s3 = None                   # an embedded SeaweedS3 we started
         self.s3_endpoint: str | None = None
-        self.copied_logs: dict[str, list[str]] = {}
 
     @classmethod
     def from_options(cls, options: dict, run_dir):
@@ -625,19 +624,15 @@ class ExternalTarget(Target):
             self._run_command(node, "kill")
 
     def _copy_logs(self, node: ExternalNode) -> None:
-        copied = []
+        """The recipe's logs into the store's nodes/NAME/ (a directory whole)."""
         for pattern in node.recipe.logs:
             src = Path(self._fill(node, pattern))
+            dest = node.dir / src.name
             if not src.exists():
                 log.warning("node %s: log %s does not exist", node.name, src)
-                continue
-            dest = node.dir / src.name
-            if src.resolve() == dest.resolve():
-                copied.append(str(dest))
-                continue
-            if src.is_dir():
+            elif src.resolve() == dest.resolve():
+                continue   # already there ({dir}/...)
+            elif src.is_dir():
                 shutil.copytree(src, dest, dirs_exist_ok=True)
             else:
                 shutil.copy2(src, dest)
-            copied.append(str(dest))
-        self.copied_logs[node.name] = copied

@@ -16,8 +16,11 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("test_file", nargs="?", help="a TOML test file (keys are these flags with underscores), "
                                                 "or a directory of them: a suite, run in turn")
     p.add_argument("--name", help="test name, the store sub-directory (default: the test file's stem or 'queue')")
-    p.add_argument("--db", help="system under test: reference (default)")
-    p.add_argument("--nodes", help="number of nodes (default 1)")
+    p.add_argument("--db", help="system under test: reference (default), tansu (Tansu 0.6.0 on the embedded "
+                                "SeaweedFS), external (any Kafka-compatible system, described by --recipe)")
+    p.add_argument("--recipe", help="the TOML recipe of an --db external system: its nodes, the commands that "
+                                    "start, kill, pause and resume them, its logs, its S3 (see examples/)")
+    p.add_argument("--nodes", help="number of nodes (default 1; an external recipe lists its own)")
     p.add_argument("--client", help="workload client: kafka-python (default) or librdkafka (confluent-kafka)")
     p.add_argument("--sub-via", help="how consumers take keys: assign (default), subscribe (consumer groups), "
                                      "or assign,subscribe (each reassignment picks one)")

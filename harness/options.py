@@ -39,6 +39,7 @@ DEFAULTS = {
     "send_batch": 10,
     "nemesis_plan": None,
     "nemesis_options": None,
+    "recipe": None,
 }
 SUB_VIA = ("assign", "subscribe")
 KEY_DISTS = ("uniform", "zipf")
@@ -73,6 +74,9 @@ def load_test_file(path) -> dict:
         raise OptionError(f"test file {path}: unknown option(s) {', '.join(where)}; "
                           f"known: {', '.join(sorted(DEFAULTS))}")
     data.setdefault("name", Path(path).stem)
+    if isinstance(data.get("recipe"), str) and not Path(data["recipe"]).is_absolute():
+        # A recipe named in a test file lives beside it (suites move as one folder).
+        data["recipe"] = str(Path(path).parent / data["recipe"])
     return data
 
 
@@ -109,6 +113,20 @@ def resolve(test_file: dict | None, flags: dict) -> dict:
     from harness.db.base import REGISTRY
     if o["db"] not in REGISTRY:
         raise OptionError(f"--db {o['db']!r}: unknown target; known: {', '.join(sorted(REGISTRY))}")
+    if o["db"] == "external":
+        if flags.get("nodes") is not None or (test_file or {}).get("nodes") is not None:
+            raise OptionError("--nodes: an external system's nodes are the ones its --recipe lists")
+        if not o["recipe"]:
+            raise OptionError("--db external needs --recipe FILE: a TOML recipe describing the system "
+                              "(see examples/)")
+        from harness.db.external import RecipeError, load_recipe
+        try:
+            load_recipe(o["recipe"])
+        except RecipeError as e:
+            raise OptionError(str(e)) from None
+        o["recipe"] = str(Path(o["recipe"]).resolve())
+    elif o["recipe"]:
+        raise OptionError(f"--recipe is for --db external only (this run uses --db {o['db']})")
     from harness.workloads.clients import CLIENTS
     if o["client"] not in CLIENTS:
         raise OptionError(f"--client {o['client']!r}: unknown client; known: {', '.join(CLIENTS)}")

@@ -114,3 +114,24 @@ def test_produce_workload_sends_batches_only_and_retires_keys_on_time():
     for key, values in per_key.items():
         assert values == list(range(1, len(values) + 1)) and len(values) <= 25   # unique, increasing, capped
     assert len(per_key) > 2                                                     # keys retired and replaced
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("name", sorted(CLIENTS))
+def test_back_to_back_reassignments_keep_a_kept_partition_in_place(broker, name):
+    """Two assigns with no poll between (keys retiring fast): a partition in
+    both keeps its position; it never goes back to the beginning, which the
+    checker would rightly call a nonmonotonic poll."""
+    create_topics(broker.bootstrap, ["hw-0", "hw-1"])
+    client = client_class(name)(broker.bootstrap, request_timeout=5.0)
+    try:
+        for value in range(1, 6):
+            assert client.send([["send", "1", value]])[0] == "ok"
+        client.assign(["1"], seek_to_beginning=True)
+        assert [v for _, v in _poll_until(client, "1", 5)] == [1, 2, 3, 4, 5]
+        assert client.send([["send", "1", 6]])[0] == "ok"
+        client.assign(["1", "2"])
+        client.assign(["1", "3"])
+        assert _poll_until(client, "1", 1) == [[5, 6]]
+    finally:
+        client.close()

@@ -104,6 +104,8 @@ class Target(abc.ABC):
 
 REGISTRY: dict[str, str] = {
     "reference": "harness.db.reference:ReferenceCluster",
+    "tansu": "harness.db.tansu:TansuTarget",
+    "external": "harness.db.external:ExternalTarget",
 }
 
 

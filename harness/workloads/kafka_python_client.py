@@ -63,7 +63,9 @@ class KafkaPythonClient:
                 meta = future.get(timeout=self.send_timeout)
             except Exception as e:
                 raise ClientCrashed(f"send {key}={value}: {e!r}") from e
-            done.append(["send", key, [meta.offset, value]])
+            # A retried batch the broker answers DUPLICATE_SEQUENCE_NUMBER counts
+            # as written, but the ack carries no offset (-1): unknown, not -1.
+            done.append(["send", key, [meta.offset if meta.offset >= 0 else None, value]])
         return "ok", done
 
     def poll(self) -> tuple[str, list]:

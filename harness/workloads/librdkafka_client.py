@@ -42,6 +42,10 @@ class LibrdkafkaClient:
         self.consumer = Consumer(self._consumer_config)
         self._rebalances: list[dict] = []
         self._subscribed = False
+        # (topic, partition) -> the offset the last assign started it at: the
+        # place to keep when nothing was consumed from it since (librdkafka
+        # then reports no position).
+        self._assigned_at: dict[tuple[str, int], int] = {}
 
     def close(self) -> None:
         for closer in (lambda: self.producer.flush(1), self.consumer.close):
@@ -58,7 +62,10 @@ class LibrdkafkaClient:
 
         def report(i):
             def on_delivery(err, msg):
-                reports[i] = (err, msg.offset() if err is None else None)
+                # A duplicate of a retried batch is delivered without an offset
+                # (negative: OFFSET_INVALID): unknown, never a negative offset.
+                offset = msg.offset() if err is None else None
+                reports[i] = (err, offset if offset is not None and offset >= 0 else None)
                 if len(reports) == len(mops):
                     done.set()
             return on_delivery
@@ -145,8 +152,14 @@ class LibrdkafkaClient:
         if not seek_to_beginning:  # partitions still assigned keep their place
             try:
                 for tp in self.consumer.position(self.consumer.assignment()):
+                    where = (tp.topic, tp.partition)
                     if tp.offset >= 0:
-                        keep[(tp.topic, tp.partition)] = tp.offset
+                        keep[where] = tp.offset
+                    elif where in self._assigned_at:
+                        # Nothing consumed since the last assign (two
+                        # reassignments without a poll between): start where
+                        # that assign did, never back at the beginning.
+                        keep[where] = self._assigned_at[where]
             except Exception:
                 log.debug("positions before reassign", exc_info=True)
         tps = []
@@ -154,6 +167,7 @@ class LibrdkafkaClient:
             topic, partition = key_topic_partition(k)
             tps.append(TopicPartition(topic, partition, keep.get((topic, partition), OFFSET_BEGINNING)))
         self.consumer.assign(tps)
+        self._assigned_at = {(tp.topic, tp.partition): tp.offset for tp in tps}
 
     def subscribe(self, keys: list[str]) -> None:
         if self.group_id is None:

@@ -45,7 +45,7 @@ def execute_test(options: dict, announce: bool = True):
     it was refused before one was made). `announce`: print the verdict even
     when quiet (a single run does; a suite or the zoo print their own lines)."""
     from checkers import check_history, exit_code
-    from checkers.history import read_history
+    from checkers.history import HistoryError, read_history
     from harness.db.base import TargetUnavailable, target_class
     from harness.progress import Progress
     from harness.runner import Run
@@ -78,7 +78,8 @@ def execute_test(options: dict, announce: bool = True):
         except TargetUnavailable as e:
             print(f"highwater run: {e}", file=sys.stderr)
             return 2, run_dir
-        progress.say(f"{db.name} up: {db.bootstrap_servers}, S3 {db.s3_endpoint}")
+        progress.say(f"{db.name} up: {db.bootstrap_servers}"
+                     + (f", S3 {db.s3_endpoint}" if getattr(db, "s3_endpoint", None) else ""))
         run = Run(options, run_dir, db, progress)
         run.history.subscribe(progress.on_event)
         run_info = run.execute()
@@ -88,7 +89,12 @@ def execute_test(options: dict, announce: bool = True):
         mark_finished(run_dir)
 
     progress.phase("check", None)
-    history = read_history(run_dir / "history.jsonl")
+    try:
+        history = read_history(run_dir / "history.jsonl")
+    except HistoryError as e:  # the harness wrote a history its own reader refuses: say so, exit 2
+        print(f"highwater run: the recorded history cannot be read: {e}", file=sys.stderr)
+        write_json(run_dir / "results.json", {"valid": "unknown", "error": str(e), "run": run_info})
+        return 2, run_dir
     checker_options = {"recovery_bound_s": options["recovery_bound"], "require_activity": True}
     results = check_history(history, checkers=("kafka", "recovery", "perf"), options=checker_options)
     results["run"] = run_info

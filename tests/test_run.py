@@ -85,8 +85,8 @@ def test_run_kill_chaos_is_valid_and_stores_everything(tmp_path, s3_server):
     test = json.loads((run_dir / "test.json").read_text())
     assert test["seed"] == 7
     nemesis = _read_jsonl(run_dir / "nemesis.jsonl")
-    starts = [e for e in nemesis if e["f"] == "start-kill"]
-    stops = [e for e in nemesis if e["f"] == "stop-kill"]
+    starts = [e for e in nemesis if e["f"] == "start-kill" and e["type"] == "info"]
+    stops = [e for e in nemesis if e["f"] == "stop-kill" and e["type"] == "info"]
     assert len(starts) >= 2 and [e["value"]["id"] for e in starts] == [e["value"]["id"] for e in stops]
     history = _read_jsonl(run_dir / "history.jsonl")
     assert [e["index"] for e in history] == list(range(len(history)))

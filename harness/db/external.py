@@ -468,12 +468,12 @@ class ExternalTarget(Target):
 
     @staticmethod
     def _make_proxy(endpoint: str):
-        from nemeses.s3_proxy import DelayProxy
+        from nemeses.s3_proxy import S3FaultProxy
         u = urlsplit(endpoint)
         if u.scheme != "http":
             raise ExternalUnavailable(f"S3 endpoint {endpoint}: the S3 proxy speaks plain http only; "
                                       f"give an http:// endpoint or drop {{s3_endpoint}} from `start`")
-        return DelayProxy(u.hostname, u.port or 80).start()
+        return S3FaultProxy(u.hostname, u.port or 80).start()
 
     def _fill(self, node: ExternalNode, template: str) -> str:
         values = dict(node.values)

@@ -63,13 +63,13 @@ def tansu_binary() -> str:
 
 
 def make_s3_proxy(upstream: str):
-    """A proxy in front of the S3 endpoint URL `upstream`, started; it has
-    `.endpoint` and `.stop()`. The delay proxy until the fault proxy lands."""
-    from nemeses.s3_proxy import DelayProxy
+    """The S3 fault proxy in front of the S3 endpoint URL `upstream`,
+    started (the s3-* faults add their rules to it)."""
+    from nemeses.s3_proxy import S3FaultProxy
     u = urlsplit(upstream)
     if u.scheme != "http" or u.hostname is None:
         raise TansuUnavailable(f"S3 endpoint {upstream!r}: the S3 proxy speaks plain http://HOST:PORT only")
-    return DelayProxy(u.hostname, u.port or 80).start()
+    return S3FaultProxy(u.hostname, u.port or 80).start()
 
 
 @dataclass

@@ -16,14 +16,10 @@ from concurrent.futures import Executor
 from typing import Callable
 
 from reference.cluster import rpc as R
-from reference.storage.metadata import (COMMITTED, CommitRejected, MetadataLog, MetadataState, NodeFenced,
-                                        apply)
+from reference.storage.metadata import (COMMITTED, CommitRejected, ControllerUnavailable, MetadataLog,
+                                        MetadataState, NodeFenced, apply)
 
 log = logging.getLogger("highwater.replica")
-
-
-class ControllerUnavailable(Exception):
-    """No controller answered in time (a transient condition)."""
 
 
 class MetadataReplica:
@@ -114,6 +110,8 @@ class MetadataReplica:
                 failure = e
                 ambiguous = True   # it may have been written before the connection broke
             if time.monotonic() >= deadline:
+                if ambiguous and await self._applied_already(rec):
+                    return None
                 raise ControllerUnavailable(f"metadata append {rec['type']}: no controller ({failure!r})")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)

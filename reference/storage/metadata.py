@@ -63,6 +63,10 @@ class MetadataFenced(MetadataError):
     """Another writer appended at our sequence number: we lost our position."""
 
 
+class ControllerUnavailable(MetadataError):
+    """A cluster broker's metadata write found no controller in time (transient)."""
+
+
 class CommitRejected(MetadataError):
     """A record that does not fit the current state (e.g. OFFSET_NOT_MATCHED)."""
 
@@ -77,10 +81,11 @@ class StreamMeta:
     end_offset: int = 0          # committed to S3 up to here (exclusive)
     producers: dict = field(default_factory=dict)  # ProducerStateTable snapshot at end_offset
     owner: int | None = None     # the node holding it open (cluster), None while closed
+    epoch_starts: list = field(default_factory=list)  # [[epoch, first offset], ...] (Kafka's leader epochs)
 
     def to_json(self):
         return [self.stream_id, self.topic, self.partition, self.epoch, self.start_offset,
-                self.end_offset, self.producers, self.owner]
+                self.end_offset, self.producers, self.owner, self.epoch_starts]
 
     @classmethod
     def from_json(cls, j):
@@ -205,9 +210,11 @@ class MetadataState:
 # ----------------------------------------------------------------------------
 
 # records a broker asks the controller for: stamped with node and node_epoch in a cluster
+# (object garbage records, mark_destroy and destroyed, are the controller's own)
 BROKER_RECORDS = frozenset({"create_topic", "delete_topic", "allocate_producer_ids", "prepare_objects",
-                            "commit_objects", "mark_destroy", "destroyed", "commit_group_offsets"})
+                            "commit_objects", "commit_group_offsets"})
 HISTORY_KEPT = 200
+EPOCHS_KEPT = 64
 
 
 class NodeEpochExpired(CommitRejected):
@@ -368,6 +375,8 @@ def apply(state: MetadataState, rec: dict, seq: int):
         for sid, node, epoch in rec["opens"]:
             s = state.streams[sid]
             s.owner, s.epoch = node, epoch
+            s.epoch_starts.append([epoch, s.end_offset])
+            del s.epoch_starts[:-EPOCHS_KEPT]
     elif t == "close_streams":
         for sid, _epoch in rec["closes"]:
             if sid in state.streams:

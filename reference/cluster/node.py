@@ -326,6 +326,7 @@ class NodeAgent:
         engine.meta.on_fenced = lambda exc: self._fenced(str(exc))
         await engine.start_cluster(self.wal_file)
         self.engine = engine
+        self._tasks.append(asyncio.ensure_future(self._watch(engine)))
         if self.controller is not None:
             await self._start_cleaner(self.controller)
         log.info("node %d registered at epoch %d (registration #%d), %d streams open here",
@@ -374,6 +375,13 @@ class NodeAgent:
                 log.exception("heartbeat")
             await asyncio.sleep(max(0.0, interval - (self.clock() - sent)))
 
+    async def _watch(self, engine) -> None:
+        """An engine that halts (its WAL failed: e.g. the volume was detached
+        under it) is dropped, and the node registers again."""
+        await engine.halted.wait()
+        if self.engine is engine and not self.stopping:
+            self._fenced(f"storage engine halted: {engine.failed}")
+
     def _fenced(self, why: str) -> None:
         if not self._refencing:
             asyncio.ensure_future(self._refence(why))
@@ -396,7 +404,7 @@ class NodeAgent:
                 try:
                     await self._open_wal()
                     break
-                except WalError as e:
+                except (WalError, OSError) as e:
                     log.warning("reopening the WAL: %s; retrying", e)
                     await asyncio.sleep(0.5)
             await self._join()

@@ -194,7 +194,8 @@ class Run:
         faults = build_faults(o["nemesis"], self.db)
         schedule = NemesisSchedule(faults, list(self.db.nodes), self.history, self.run_dir / "nemesis.jsonl",
                                    interval=o["nemesis_interval"], targets=o["nemesis_targets"],
-                                   rng=random.Random(o["seed"] + 1), time_limit=o["time_limit"])
+                                   rng=random.Random(o["seed"] + 1), time_limit=o["time_limit"],
+                                   primaries=getattr(self.db, "primaries", None))
         workers = [Worker(i, o["concurrency"]) for i in range(o["concurrency"])]
         threads = [threading.Thread(target=self.worker_loop, args=(w, generator, o["rate"] / o["concurrency"]),
                                     name=f"worker-{w.slot}", daemon=True) for w in workers]

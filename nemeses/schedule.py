@@ -18,8 +18,9 @@ from nemeses.base import Fault, choose_targets
 class NemesisSchedule:
     def __init__(self, faults: list[Fault], nodes: list[str], history, log_path, *,
                  interval: float, targets: str, rng: random.Random, time_limit: float,
-                 settle: float = 3.0):
+                 settle: float = 3.0, primaries=None):
         self.faults = faults
+        self.primaries = primaries  # () -> node names (the target's primaries()), for targets "primaries"
         self.nodes = nodes
         self.history = history
         self.log_path = log_path
@@ -56,7 +57,11 @@ class NemesisSchedule:
                 if remaining < self.interval + self.settle:
                     return
                 fault = self.faults[self.executed % len(self.faults)]
-                targets = choose_targets(self.targets_spec, self.nodes, self.rng)
+                targets = None
+                if self.targets_spec == "primaries" and self.primaries is not None:
+                    found = self.primaries()  # the controller, then the nodes leading the most partitions
+                    targets = [self.rng.choice(found)] if found else None
+                targets = targets or choose_targets(self.targets_spec, self.nodes, self.rng)
                 self._start_fault(fault, targets)
                 if self._stop.wait(self.interval):
                     return

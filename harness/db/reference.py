@@ -1,10 +1,15 @@
-"""The embedded default system under test: local reference brokers, each a
-real OS process with its own volume directory, all sharing one S3 (SeaweedFS
-started here unless an endpoint is given)."""
+"""The embedded default system under test: a local reference cluster of N
+nodes, each a real OS process with its own volume, all sharing one S3
+(SeaweedFS started here unless an endpoint is given). Every node is a
+controller candidate; volumes come from a provider the controller also uses
+for failover (`directory` here until the FUSE provider is wired in: it does
+not fence I/O, so failovers wait for the dead node's session to expire)."""
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,10 +22,15 @@ from harness.ports import free_port
 from harness.s3server import DEFAULT_BUCKET, SeaweedS3
 
 log = logging.getLogger(__name__)
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class NodeFailedToStart(RuntimeError):
     pass
+
+
+FAILOVER_LINE = re.compile(r"highwater-failover (\{.*\})\s*$")
+REASSIGN_LINE = re.compile(r"highwater-reassignment (\{.*\})\s*$")
 
 
 @dataclass
@@ -30,6 +40,8 @@ class BrokerNode:
     host: str
     port: int
     dir: Path
+    rpc_port: int = 0
+    volume_path: Path | None = None
     process: subprocess.Popen | None = None
     starts: int = 0
     killed_by_us: bool = False
@@ -39,8 +51,17 @@ class BrokerNode:
         return f"{self.host}:{self.port}"
 
     @property
+    def rpc_address(self) -> str:
+        return f"{self.host}:{self.rpc_port}"
+
+    @property
+    def volume_id(self) -> str:
+        return f"vol-{self.name}"
+
+    @property
     def volume(self) -> Path:
-        return self.dir / "volume"
+        """Where the node reaches its volume (its home attachment)."""
+        return self.volume_path if self.volume_path is not None else self.dir / "volume"
 
     @property
     def log_path(self) -> Path:
@@ -59,8 +80,11 @@ class ReferenceCluster:
     bucket: str = DEFAULT_BUCKET
     broker_args: list[str] = field(default_factory=list)
     start_timeout: float = 60.0
+    session_timeout: str = "3s"
+    heartbeat_interval: str = "500ms"
     nodes: dict[str, BrokerNode] = field(default_factory=dict)
     s3: SeaweedS3 | None = None
+    volumes: object = None
 
     name = "reference"
 
@@ -68,37 +92,65 @@ class ReferenceCluster:
     def bootstrap_servers(self) -> str:
         return ",".join(n.address for n in self.nodes.values())
 
+    @property
+    def node_names(self) -> list[str]:
+        return list(self.nodes)
+
+    def node_logs(self) -> dict[str, Path]:
+        return {n.name: n.log_path for n in self.nodes.values()}
+
+    def unsupported(self, control: str) -> str | None:
+        if control in ("process", "pause"):
+            return None
+        return f"target reference does not offer {control} yet"
+
     def setup(self) -> None:
+        from reference.volumes.directory import DirectoryVolumeProvider
         self.run_dir = Path(self.run_dir)
         if self.s3_endpoint is None:
             self.s3 = SeaweedS3(self.run_dir / "s3", bucket=self.bucket).start()
             self.s3_endpoint = self.s3.endpoint
+        self.volumes = DirectoryVolumeProvider(self.run_dir / "volumes")
         for i in range(1, self.nodes_count + 1):
             name = f"n{i}"
             node_dir = self.run_dir / "nodes" / name
             node_dir.mkdir(parents=True, exist_ok=True)
-            self.nodes[name] = BrokerNode(name, i, "127.0.0.1", free_port(), node_dir)
+            node = BrokerNode(name, i, "127.0.0.1", free_port(), node_dir, rpc_port=free_port())
+            self.volumes.create(node.volume_id)
+            node.volume_path = Path(self.volumes.attach(node.volume_id, name).path)
+            self.nodes[name] = node
+        # all at once: the first to take the lease is the controller, the others register with it
         for node in self.nodes.values():
-            self.start_node(node.name)
+            self.start_node(node.name, wait=False)
+        for node in self.nodes.values():
+            self.wait_ready(node.name)
 
     def broker_command(self, node: BrokerNode) -> list[str]:
         return [sys.executable, "-m", "reference.broker",
                 "--node-id", str(node.node_id), "--listen", node.address,
                 "--volume", str(node.volume), "--s3-endpoint", self.s3_endpoint,
-                "--bucket", self.bucket, *self.broker_args]
+                "--bucket", self.bucket, "--rpc-listen", node.rpc_address,
+                "--volume-provider", f"directory:{self.run_dir / 'volumes'}", "--volume-id", node.volume_id,
+                "--node-name", node.name, "--session-timeout", self.session_timeout,
+                "--heartbeat-interval", self.heartbeat_interval, *self.broker_args]
 
     def start_node(self, name: str, wait: bool = True) -> None:
         node = self.nodes[name]
         if node.pid is not None:
             return
-        node.volume.mkdir(parents=True, exist_ok=True)
+        if node.volume_path is None:
+            node.volume.mkdir(parents=True, exist_ok=True)
         node.killed_by_us = False
         with open(node.log_path, "ab") as out:
             out.write(f"\n=== highwater: starting {name} (start #{node.starts + 1}) ===\n".encode())
             out.flush()
             node.process = subprocess.Popen(self.broker_command(node), stdout=out, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True,
-                                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                            env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                                 # the brokers run this checkout's reference/, wherever we run from
+                                                 "PYTHONPATH": os.pathsep.join(
+                                                     [str(REPO_ROOT)] + ([os.environ["PYTHONPATH"]]
+                                                                         if os.environ.get("PYTHONPATH") else []))})
         node.starts += 1
         if wait:
             self.wait_ready(name)
@@ -150,6 +202,94 @@ class ReferenceCluster:
             node.process.wait(grace)
         except subprocess.TimeoutExpired:
             self.kill_node(name)
+
+    # --- cluster knowledge -------------------------------------------------------
+    def by_id(self, node_id: int) -> BrokerNode | None:
+        return next((n for n in self.nodes.values() if n.node_id == node_id), None)
+
+    def controller_call(self, method: str, params: dict | None = None, timeout: float = 10.0):
+        """Ask the controller (found from the lease in S3, else by trying each node)."""
+        from reference.cluster.rpc import RpcError, call_sync
+        tried = []
+        lease = self.lease()
+        order = [lease["rpc"]] if lease and lease.get("rpc") else []
+        order += [n.rpc_address for n in self.nodes.values() if n.pid is not None and n.rpc_address not in order]
+        for addr in order:
+            try:
+                return call_sync(addr, method, params, timeout)
+            except (RpcError, OSError, TimeoutError) as e:
+                tried.append(f"{addr}: {e!r}")
+        raise RuntimeError(f"no controller answered {method}: {'; '.join(tried)}")
+
+    def lease(self) -> dict | None:
+        from reference.cluster.lease import LeaseStore
+        from reference.storage.s3io import ObjectStore
+        try:
+            lease = LeaseStore(ObjectStore(self.s3_endpoint, self.bucket, timeout=5.0)).read()
+        except Exception:
+            return None
+        return None if lease is None else {"node": lease.node, "epoch": lease.epoch, "rpc": lease.rpc}
+
+    def controller(self) -> str | None:
+        lease = self.lease()
+        node = self.by_id(lease["node"]) if lease else None
+        return node.name if node else None
+
+    def primaries(self) -> list[str]:
+        """The controller and the node(s) leading the most partitions."""
+        out = []
+        ctl = self.controller()
+        if ctl:
+            out.append(ctl)
+        try:
+            info = self.controller_call("cluster", timeout=5.0)
+            led = {int(n): v["led"] for n, v in info["nodes"].items() if not v["fenced"]}
+            if led and max(led.values()) > 0:
+                top = max(led.values())
+                for nid in sorted(n for n, v in led.items() if v == top):
+                    node = self.by_id(nid)
+                    if node and node.name not in out:
+                        out.append(node.name)
+        except Exception as e:
+            log.warning("primaries: could not ask the controller (%s)", e)
+        return out or self.node_names[:1]
+
+    def failovers(self) -> list[dict]:
+        """Every failover the controllers logged (one JSON line each), oldest first."""
+        return self._logged(FAILOVER_LINE)
+
+    def reassignments(self) -> list[dict]:
+        return self._logged(REASSIGN_LINE)
+
+    def _logged(self, pattern) -> list[dict]:
+        out = []
+        for node in self.nodes.values():
+            if not node.log_path.exists():
+                continue
+            with open(node.log_path, errors="replace") as f:
+                for line in f:
+                    m = pattern.search(line)
+                    if m:
+                        try:
+                            rec = json.loads(m.group(1))
+                        except ValueError:
+                            continue
+                        rec["logged_by"] = node.name
+                        rec["at"] = line[:23]
+                        victim = self.by_id(rec.get("node", -1))
+                        if victim:
+                            rec["node_name"] = victim.name
+                        out.append(rec)
+        out.sort(key=lambda r: r["at"])
+        return out
+
+    def run_info(self) -> dict:
+        fo = self.failovers()
+        totals = sorted(f["steps"]["total_ms"] for f in fo if "total_ms" in f.get("steps", {}))
+        return {"failovers": fo, "reassignments": self.reassignments(),
+                "failover_total_ms": {"count": len(totals),
+                                      "median": totals[len(totals) // 2] if totals else None,
+                                      "max": totals[-1] if totals else None}}
 
     def teardown(self) -> None:
         for name in list(self.nodes):

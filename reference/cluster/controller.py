@@ -242,6 +242,7 @@ class Controller:
                              "since_heartbeat": None if sess is None else round(now - sess.last_heartbeat, 3)}
         return {"controller": self.node_id, "controller_epoch": self.epoch, "active": self.active,
                 "seq": state.seq, "nodes": nodes, "failovers": self.failovers,
+                "streams": [[st.topic, st.partition, st.owner, st.epoch] for st in state.streams.values()],
                 "history": state.history[-50:], "failing": sorted(self.failing)}
 
     # ------------------------------------------------------------------ ticking

@@ -1,0 +1,153 @@
+"""The reference cluster under real faults: three broker processes, real
+SIGKILL and SIGSTOP, a real S3, kafka-python clients. Each test proves a
+claim of issue 10 from the outside (the client's view)."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from harness.db.reference import ReferenceCluster
+from harness.failover import SteadyLoad, lost_acked, read_all, time_until_writable
+
+SESSION = 1.5        # seconds: short, so the tests stay short
+PARTITIONS = 6
+# the directory volumes do not fence I/O, so a failover waits for the session
+# timeout, whatever the detection; then recovery and reopening take well under 2 s
+BOUND = SESSION + 3.5
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def cluster(tmp_path, s3_bucket):
+    endpoint, bucket = s3_bucket
+    c = ReferenceCluster(tmp_path, nodes_count=3, s3_endpoint=endpoint, bucket=bucket,
+                         broker_args=["--wal-capacity", "8MiB"], session_timeout=f"{int(SESSION * 1000)}ms",
+                         heartbeat_interval="250ms")
+    c.setup()
+    yield c
+    c.teardown()
+
+
+def create_topic(c: ReferenceCluster, name: str, partitions: int = PARTITIONS) -> None:
+    from kafka.admin import KafkaAdminClient, NewTopic
+    admin = KafkaAdminClient(bootstrap_servers=c.bootstrap_servers)
+    try:
+        admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        admin.close()
+    wait_for(lambda: len(leaders(c, name)) == partitions and all(v is not None for v in leaders(c, name).values()),
+             10, "every partition has a leader")
+
+
+def leaders(c: ReferenceCluster, topic: str) -> dict[int, int | None]:
+    info = c.controller_call("cluster", timeout=5)
+    return {p: owner for t, p, owner, _epoch in info["streams"] if t == topic}
+
+
+def wait_for(pred, timeout: float, what: str):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if pred():
+                return
+        except Exception:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for: {what}")
+
+
+def _kill_under_load(c: ReferenceCluster, victim_is_controller: bool):
+    create_topic(c, "t")
+    load = SteadyLoad(c.bootstrap_servers, "t", PARTITIONS).start()
+    wait_for(lambda: len(load.acked) >= 60, 30, "steady load acknowledged")
+    controller = c.controller()
+    lead = leaders(c, "t")
+    if victim_is_controller:
+        victim = controller
+    else:
+        victim = next(n for n in c.node_names if n != controller and c.nodes[n].node_id in lead.values())
+    vid = c.nodes[victim].node_id
+    led = sorted(p for p, owner in lead.items() if owner == vid)
+    assert led, "the victim leads partitions"
+    before = len(load.acked)
+    t0 = time.monotonic()
+    c.kill_node(victim)
+    times = time_until_writable(c.bootstrap_servers, "t", led, t0, deadline=30)
+    wait_for(lambda: len(load.acked) >= before + 100, 30, "the load goes on after the failover")
+    load.stop()
+    contents = read_all(c.bootstrap_servers, "t", PARTITIONS)
+    return victim, led, times, load, contents
+
+
+def test_sigkill_of_a_broker_under_load_moves_its_partitions_and_loses_nothing(cluster):
+    victim, led, times, load, contents = _kill_under_load(cluster, victim_is_controller=False)
+    assert sorted(times) == led, f"partitions {set(led) - set(times)} never took a write again"
+    assert max(times.values()) < BOUND, times
+    assert lost_acked(load.acked, contents) == []
+    new = leaders(cluster, "t")
+    assert all(new[p] != cluster.nodes[victim].node_id for p in led)
+    fo = [f for f in cluster.run_info()["failovers"] if f["node_name"] == victim]
+    assert fo and fo[0]["recovered_by"] != cluster.nodes[victim].node_id
+    assert set(fo[0]["steps"]) >= {"detach_ms", "attach_ms", "recover_ms", "return_ms", "reopen_ms", "total_ms"}
+
+
+def test_sigkill_of_the_controller_under_load_moves_the_role_and_its_partitions(cluster):
+    old = cluster.controller()
+    victim, led, times, load, contents = _kill_under_load(cluster, victim_is_controller=True)
+    assert victim == old
+    assert sorted(times) == led, f"partitions {set(led) - set(times)} never took a write again"
+    assert max(times.values()) < BOUND + SESSION, times   # + the lease expiry
+    assert lost_acked(load.acked, contents) == []
+    assert cluster.controller() not in (None, old)
+
+
+def test_a_paused_broker_acknowledges_nothing_after_it_was_fenced(cluster):
+    from kafka import KafkaProducer
+    c = cluster
+    create_topic(c, "p")
+    controller = c.controller()
+    lead = leaders(c, "p")
+    victim = next(n for n in c.node_names if n != controller and c.nodes[n].node_id in lead.values())
+    vid = c.nodes[victim].node_id
+    part = min(p for p, owner in lead.items() if owner == vid)
+    # a producer connected to the victim, its metadata fresh, with no retries
+    producer = KafkaProducer(bootstrap_servers=c.nodes[victim].address, acks="all", retries=0,
+                             request_timeout_ms=60000, max_block_ms=10000, metadata_max_age_ms=600000)
+    producer.send("p", b"before", partition=part).get(timeout=10)
+    c.signal_node(victim, signal.SIGSTOP)
+    in_flight = [producer.send("p", f"paused-{i}".encode(), partition=part) for i in range(5)]
+    time.sleep(0.3)   # the requests are in the victim's socket buffer
+    wait_for(lambda: leaders(c, "p")[part] not in (vid, None), 20, "the paused broker's partition moved")
+    fo = [f for f in c.run_info()["failovers"] if f["node_name"] == victim]
+    assert fo and fo[0]["recovered_by"] != vid, "its volume was recovered by another node"
+    c.signal_node(victim, signal.SIGCONT)
+    outcomes = []
+    for f in in_flight:
+        try:
+            f.get(timeout=30)
+            outcomes.append("acked")
+        except Exception as e:
+            outcomes.append(type(e).__name__)
+    producer.close(timeout=2)
+    assert "acked" not in outcomes, outcomes
+    contents = read_all(c.bootstrap_servers, "p", PARTITIONS)
+    assert not any(v.startswith(b"paused-") for v in contents[part].values())
+    # the resumed process registers again, as a new incarnation, and keeps serving
+    wait_for(lambda: not c.controller_call("cluster")["nodes"][str(vid)]["fenced"], 20, "the victim re-registered")
+
+
+def test_a_second_process_on_a_live_nodes_volume_is_refused(cluster):
+    from harness.ports import free_port
+    n1 = cluster.nodes["n1"]
+    cmd = [sys.executable, "-m", "reference.broker", "--node-id", "9", "--listen", f"127.0.0.1:{free_port()}",
+           "--volume", str(n1.volume), "--s3-endpoint", cluster.s3_endpoint, "--bucket", cluster.bucket,
+           "--rpc-listen", f"127.0.0.1:{free_port()}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "in use by another process" in out.stderr
+    assert n1.pid is not None and cluster.died_on_their_own() == {}

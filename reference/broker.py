@@ -227,7 +227,7 @@ async def serve_engine(args, engine, agent) -> None:
                            fetch_max_bytes=args.fetch_max_bytes)
         if agent is not None:
             from reference.cluster.view import ClusterView
-            ctx.cluster = ClusterView(agent.replica, args.node_id)
+            ctx.cluster = ClusterView(agent.replica, args.node_id, agent.controller_call)
 
             def follow(new_engine):
                 ctx.engine = new_engine

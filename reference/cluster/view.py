@@ -8,9 +8,10 @@ from reference.cluster.rpc import parse_address
 
 
 class ClusterView:
-    def __init__(self, replica, node_id: int):
+    def __init__(self, replica, node_id: int, controller_call=None):
         self.replica = replica
         self.node_id = node_id
+        self.controller_call = controller_call   # async (method, params, timeout): the node's way to the controller
 
     @property
     def state(self):

@@ -155,3 +155,46 @@ def test_a_second_process_on_a_live_nodes_volume_is_refused(cluster):
     assert out.returncode == 2
     assert "in use by another process" in out.stderr
     assert n1.pid is not None and cluster.died_on_their_own() == {}
+
+
+def _produce(bootstrap, topic, partition, values):
+    from kafka import KafkaProducer
+    p = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, batch_size=64 << 10)
+    try:
+        futures = [p.send(topic, v, partition=partition) for v in values]
+        return [f.get(timeout=30).offset for f in futures]
+    finally:
+        p.close(timeout=5)
+
+
+def test_reassignment_moves_a_partition_and_uploads_only_its_delta(cluster):
+    from reference.cluster.rpc import call_sync
+    c = cluster
+    create_topic(c, "r", 2)
+    big, small = 0, 1
+    blob = b"x" * 1000
+    _produce(c.bootstrap_servers, "r", big, [blob] * 2000)               # ~2 MB ...
+    for n in c.nodes.values():                                          # ... uploaded to S3
+        call_sync(n.rpc_address, "upload", {}, 30)
+    delta = [b"d%05d" % i + blob for i in range(100)]                   # the same ~100 KB delta on both
+    _produce(c.bootstrap_servers, "r", big, delta)
+    _produce(c.bootstrap_servers, "r", small, delta)
+    lead = leaders(c, "r")
+    moves = {p: next(n.node_id for n in c.nodes.values() if n.node_id != lead[p]) for p in (big, small)}
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "reassign", "--bootstrap", c.bootstrap_servers,
+                          *[f"r:{p}={n}" for p, n in moves.items()]], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = __import__("json").loads(out.stdout.splitlines()[0])
+    assert [m["error"] for m in result["moves"]] == [None, None]
+    assert leaders(c, "r") == moves
+    records = {r["partition"]: r for r in c.reassignments()}
+    for p in (big, small):
+        r = records[p]
+        assert r["from"] == lead[p] and r["to"] == moves[p]
+        # the cost follows the delta: each move uploaded about the delta, however big the partition
+        assert 0.9 * sum(map(len, delta)) <= r["delta_bytes"] <= 1.5 * sum(map(len, delta)), r
+    # nothing lost, offsets go on where they were, on the new leader
+    contents = read_all(c.bootstrap_servers, "r", 2)
+    assert len(contents[big]) == 2100 and [contents[big][o] for o in range(2000, 2100)] == delta
+    assert [contents[small][o] for o in range(100)] == delta
+    assert _produce(c.bootstrap_servers, "r", small, [b"after"]) == [100]

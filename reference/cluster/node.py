@@ -102,7 +102,7 @@ class NodeAgent:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         handlers = {"recover_wal": self.rpc_recover_wal, "move_out": self.rpc_move_out,
-                    "catch_up": self.rpc_catch_up, "stats": self.rpc_stats}
+                    "catch_up": self.rpc_catch_up, "stats": self.rpc_stats, "upload": self.rpc_upload}
         for name in ("register", "recovered", "heartbeat", "append", "reassign", "reassignments", "cluster"):
             handlers[name] = self._controller_method(name)
         self.rpc_server = R.RpcServer(self.cfg.rpc_host, self.cfg.rpc_port, handlers, on_closed=self._conn_closed)
@@ -141,6 +141,8 @@ class NodeAgent:
         """Wait for our volume to be attached here, then open and lock the WAL."""
         loop = asyncio.get_running_loop()
         path = Path(self.cfg.volume_path)
+        if self.cfg.volume_id is None:
+            path.mkdir(parents=True, exist_ok=True)   # a plain directory, not a provider's volume
         deadline = self.clock() + self.cfg.volume_wait
         while not path.is_dir():
             if self.clock() > deadline:
@@ -437,6 +439,13 @@ class NodeAgent:
     async def rpc_catch_up(self, p: dict, conn=None):
         await self.replica.sync(p.get("records"), p.get("seq"))
         return {"seq": self.replica.state.seq}
+
+    async def rpc_upload(self, p: dict, conn=None):
+        """Upload and commit everything durable now (tests and benchmarks)."""
+        if self.engine is None:
+            raise R.RpcError(R.UNAVAILABLE, "no engine")
+        summary = await self.engine.upload_now()
+        return {"bytes": summary.bytes if summary else 0}
 
     async def rpc_stats(self, p: dict, conn=None):
         out = {"node": self.cfg.node_id, "epoch": self.epoch, "controller": self.controller is not None,

@@ -43,6 +43,8 @@ Broker methods (the controller asks a broker):
   let go of it (reassignment).
 - `catch_up {seq, records}` -> `{"seq"}`: metadata records to apply now
   (pushed after the controller wrote, so leadership moves in milliseconds).
+- `upload {}` -> `{"bytes"}`: upload and commit everything durable now
+  (tests and benchmarks).
 - `stats {}` -> the node's storage and cluster counters.
 """
 from __future__ import annotations

@@ -123,6 +123,12 @@ class EngineHalted(Exception):
     can be restarted (and recover from its WAL) rather than limp on."""
 
 
+def _import_kafka_side() -> None:
+    import reference.protocol.context  # noqa: F401
+    import reference.protocol.groups  # noqa: F401
+    import reference.server  # noqa: F401
+
+
 def is_cluster_node(args) -> bool:
     return args.storage == "s3" and getattr(args, "wal", "file") != "s3"
 
@@ -173,6 +179,9 @@ async def serve(args) -> None:
     if is_cluster_node(args):
         if listen_port == 0:
             raise SystemExit("highwater broker: a cluster node needs a concrete --listen port (others advertise it)")
+        # the Kafka side's modules load in a thread while the node registers (mostly waiting on S3)
+        import threading
+        threading.Thread(target=_import_kafka_side, daemon=True).start()
         try:
             agent = await start_cluster_node(args)
         except Exception as exc:

@@ -76,7 +76,12 @@ class Controller:
         """Catch up with the metadata log and write our `controller` record:
         from here on an older controller's next write is refused by S3."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.executor, self.meta.load_sync)
+        if self.meta.state.seq < 0:
+            await loop.run_in_executor(self.executor, self.meta.load_sync)
+        else:  # started from a copy of a replica: only what was written since
+            await loop.run_in_executor(self.executor, self.meta.catch_up_sync)
+        have = (self.meta.state.controller or {}).get("epoch", 0)
+        self.epoch = max(self.epoch, have + 1)
         self.meta.on_written = lambda seq, rec: self.recent.append((seq, rec))
         self.meta.on_fenced = lambda exc: self._depose(str(exc))
         await self.meta.append({"type": "controller", "node": self.node_id, "epoch": self.epoch, "ts": self.wall()})

@@ -31,6 +31,7 @@ from reference.cluster.controller import Controller
 from reference.cluster.core import ClusterConfig
 from reference.cluster.lease import Lease, LeaseStore, may_take_over
 from reference.cluster.replica import MetadataReplica
+from reference.storage import metadata as M
 from reference.storage.metadata import MetadataLog
 from reference.storage.wal import WalError, WalFile
 
@@ -109,8 +110,12 @@ class NodeAgent:
         await self.rpc_server.start()
         await loop.run_in_executor(self.executor, self.reader.load_sync)
         self.replica = MetadataReplica(self.reader, self.cfg.node_id, 0, self.controller_call, self.executor)
+        await self._open_wal()   # first: a second process on this volume must not even try to lead
+        try:
+            await self._lease_step()
+        except Exception as e:
+            log.warning("lease: %r", e)
         self._tasks.append(asyncio.ensure_future(self._lease_loop()))
-        await self._open_wal()
         await self._join()
         self._tasks.append(asyncio.ensure_future(self._heartbeat_loop()))
 
@@ -220,6 +225,7 @@ class NodeAgent:
         log.warning("node %d won the controller lease (epoch %d)%s", me, epoch,
                     f", taking over from node {lease.node}" if lease else "")
         meta = MetadataLog(self.store, self.cfg.metadata_prefix, executor=self.executor)
+        meta.state = M.MetadataState.from_json(self.reader.state.to_json())   # then it catches up
         c = Controller(me, epoch, meta, self.pool.call, self.volumes, self.cfg.cluster, self.executor,
                        clock=self.clock, wall=self.wall, lease_valid=self.lease_valid)
         try:
@@ -293,6 +299,7 @@ class NodeAgent:
         params = {"node": self.cfg.node_id, "rpc": self.rpc_address, "listen": self.cfg.advertise,
                   "volume": self.cfg.volume_id, "name": self.cfg.name}
         delay = 0.1
+        recovered = False
         while True:
             sent = self.clock()
             try:
@@ -310,6 +317,7 @@ class NodeAgent:
             if "recover" in r:
                 rec = r["recover"]
                 summary = await self._recover(self.cfg.node_id, rec["epoch"], rec["token"], self.wal_file)
+                recovered = True
                 try:
                     r = await self.controller_call("recovered", dict(params, token=rec["token"],
                                                                      ends=summary["ends"]), 30.0)
@@ -326,7 +334,7 @@ class NodeAgent:
         engine = self.engine_factory(self.cfg.node_id, self.cfg.volume_path)
         engine.join_cluster(self.replica, self.epoch, self.session_ok)
         engine.meta.on_fenced = lambda exc: self._fenced(str(exc))
-        await engine.start_cluster(self.wal_file)
+        await engine.start_cluster(self.wal_file, just_recovered=recovered)
         self.engine = engine
         self._tasks.append(asyncio.ensure_future(self._watch(engine)))
         if self.controller is not None:

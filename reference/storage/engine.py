@@ -139,7 +139,7 @@ class S3Engine(StorageEngine):
         self.node_epoch = node_epoch
         self.session_ok = session_ok
 
-    async def start_cluster(self, wal_file) -> None:
+    async def start_cluster(self, wal_file, just_recovered: bool = False) -> None:
         """Serve as a cluster broker on an already opened (and locked) WAL:
         recover whatever it holds for streams we own (normally nothing: the
         previous incarnation's records were recovered before registering),
@@ -149,7 +149,8 @@ class S3Engine(StorageEngine):
         loop = asyncio.get_running_loop()
         self.wal_file = wal_file
         self._sync_streams()
-        self.recovery_summary = await recover(self)
+        if not just_recovered:  # (else the WAL was scanned, uploaded and reset a moment ago)
+            self.recovery_summary = await recover(self)
         want_space = lambda: self.uploader.request("wal-full")  # noqa: E731
         self.wal = GroupCommitWal(self.wal_file, self.wal_file.start_offset(), cfg.wal_max_write,
                                   self.wal_executor, on_space_needed=want_space)

@@ -193,6 +193,7 @@ async def serve(args) -> None:
             await serve_engine(args, agent.engine, agent)
         finally:
             await agent.close()
+            log.info("stopped")
         return
     engine = build_engine(args)
     try:

@@ -153,6 +153,16 @@ def test_sessions_expire_and_recovery_waits_when_volumes_do_not_fence_io():
     assert fast.recovery_not_before(2) == 0.0
 
 
+def test_a_lapsed_controller_lease_ends_that_nodes_session_at_once():
+    st = _cluster_state()
+    core = ControllerCore(ClusterConfig(session_timeout=3.0, fences_io=False))
+    core.take_over(st, now=50.0)
+    core.lease_lapsed(1, now=50.0)           # node 1 held the lease; it expired before we took over
+    assert core.to_fence(st, now=50.0) == [(1, 1, "session-timeout")]
+    assert core.recovery_not_before(1) <= 50.0
+    assert core.recovery_not_before(2) == 53.0
+
+
 def test_placement_spreads_closed_streams_and_skips_fenced_and_stale_nodes():
     st = _cluster_state(partitions=6)
     core = ControllerCore(ClusterConfig(session_timeout=3.0))

@@ -46,7 +46,8 @@ class Controller:
     def __init__(self, node_id: int, epoch: int, meta: MetadataLog, call, volumes=None,
                  config: ClusterConfig | None = None, executor: Executor | None = None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
-                 lease_valid: Callable[[], bool] = lambda: True, probe=R.probe):
+                 lease_valid: Callable[[], bool] = lambda: True, probe=R.probe,
+                 lapsed_holder: int | None = None):
         self.node_id = node_id
         self.epoch = epoch                      # the controller epoch (the lease's)
         self.meta = meta
@@ -58,6 +59,7 @@ class Controller:
         self.clock, self.wall = clock, wall
         self.lease_valid = lease_valid
         self.probe = probe
+        self.lapsed_holder = lapsed_holder          # the previous controller, if its lease expired
         self.recent: deque = deque(maxlen=RECENT_RECORDS)   # (seq, record) this controller wrote
         self.known_seq: dict[int, int] = {}                 # broker -> metadata seq it has
         self.failing: dict[int, asyncio.Task] = {}
@@ -86,6 +88,8 @@ class Controller:
         self.meta.on_fenced = lambda exc: self._depose(str(exc))
         await self.meta.append({"type": "controller", "node": self.node_id, "epoch": self.epoch, "ts": self.wall()})
         self.core.take_over(self.meta.state, self.clock())
+        if self.lapsed_holder is not None and self.lapsed_holder != self.node_id:
+            self.core.lease_lapsed(self.lapsed_holder, self.clock())
         self.active = True
         log.info("controller: node %d took over at epoch %d (metadata seq %d, %d live brokers)",
                  self.node_id, self.epoch, self.meta.state.seq, len(self.meta.state.live_nodes()))

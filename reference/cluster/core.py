@@ -43,6 +43,14 @@ class ControllerCore:
         self.started_at = now
         self.sessions = {n: Session(n, state.nodes[n], now) for n in state.live_nodes()}
 
+    def lease_lapsed(self, node: int, now: float) -> None:
+        """The previous controller's lease expired before we took over. Its
+        own broker acked only within its lease (its session is capped by it),
+        so that node can ack nothing any more: its session is over now."""
+        s = self.sessions.get(node)
+        if s is not None:
+            s.last_heartbeat = min(s.last_heartbeat, now - self.config.session_timeout - 1e-3)
+
     def registered(self, node: int, epoch: int, now: float) -> None:
         self.sessions[node] = Session(node, epoch, now)
 

@@ -94,7 +94,12 @@ class NodeAgent:
         return self.clock() < self.valid_until
 
     def _session_from(self, sent: float) -> None:
-        self.valid_until = max(self.valid_until, sent + self.cfg.cluster.session_timeout - self.margin)
+        until = sent + self.cfg.cluster.session_timeout - self.margin
+        if self.controller is not None:
+            # the controller's own broker acks only within the controller's lease: once the
+            # lease has lapsed, the next controller may give this node's partitions away at once
+            until = min(until, self.lease_valid_until)
+        self.valid_until = max(self.valid_until, until)
 
     def lease_valid(self) -> bool:
         return self.clock() < self.lease_valid_until
@@ -212,8 +217,10 @@ class NodeAgent:
                 self.controller_dead = False
             self.controller_addr = lease.rpc
         dead = self.controller_dead and self.cfg.cluster.fences_io
-        if not may_take_over(lease, me, self.incarnation, int(self.wall() * 1000), int(self.margin * 1000), dead):
+        now_ms = int(self.wall() * 1000)
+        if not may_take_over(lease, me, self.incarnation, now_ms, int(self.margin * 1000), dead):
             return
+        lapsed = lease.node if lease is not None and now_ms > lease.expires_ms + int(self.margin * 1000) else None
         epoch = (lease.epoch if lease else 0) + 1
         sent = self.clock()
         won = await self._write_lease(Lease(me, epoch, self.rpc_address, self.incarnation,
@@ -227,7 +234,7 @@ class NodeAgent:
         meta = MetadataLog(self.store, self.cfg.metadata_prefix, executor=self.executor)
         meta.state = M.MetadataState.from_json(self.reader.state.to_json())   # then it catches up
         c = Controller(me, epoch, meta, self.pool.call, self.volumes, self.cfg.cluster, self.executor,
-                       clock=self.clock, wall=self.wall, lease_valid=self.lease_valid)
+                       clock=self.clock, wall=self.wall, lease_valid=self.lease_valid, lapsed_holder=lapsed)
         try:
             await c.start()
         except Exception as e:

@@ -265,3 +265,20 @@ def test_a_deposed_controllers_next_metadata_write_is_refused_by_s3(s3_bucket):
         with pytest.raises(M.CommitRejected):
             M.check(st, {"type": "controller", "node": 1, "epoch": 2})
     asyncio.run(main())
+
+
+def test_offset_for_leader_epoch_answers_from_the_epochs_each_opening_started():
+    from reference.cluster.view import ClusterView
+    st = _cluster_state()
+    s = st.streams[1]
+    s.epoch, s.owner, s.epoch_starts = 4, 2, [[1, 0], [2, 100], [4, 150]]
+
+    class Replica:
+        state = st
+    view = ClusterView(Replica(), 1)
+    assert view.epoch_end("t", 0, 1, 170) == (1, 100)     # epoch 1 ended where epoch 2 began
+    assert view.epoch_end("t", 0, 3, 170) == (2, 150)     # no epoch 3: the largest below, and its end
+    assert view.epoch_end("t", 0, 4, 170) == (4, 170)     # the current epoch ends at the high watermark
+    assert view.epoch_end("t", 0, 0, 170) == (-1, -1)     # older than anything remembered
+    assert view.leader("t", 0) == (2, 4) and view.leader("t", 1) == (-1, 0)
+    assert [b[0] for b in view.brokers()] == [1, 2, 3] and view.controller_id() == 1

@@ -198,3 +198,9 @@ def test_reassignment_moves_a_partition_and_uploads_only_its_delta(cluster):
     assert len(contents[big]) == 2100 and [contents[big][o] for o in range(2000, 2100)] == delta
     assert [contents[small][o] for o in range(100)] == delta
     assert _produce(c.bootstrap_servers, "r", small, [b"after"]) == [100]
+    from kafka.admin import KafkaAdminClient
+    admin = KafkaAdminClient(bootstrap_servers=c.bootstrap_servers)
+    try:
+        assert admin.list_partition_reassignments() == {}    # moves do not linger
+    finally:
+        admin.close()

@@ -51,6 +51,14 @@ class BrokerContext:
             return self.cluster.leader_epoch(topic, partition)
         return 0
 
+    def not_coordinator(self, group: str) -> bool:
+        """In a cluster, one live broker coordinates each group (by a hash of
+        its id); the others answer NOT_COORDINATOR and the client looks again."""
+        if self.cluster is None:
+            return False
+        found = self.cluster.coordinator(group)
+        return found is None or found[0] != self.node_id
+
     def partition_count(self, topic: str) -> int | None:
         info = self.engine.list_topics().get(topic)
         return None if info is None else info.partitions

@@ -204,3 +204,22 @@ def test_reassignment_moves_a_partition_and_uploads_only_its_delta(cluster):
         assert admin.list_partition_reassignments() == {}    # moves do not linger
     finally:
         admin.close()
+
+
+def test_a_clean_stop_hands_partitions_and_the_controller_role_over_at_once(cluster):
+    c = cluster
+    create_topic(c, "s")
+    _produce(c.bootstrap_servers, "s", 0, [b"kept"])
+    ctl = c.controller()
+    vid = c.nodes[ctl].node_id
+    led = sorted(p for p, o in leaders(c, "s").items() if o == vid)
+    t0 = time.monotonic()
+    c.stop_node(ctl)                                   # SIGTERM: upload, leave, give up the lease
+    times = time_until_writable(c.bootstrap_servers, "s", led, t0, deadline=20)
+    assert sorted(times) == led
+    assert max(times.values()) < SESSION, times        # no session timeout, no failover
+    assert c.controller() not in (None, ctl)
+    assert not [f for f in c.run_info()["failovers"] if f["node_name"] == ctl]
+    assert read_all(c.bootstrap_servers, "s", PARTITIONS)[0][0] == b"kept"
+    c.start_node(ctl)                                  # and it comes back as a new incarnation
+    wait_for(lambda: not c.controller_call("cluster")["nodes"][str(vid)]["fenced"], 20, "it registered again")

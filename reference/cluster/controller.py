@@ -148,7 +148,7 @@ class Controller:
         return {"register": self.rpc_register, "recovered": self.rpc_recovered,
                 "heartbeat": self.rpc_heartbeat, "append": self.rpc_append,
                 "reassign": self.rpc_reassign, "reassignments": self.rpc_reassignments,
-                "cluster": self.rpc_cluster}
+                "cluster": self.rpc_cluster, "leave": self.rpc_leave}
 
     async def rpc_heartbeat(self, p: dict, conn=None):
         self._check_active()
@@ -216,6 +216,21 @@ class Controller:
         await self._close_streams(node)
         self.self_recovering.pop(node, None)
         return {"epoch": await self._register(node, p)}
+
+    async def rpc_leave(self, p: dict, conn=None):
+        """A clean shutdown: the broker uploaded everything and stopped; its
+        streams close and open elsewhere now, instead of after a session
+        timeout and a failover that would find an empty WAL."""
+        self._check_active()
+        node, epoch = int(p["node"]), int(p["epoch"])
+        state = self.meta.state
+        if state.nodes.get(node) != epoch or state.node_info.get(node, {}).get("fenced"):
+            raise R.RpcError(R.FENCED, f"node {node} epoch {epoch} is not current")
+        closed = await self._close_streams(node)
+        await self.write({"type": "fence_node", "node": node, "epoch": epoch, "token": None, "reason": "left"})
+        await self.place()
+        log.info("controller: node %d left cleanly; %d streams reopened elsewhere", node, len(closed))
+        return {"closed": len(closed)}
 
     async def rpc_append(self, p: dict, conn=None):
         self._check_active()

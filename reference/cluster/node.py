@@ -109,7 +109,7 @@ class NodeAgent:
         loop = asyncio.get_running_loop()
         handlers = {"recover_wal": self.rpc_recover_wal, "move_out": self.rpc_move_out,
                     "catch_up": self.rpc_catch_up, "stats": self.rpc_stats, "upload": self.rpc_upload}
-        for name in ("register", "recovered", "heartbeat", "append", "reassign", "reassignments", "cluster"):
+        for name in ("register", "recovered", "heartbeat", "append", "reassign", "reassignments", "cluster", "leave"):
             handlers[name] = self._controller_method(name)
         self.rpc_server = R.RpcServer(self.cfg.rpc_host, self.cfg.rpc_port, handlers, on_closed=self._conn_closed)
         await self.rpc_server.start()
@@ -129,19 +129,38 @@ class NodeAgent:
         return self.rpc_server.address
 
     async def close(self, clean: bool = True) -> None:
+        """Stop. A clean close uploads everything, then leaves the cluster (its
+        streams open elsewhere at once) and, on the controller, gives up the
+        lease so another node takes over at its next look."""
         self.stopping = True
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        left_clean = False
         if self.engine is not None:
             try:
                 await (self.engine.close() if clean else self.engine.abort())
+                left_clean = clean and not self.engine.failed and self.engine.cache.pending_bytes == 0
             except Exception:
                 log.exception("engine close")
         elif self.wal_file is not None:
             self.wal_file.close()
+        self.valid_until = 0.0
+        if left_clean:
+            try:
+                await self.controller_call("leave", {"node": self.cfg.node_id, "epoch": self.epoch}, 5.0)
+                log.info("node %d left the cluster cleanly", self.cfg.node_id)
+            except Exception as e:
+                log.warning("leaving the cluster: %r (the controller will fence this node)", e)
         if self.controller is not None:
             await self.controller.stop()
+            if clean and self.lease is not None:
+                self.lease_valid_until = 0.0
+                try:
+                    await self._write_lease(Lease(self.cfg.node_id, self.lease.epoch, self.rpc_address,
+                                                  self.incarnation, 0), self.lease.etag)
+                except Exception as e:
+                    log.warning("releasing the controller lease: %r", e)
         if self.rpc_server is not None:
             await self.rpc_server.close()
         await self.pool.close()

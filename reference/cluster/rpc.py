@@ -29,6 +29,8 @@ Controller methods (a broker, the harness or a CLI asks the controller):
   (the node's epoch is stale), `not_controller`.
 - `reassign {moves: [[topic, partition, node], ...]}` -> `{"moved": [...]}`,
   once every move is done (or `{"errors"}`).
+- `leave {node, epoch}` -> `{"closed"}`: a clean shutdown (everything
+  uploaded): the node's streams open elsewhere now and the node is fenced.
 - `reassignments {}` -> `{"active": [[topic, partition, from, to], ...]}`.
 - `cluster {}` -> controller, nodes (epoch, fenced, listen, streams led),
   failovers with their step timings.

@@ -490,27 +490,42 @@ class Controller:
         self.moving[sid] = (source, target)
         steps: dict[str, int] = {}
         t0 = self.clock()
+        closed = False
         try:
             moved = {}
             if source is not None:
                 t = self.clock()
-                moved = await self.call(state.node_info[source]["rpc"], "move_out",
-                                        {"stream": sid, "epoch": s.epoch}, 120.0)
+                try:
+                    moved = await self.call(state.node_info[source]["rpc"], "move_out",
+                                            {"stream": sid, "epoch": s.epoch}, 120.0)
+                except BaseException:
+                    # the source stopped appending to it: let it take appends again
+                    asyncio.ensure_future(self._cancel_move(state.node_info[source]["rpc"], sid, s.epoch))
+                    raise
                 steps["upload_ms"] = _ms(self.clock() - t)
                 t = self.clock()
                 await self.write({"type": "close_streams", "closes": [[sid, s.epoch]]})
+                closed = True
                 steps["close_ms"] = _ms(self.clock() - t)
             t = self.clock()
             await self.write({"type": "open_streams", "opens": [[sid, target, s.epoch + 1]]})
             steps["open_ms"] = _ms(self.clock() - t)
         finally:
             self.moving.pop(sid, None)
+            if closed and self.meta.state.streams.get(sid) is not None and self.meta.state.streams[sid].owner is None:
+                self._wake.set()   # the open failed: placement opens it somewhere
         steps["total_ms"] = _ms(self.clock() - t0)
         rec = {"type": "reassignment", "topic": topic, "partition": partition, "stream": sid, "from": source,
                "to": target, "delta_bytes": moved.get("delta_bytes", 0), "end": moved.get("end"), "steps": steps}
         await self.write(rec)
         log.info("%s %s", REASSIGN_LOG, json.dumps({k: v for k, v in rec.items() if k != "type"}, sort_keys=True))
         return {k: v for k, v in rec.items() if k != "type"}
+
+    async def _cancel_move(self, address: str, sid: int, epoch: int) -> None:
+        try:
+            await self.call(address, "move_cancel", {"stream": sid, "epoch": epoch}, 5.0)
+        except Exception as e:
+            log.warning("cancelling the move of stream %d: %r", sid, e)
 
     async def rpc_reassignments(self, p: dict, conn=None):
         self._check_active()

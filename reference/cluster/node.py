@@ -108,7 +108,8 @@ class NodeAgent:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         handlers = {"recover_wal": self.rpc_recover_wal, "move_out": self.rpc_move_out,
-                    "catch_up": self.rpc_catch_up, "stats": self.rpc_stats, "upload": self.rpc_upload}
+                    "catch_up": self.rpc_catch_up, "stats": self.rpc_stats, "upload": self.rpc_upload,
+                    "move_cancel": self.rpc_move_cancel}
         for name in ("register", "recovered", "heartbeat", "append", "reassign", "reassignments", "cluster", "leave"):
             handlers[name] = self._controller_method(name)
         self.rpc_server = R.RpcServer(self.cfg.rpc_host, self.cfg.rpc_port, handlers, on_closed=self._conn_closed)
@@ -469,6 +470,14 @@ class NodeAgent:
             return await self.engine.move_out(int(p["stream"]), int(p["epoch"]))
         except KafkaError as e:
             raise R.RpcError(R.REJECTED, str(e)) from None
+
+    async def rpc_move_cancel(self, p: dict, conn=None):
+        """A reassignment that failed: append to the stream again (if it is still ours at that epoch)."""
+        engine = self.engine
+        sid = int(p["stream"])
+        if engine is not None and sid in engine.streams and engine.streams[sid].epoch == int(p["epoch"]):
+            engine.moving_out.discard(sid)
+        return {}
 
     async def rpc_catch_up(self, p: dict, conn=None):
         await self.replica.sync(p.get("records"), p.get("seq"))

@@ -43,6 +43,8 @@ Broker methods (the controller asks a broker):
 - `move_out {stream, epoch}` -> `{"end", "delta_bytes", "seconds"}`: stop
   appending to the stream, upload its not-yet-uploaded delta, commit, and
   let go of it (reassignment).
+- `move_cancel {stream, epoch}` -> `{}`: a reassignment failed before the
+  stream closed; the broker takes appends to it again.
 - `catch_up {seq, records}` -> `{"seq"}`: metadata records to apply now
   (pushed after the controller wrote, so leadership moves in milliseconds).
 - `upload {}` -> `{"bytes"}`: upload and commit everything durable now

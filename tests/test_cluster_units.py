@@ -282,3 +282,23 @@ def test_offset_for_leader_epoch_answers_from_the_epochs_each_opening_started():
     assert view.epoch_end("t", 0, 0, 170) == (-1, -1)     # older than anything remembered
     assert view.leader("t", 0) == (2, 4) and view.leader("t", 1) == (-1, 0)
     assert [b[0] for b in view.brokers()] == [1, 2, 3] and view.controller_id() == 1
+
+
+def test_directory_volumes_attach_to_one_node_at_a_time(tmp_path):
+    from reference.volumes.base import VolumeError
+    from reference.volumes.directory import DirectoryVolumeProvider
+    v = DirectoryVolumeProvider(tmp_path)
+    v.create("vol-a")
+    a = v.attach("vol-a", "n1")
+    (tmp_path / "mnt" / "n1" / "vol-a" / "f").write_text("x")
+    assert v.attach("vol-a", "n1") == a and v.attachment("vol-a") == a          # idempotent
+    with pytest.raises(VolumeError):
+        v.attach("vol-a", "n2")                                                 # detach first
+    v.detach("vol-a", "n2")                                                     # not there: a no-op
+    v.detach("vol-a", "n1")
+    assert v.attachment("vol-a") is None and not (tmp_path / "mnt" / "n1" / "vol-a").exists()
+    b = DirectoryVolumeProvider(tmp_path).attach("vol-a", "n2")                 # another process's view
+    assert (tmp_path / "mnt" / "n2" / "vol-a" / "f").read_text() == "x" and b.node == "n2"
+    with pytest.raises(VolumeError):
+        v.attach("nope", "n1")
+    assert DirectoryVolumeProvider.fences_io is False

@@ -55,3 +55,27 @@ def test_cluster_verb_prints_its_nodes_logs_failovers_and_stops_everything(tmp_p
     assert proc.returncode == 130
     time.sleep(0.5)
     assert not any(_alive(p) for p in pids)
+
+
+@pytest.mark.timeout(120)
+def test_cluster_verb_restarts_a_dead_node_when_asked(tmp_path, s3_bucket):
+    endpoint, bucket = s3_bucket
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "cluster", "--nodes", "1", "--dir", str(tmp_path),
+                             "--s3-endpoint", endpoint, "--bucket", bucket, "--restart-after", "500ms"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = json.loads(proc.stdout.readline())
+        pid = first["nodes"]["n1"]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        log = tmp_path / "nodes" / "n1" / "broker.log"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "start #2" not in log.read_text():
+            time.sleep(0.1)
+        assert "start #2" in log.read_text()
+        while time.monotonic() < deadline and "listening on" not in log.read_text().split("start #2")[1]:
+            time.sleep(0.1)
+        assert "listening on" in log.read_text().split("start #2")[1]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    assert proc.returncode == 130

@@ -398,7 +398,9 @@ class NodeAgent:
                 r = await self.controller_call("heartbeat", {"node": self.cfg.node_id, "epoch": self.epoch,
                                                              "seq": self.replica.state.seq},
                                                max(interval * 2, 0.5))
-                if r["status"] == "ok":
+                if self._refencing:
+                    pass  # registering again: this answer is about the old incarnation
+                elif r["status"] == "ok":
                     self._session_from(sent)
                     await self.replica.sync(r.get("records"), r["seq"])
                 else:

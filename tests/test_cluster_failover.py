@@ -223,3 +223,26 @@ def test_a_clean_stop_hands_partitions_and_the_controller_role_over_at_once(clus
     assert read_all(c.bootstrap_servers, "s", PARTITIONS)[0][0] == b"kept"
     c.start_node(ctl)                                  # and it comes back as a new incarnation
     wait_for(lambda: not c.controller_call("cluster")["nodes"][str(vid)]["fenced"], 20, "it registered again")
+
+
+def test_a_broker_restarted_before_it_was_missed_recovers_its_own_wal_and_loses_nothing(cluster):
+    c = cluster
+    create_topic(c, "q")
+    load = SteadyLoad(c.bootstrap_servers, "q", PARTITIONS).start()
+    wait_for(lambda: len(load.acked) >= 60, 30, "steady load acknowledged")
+    controller = c.controller()
+    lead = leaders(c, "q")
+    victim = next(n for n in c.node_names if n != controller and c.nodes[n].node_id in lead.values())
+    vid = c.nodes[victim].node_id
+    epoch_before = c.controller_call("cluster")["nodes"][str(vid)]["epoch"]
+    before = len(load.acked)
+    c.kill_node(victim)
+    c.start_node(victim)                 # back before its session timeout: no failover by another node
+    wait_for(lambda: len(load.acked) >= before + 100, 30, "the load goes on")
+    load.stop()
+    assert lost_acked(load.acked, read_all(c.bootstrap_servers, "q", PARTITIONS)) == []
+    info = c.controller_call("cluster")
+    assert info["nodes"][str(vid)]["epoch"] >= epoch_before + 2   # fenced, then registered anew
+    assert not [f for f in c.run_info()["failovers"] if f["node_name"] == victim]
+    log = c.nodes[victim].log_path.read_text()
+    assert f"recovered node {vid}'s WAL" in log.split("start #2")[1]

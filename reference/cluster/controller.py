@@ -445,6 +445,10 @@ class Controller:
         await self.place()
         steps["reopen_ms"] = _ms(self.clock() - t)
         steps["total_ms"] = _ms(self.clock() - detected)
+        sess = self.core.sessions.get(node)
+        if sess is not None:
+            # how long the node had been silent when it was found out (the detection's share)
+            steps["silent_ms"] = max(0, _ms(detected - sess.last_heartbeat))
         rec = {"type": "failover", "node": node, "reason": why, "recovered_by": helper, "streams": len(closed),
                "replayed": result.get("replayed"), "replayed_bytes": result.get("replayed_bytes"),
                "ends": result.get("ends"), "steps": steps}

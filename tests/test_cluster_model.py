@@ -100,10 +100,22 @@ class ControllerModel(RuleBasedStateMachine):
 
     @rule()
     @precondition(lambda self: self.core is not None)
+    def new_controller(self):
+        """Another node takes over (after the old lease expired): its sessions
+        start now, it knows nothing of the heartbeats the old one saw."""
+        epoch = self.state.controller["epoch"] + 1
+        self.write({"type": "controller", "node": 1 + epoch % len(NODES), "epoch": epoch})
+        self.core = ControllerCore(self.core.config)
+        self.core.take_over(self.state, self.now)
+
+    @rule()
+    @precondition(lambda self: self.core is not None)
     def tick(self):
         for node, epoch, _why in self.core.to_fence(self.state, self.now):
             self.write({"type": "fence_node", "node": node, "epoch": epoch, "token": uuid.uuid4().hex})
         for node in self.core.needs_recovery(self.state):
+            if not self.fences_io:   # the decision's own promise, whatever fenced the node
+                assert self.core.recovery_not_before(node) >= self.acked_until[node] - 1e-9
             helper = self.core.pick_recoverer(self.state, node, self.now)
             if helper is None or self.now < self.core.recovery_not_before(node):
                 continue

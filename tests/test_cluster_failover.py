@@ -225,8 +225,19 @@ def test_a_clean_stop_hands_partitions_and_the_controller_role_over_at_once(clus
     wait_for(lambda: not c.controller_call("cluster")["nodes"][str(vid)]["fenced"], 20, "it registered again")
 
 
-def test_a_broker_restarted_before_it_was_missed_recovers_its_own_wal_and_loses_nothing(cluster):
-    c = cluster
+@pytest.fixture
+def patient_cluster(tmp_path, s3_bucket):
+    """A long session timeout: a node restarted at once is surely back before it is missed."""
+    endpoint, bucket = s3_bucket
+    c = ReferenceCluster(tmp_path, nodes_count=3, s3_endpoint=endpoint, bucket=bucket,
+                         broker_args=["--wal-capacity", "8MiB"], session_timeout="8s", heartbeat_interval="250ms")
+    c.setup()
+    yield c
+    c.teardown()
+
+
+def test_a_broker_restarted_before_it_was_missed_recovers_its_own_wal_and_loses_nothing(patient_cluster):
+    c = patient_cluster
     create_topic(c, "q")
     load = SteadyLoad(c.bootstrap_servers, "q", PARTITIONS).start()
     wait_for(lambda: len(load.acked) >= 60, 30, "steady load acknowledged")

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.db.base import Target
 from harness.ports import free_port
 from harness.s3server import DEFAULT_BUCKET, SeaweedS3
 
@@ -73,7 +74,7 @@ class BrokerNode:
 
 
 @dataclass
-class ReferenceCluster:
+class ReferenceCluster(Target):
     run_dir: Path
     nodes_count: int = 1
     s3_endpoint: str | None = None
@@ -179,6 +180,13 @@ class ReferenceCluster:
         except ProcessLookupError:
             return False
         return True
+
+    def pause_node(self, name: str) -> None:
+        """SIGSTOP: the node holds its sockets and answers nothing."""
+        self.signal_node(name, signal.SIGSTOP)
+
+    def resume_node(self, name: str) -> None:
+        self.signal_node(name, signal.SIGCONT)
 
     def kill_node(self, name: str) -> None:
         """SIGKILL: no flush, no goodbye; what was not fsynced is the node's loss."""

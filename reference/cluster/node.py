@@ -181,6 +181,18 @@ class NodeAgent:
         self.wal_file = await loop.run_in_executor(
             self.executor, WalFile, path / "wal", self.cfg.wal_capacity, self.cfg.node_id, 0)
 
+    async def _reopen_wal(self) -> None:
+        if self.wal_file is not None:
+            await asyncio.get_running_loop().run_in_executor(self.executor, self.wal_file.close)
+            self.wal_file = None
+        while not self.stopping:
+            try:
+                await self._open_wal()
+                return
+            except (WalError, OSError) as e:
+                log.warning("opening the WAL: %s; retrying", e)
+                await asyncio.sleep(0.5)
+
     # ------------------------------------------------------------------ the controller
     def _controller_method(self, name: str):
         async def call(params, conn):
@@ -340,6 +352,8 @@ class NodeAgent:
                 log.info("register: %s; retrying", r["retry"])
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
+                # our volume may be moving (a failover of our previous incarnation): open it afresh
+                await self._reopen_wal()
                 continue
             if "recover" in r:
                 rec = r["recover"]
@@ -439,13 +453,7 @@ class NodeAgent:
                     self.replica.listeners.remove(old._sync_streams)
                 await old.abort()
             self.wal_file = None
-            while not self.stopping:
-                try:
-                    await self._open_wal()
-                    break
-                except (WalError, OSError) as e:
-                    log.warning("reopening the WAL: %s; retrying", e)
-                    await asyncio.sleep(0.5)
+            await self._reopen_wal()
             await self._join()
         finally:
             self._refencing = False

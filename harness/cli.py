@@ -47,6 +47,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--s3-endpoint", help="use this S3 endpoint instead of starting SeaweedFS")
     p.add_argument("--bucket", help="S3 bucket (default highwater)")
     p.add_argument("--broker-args", help="extra flags for every reference broker, e.g. '--upload-bytes 1MiB'")
+    p.add_argument("--volumes", help="reference nodes' volumes: local (FUSE, default) or directory (no I/O "
+                                     "fencing; for machines without FUSE)")
     p.add_argument("--bug", help="switch on planted bugs of the reference broker (comma-separated; see "
                                  "`highwater zoo`): the run should then be INVALID")
     p.add_argument("--quiet", action="store_true", default=None, help="no progress output")
@@ -106,6 +108,27 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError as e:  # keep the rest of the CLI usable
         broker.set_defaults(broker_import_error=str(e))
 
+    cluster = sub.add_parser("cluster", help="run a local reference cluster until Ctrl-C; its first stdout "
+                                              "line is JSON (bootstrap, s3, controller, nodes), then one "
+                                              "JSON line per failover")
+    cluster.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
+    cluster.add_argument("--dir", help="where nodes, volumes, S3 data and logs live (default: a new "
+                                       "directory under store/cluster/)")
+    cluster.add_argument("--restart-after", help="restart a node that died this long after it died "
+                                                 "(default: it stays down; failover is the cluster's job)")
+    cluster.add_argument("--s3-endpoint", help="use this S3 instead of starting SeaweedFS")
+    cluster.add_argument("--bucket", default="highwater")
+    cluster.add_argument("--session-timeout", default="3s")
+    cluster.add_argument("--heartbeat-interval", default="500ms")
+    cluster.add_argument("--broker-args", default="", help="extra broker flags, one shell-quoted string")
+
+    reassign = sub.add_parser("reassign", help="move partitions between live brokers of a cluster "
+                                                "(Kafka's AlterPartitionReassignments); one JSON line")
+    reassign.add_argument("--bootstrap", required=True, help="HOST:PORT[,...] of the cluster")
+    reassign.add_argument("moves", nargs="+", metavar="TOPIC:PARTITION=NODE",
+                          help="e.g. hw-3:0=2 moves partition 0 of hw-3 to node 2")
+    reassign.add_argument("--timeout", default="120s")
+
     s3 = sub.add_parser("s3", help="run the embedded S3 (SeaweedFS) in the foreground")
     s3.add_argument("--dir", default="store/s3", help="data directory (default store/s3)")
     s3.add_argument("--port", type=int, help="S3 port (default: a free one)")
@@ -129,8 +152,8 @@ def main(argv=None) -> int:
     # SIGTERM unwinds like Ctrl-C, so every verb tears down what it started.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return {"run": cmd_run, "check": cmd_check, "broker": cmd_broker, "s3": cmd_s3,
-                "replay": cmd_replay, "serve": cmd_serve, "zoo": cmd_zoo}[args.verb](args)
+        return {"run": cmd_run, "check": cmd_check, "broker": cmd_broker, "s3": cmd_s3, "cluster": cmd_cluster,
+                "reassign": cmd_reassign, "replay": cmd_replay, "serve": cmd_serve, "zoo": cmd_zoo}[args.verb](args)
     except KeyboardInterrupt:
         print("highwater: interrupted", file=sys.stderr)
         return 130
@@ -332,6 +355,111 @@ def cmd_s3(args) -> int:
         return EXIT_CANNOT_RUN
     finally:
         server.stop()
+
+
+def cmd_cluster(args) -> int:
+    import json
+    import shlex
+    import time
+    from harness.db.reference import NodeFailedToStart, ReferenceCluster
+    from harness.durations import parse_duration
+    from harness.s3server import S3Unavailable
+    if args.nodes < 1:
+        print("highwater cluster: --nodes must be at least 1", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    try:
+        restart_after = parse_duration(args.restart_after) if args.restart_after else None
+    except ValueError as e:
+        print(f"highwater cluster: --restart-after: {e}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    run_dir = Path(args.dir) if args.dir else Path("store/cluster") / time.strftime("%Y%m%dT%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    c = ReferenceCluster(run_dir, nodes_count=args.nodes, s3_endpoint=args.s3_endpoint, bucket=args.bucket,
+                         broker_args=shlex.split(args.broker_args), session_timeout=args.session_timeout,
+                         heartbeat_interval=args.heartbeat_interval)
+    try:
+        try:
+            c.setup()
+        except (S3Unavailable, NodeFailedToStart) as e:
+            print(f"highwater cluster: {e}", file=sys.stderr)
+            return EXIT_CANNOT_RUN
+        print(json.dumps({"bootstrap": c.bootstrap_servers, "s3": {"endpoint": c.s3_endpoint, "bucket": c.bucket},
+                          "controller": c.controller(),
+                          "nodes": {n.name: {"pid": n.pid, "listen": n.address, "volume": str(n.volume)}
+                                    for n in c.nodes.values()}}), flush=True)
+        print(f"highwater cluster: {args.nodes} nodes in {run_dir}; Ctrl-C stops them", file=sys.stderr, flush=True)
+        seen = 0
+        died_at: dict[str, float] = {}
+        while True:
+            time.sleep(0.5)
+            failovers = c.failovers()
+            for f in failovers[seen:]:
+                print(json.dumps({"failover": f}), flush=True)
+            seen = len(failovers)
+            for name, node in c.nodes.items():
+                if node.process is not None and node.process.poll() is not None:
+                    died_at.setdefault(name, time.monotonic())
+                    if restart_after is not None and time.monotonic() - died_at[name] >= restart_after:
+                        print(f"highwater cluster: restarting {name}", file=sys.stderr, flush=True)
+                        try:
+                            c.start_node(name)
+                            died_at.pop(name, None)
+                        except NodeFailedToStart as e:
+                            print(f"highwater cluster: {e}", file=sys.stderr, flush=True)
+                else:
+                    died_at.pop(name, None)
+    finally:
+        c.teardown()
+
+
+def cmd_reassign(args) -> int:
+    import json
+    import time
+    from harness.durations import parse_duration
+    moves: dict[tuple[str, int], int] = {}
+    for text in args.moves:
+        try:
+            left, node = text.rsplit("=", 1)
+            topic, partition = left.rsplit(":", 1)
+            moves[(topic, int(partition))] = int(node)
+        except ValueError:
+            print(f"highwater reassign: {text!r}: expected TOPIC:PARTITION=NODE", file=sys.stderr)
+            return EXIT_CANNOT_RUN
+    from kafka.admin import KafkaAdminClient
+    from kafka.structs import TopicPartition
+    started = time.monotonic()
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=args.bootstrap,
+                                 request_timeout_ms=int(parse_duration(args.timeout) * 1000))
+    except Exception as e:
+        print(f"highwater reassign: cannot reach {args.bootstrap}: {e}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    try:
+        result = admin.alter_partition_reassignments({TopicPartition(t, p): [n] for (t, p), n in moves.items()},
+                                                     timeout_ms=int(parse_duration(args.timeout) * 1000))
+    except Exception as e:
+        print(f"highwater reassign: {e}", file=sys.stderr)
+        return 1
+    finally:
+        admin.close()
+    out = {"seconds": round(time.monotonic() - started, 3), "moves": []}
+    ok = True
+    for (t, p), n in moves.items():
+        err = _reassign_error(result, t, p)
+        ok = ok and err is None
+        out["moves"].append({"topic": t, "partition": p, "node": n, "error": err})
+    print(json.dumps(out), flush=True)
+    return 0 if ok else 1
+
+
+def _reassign_error(result: dict, topic: str, partition: int):
+    """The error of one partition in kafka-python's answer (None: moved)."""
+    from kafka.structs import TopicPartition
+    tp = TopicPartition(topic, partition)
+    if tp not in result:
+        return "the broker did not report on this partition"
+    err = result[tp]
+    return None if err is None else getattr(err, "__name__", str(err))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ DEFAULTS = {
     "nemesis_plan": None,
     "nemesis_options": None,
     "recipe": None,
+    "volumes": "local",
 }
 SUB_VIA = ("assign", "subscribe")
 KEY_DISTS = ("uniform", "zipf")
@@ -107,9 +108,6 @@ def resolve(test_file: dict | None, flags: dict) -> dict:
     if not nodes.isdigit() or int(nodes) < 1:
         raise OptionError(f"--nodes {nodes!r}: give a positive number of nodes")
     o["nodes"] = int(nodes)
-    if o["db"] == "reference" and o["nodes"] != 1:
-        raise OptionError(f"--nodes {o['nodes']}: the reference broker runs one node in this version; "
-                          f"the multi-node cluster (controller, failover) is not built yet")
     from harness.db.base import REGISTRY
     if o["db"] not in REGISTRY:
         raise OptionError(f"--db {o['db']!r}: unknown target; known: {', '.join(sorted(REGISTRY))}")
@@ -135,6 +133,9 @@ def resolve(test_file: dict | None, flags: dict) -> dict:
     bad = [v for v in o["sub_via"] if v not in SUB_VIA]
     if bad or not o["sub_via"]:
         raise OptionError(f"--sub-via {','.join(o['sub_via'])!r}: use assign, subscribe or both (comma-separated)")
+    if o["volumes"] not in ("local", "directory"):
+        raise OptionError(f"--volumes {o['volumes']!r}: local (FUSE volumes, the default: I/O fencing and the "
+                          f"volume faults) or directory (plain directories, no fencing)")
     if o["workload"] not in WORKLOADS:
         raise OptionError(f"--workload {o['workload']!r}: use queue (sends and polls, Jepsen's) or produce "
                           f"(sends only, for throughput; the final polls still read everything)")

@@ -83,6 +83,10 @@ def execute_test(options: dict, announce: bool = True):
         run = Run(options, run_dir, db, progress)
         run.history.subscribe(progress.on_event)
         run_info = run.execute()
+        try:
+            run_info["cluster"] = db.run_info()
+        except Exception:
+            log.exception("collecting the target's run info")
     finally:
         progress.phase("teardown", None)
         db.teardown()

@@ -8,6 +8,14 @@ protocol work without S3 there is `--storage memory`, which keeps everything
 in this process's memory: acknowledged writes die with the process, so it
 must never be used where durability is being judged.
 
+Every s3 broker is a cluster node (`reference/cluster/`, CLUSTER.md): one
+broker alone is a cluster of one, its own controller. Cluster flags:
+`--rpc-listen` (the internal RPC; default any free port on 127.0.0.1),
+`--session-timeout`, `--heartbeat-interval`, `--volume-provider KIND:ARG`
+(how the controller moves volumes in failover; without one a dead node's
+partitions wait for it to come back) and `--volume-id` (this node's volume
+there). `--wal s3` runs the storage engine alone, outside any cluster.
+
 SIGTERM or SIGINT closes the listener, the connections and the engine
 (flushing what it holds); SIGKILL is the crash the WAL is there for.
 """
@@ -18,6 +26,7 @@ import asyncio
 import logging
 import signal
 import sys
+from pathlib import Path
 
 log = logging.getLogger("highwater.broker")
 
@@ -71,6 +80,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bug", action="append", default=[], metavar="NAME",
                         help="switch on a planted bug of the zoo (reference/bugs.py); for proving that the "
                              "harness catches it, never for real use")
+    parser.add_argument("--rpc-listen", type=parse_host_port, default=("127.0.0.1", 0), metavar="HOST:PORT",
+                        help="the cluster's internal RPC listener (default 127.0.0.1:0, any free port)")
+    parser.add_argument("--session-timeout", default="3s",
+                        help="the controller fences a broker that has not heartbeated for this long (default 3s)")
+    parser.add_argument("--heartbeat-interval", default="500ms", help="broker heartbeat period (default 500ms)")
+    parser.add_argument("--volume-provider", metavar="KIND:ARG",
+                        help="how volumes move between nodes in failover: directory:ROOT (no I/O fencing: "
+                             "development only), local:..., ec2:... (default: none; a dead node's partitions "
+                             "wait for it to come back)")
+    parser.add_argument("--volume-id", help="this node's volume in --volume-provider")
+    parser.add_argument("--node-name", help="this node's name for the volume provider (default n<node-id>)")
     engine = _engine_module()
     if engine is not None and hasattr(engine, "add_arguments"):
         engine.add_arguments(parser)
@@ -106,11 +126,78 @@ class EngineHalted(Exception):
     can be restarted (and recover from its WAL) rather than limp on."""
 
 
-async def serve(args) -> None:
-    from reference.protocol.context import make_context
-    from reference.server import BrokerServer, ConnectionLimits
+def _import_kafka_side() -> None:
+    import reference.protocol.context  # noqa: F401
+    import reference.protocol.groups  # noqa: F401
+    import reference.server  # noqa: F401
 
+
+def is_cluster_node(args) -> bool:
+    return args.storage == "s3" and getattr(args, "wal", "file") != "s3"
+
+
+async def start_cluster_node(args):
+    """The node agent (registration, heartbeats, maybe the controller) with
+    its first engine; returns the agent."""
+    from reference.cluster.core import ClusterConfig
+    from reference.cluster.node import NodeAgent, NodeConfig
+    from reference.volumes import open_provider
+    from reference.storage.s3io import ObjectStore
+    engine_mod = _engine_module()
+    missing = [flag for flag, value in (("--volume", args.volume), ("--s3-endpoint", args.s3_endpoint),
+                                        ("--bucket", args.bucket)) if not value]
+    if missing:
+        raise SystemExit(f"highwater broker: the s3 storage needs {', '.join(missing)}")
+    config = engine_mod.config_from_args(args)
+    try:
+        volumes = open_provider(args.volume_provider)
+    except ValueError as e:
+        raise SystemExit(f"highwater broker: {e}") from None
+    session = engine_mod.parse_duration(args.session_timeout)
+    heartbeat = engine_mod.parse_duration(args.heartbeat_interval)
+    if not 0 < heartbeat < session:
+        raise SystemExit("highwater broker: --heartbeat-interval must be positive and below --session-timeout")
     listen_host, listen_port = args.listen
+    adv_host, adv_port = args.advertise or (listen_host, listen_port)
+    if adv_host in ("0.0.0.0", "::", ""):
+        adv_host = "127.0.0.1"
+    cc = ClusterConfig(session_timeout=session, heartbeat_interval=heartbeat,
+                       fences_io=bool(getattr(volumes, "fences_io", True)) if volumes is not None else False)
+    ncfg = NodeConfig(node_id=args.node_id, name=args.node_name or f"n{args.node_id}",
+                      rpc_host=args.rpc_listen[0], rpc_port=args.rpc_listen[1], advertise=f"{adv_host}:{adv_port}",
+                      volume_path=Path(args.volume), volume_id=args.volume_id, cluster=cc,
+                      wal_capacity=config.wal_capacity, metadata_prefix=config.metadata_prefix)
+    store = ObjectStore(args.s3_endpoint, args.bucket, config.s3_timeout, config.s3_prefix)
+
+    def make_engine(node_id, volume_dir):
+        return engine_mod.S3Engine(node_id, volume_dir, args.s3_endpoint, args.bucket, config, store=store)
+    agent = NodeAgent(ncfg, store, make_engine, volumes)
+    await agent.start()
+    log.info("cluster node %d: RPC on %s, node epoch %d", args.node_id, agent.rpc_address, agent.epoch)
+    return agent
+
+
+async def serve(args) -> None:
+    listen_host, listen_port = args.listen
+    if is_cluster_node(args):
+        if listen_port == 0:
+            raise SystemExit("highwater broker: a cluster node needs a concrete --listen port (others advertise it)")
+        # the Kafka side's modules load in a thread while the node registers (mostly waiting on S3)
+        import threading
+        threading.Thread(target=_import_kafka_side, daemon=True).start()
+        try:
+            agent = await start_cluster_node(args)
+        except Exception as exc:
+            if isinstance(exc, SystemExit):
+                raise
+            log.exception("cluster node failed to start")
+            raise SystemExit(f"highwater broker: cluster node failed to start: {exc}") from None
+        try:
+            await serve_engine(args, agent.engine, agent)
+        finally:
+            await agent.close()
+            log.info("stopped")
+        return
     engine = build_engine(args)
     try:
         await engine.start()
@@ -121,12 +208,29 @@ async def serve(args) -> None:
         except Exception:
             pass
         raise SystemExit("highwater broker: storage engine failed to start (see above)")
+    try:
+        await serve_engine(args, engine, None)
+    finally:
+        try:
+            await engine.close()
+        except Exception:
+            log.exception("storage engine close failed")
+        log.info("stopped")
+
+
+async def serve_engine(args, engine, agent) -> None:
+    """Serve Kafka clients from `engine` until SIGTERM/SIGINT (or, outside a
+    cluster, until the engine halts). A cluster node's engine is replaced
+    when the node registers again after being fenced; the context follows."""
+    from reference.protocol.context import make_context
+    from reference.server import BrokerServer, ConnectionLimits
+    listen_host, listen_port = args.listen
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     server = groups_task = None
-    halted = getattr(engine, "halted", None)
+    halted = getattr(engine, "halted", None) if agent is None else None
     try:
         adv_host, adv_port = args.advertise or (listen_host, listen_port)
         if adv_host in ("0.0.0.0", "::", ""):
@@ -134,6 +238,14 @@ async def serve(args) -> None:
         ctx = make_context(engine, args.node_id, adv_host, adv_port,
                            auto_create_topics=args.auto_create_topics, default_partitions=args.default_partitions,
                            fetch_max_bytes=args.fetch_max_bytes)
+        if agent is not None:
+            from reference.cluster.view import ClusterView
+            ctx.cluster = ClusterView(agent.replica, args.node_id, agent.controller_call)
+
+            def follow(new_engine):
+                ctx.engine = new_engine
+                ctx.groups.engine = new_engine
+            agent.on_engine = follow
         limits = ConnectionLimits(max_frame_size=args.max_frame_bytes,
                                   idle_timeout=args.connections_max_idle_ms / 1000)
         server = BrokerServer(ctx, listen_host, listen_port, limits)
@@ -157,11 +269,6 @@ async def serve(args) -> None:
             groups_task.cancel()
         if server is not None:
             await server.close()
-        try:
-            await engine.close()
-        except Exception:
-            log.exception("storage engine close failed")
-        log.info("stopped")
 
 
 def run(args) -> int:

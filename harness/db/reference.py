@@ -1,11 +1,21 @@
-"""The embedded default system under test: local reference brokers, each a
-real OS process with its own volume directory, all sharing one S3 (SeaweedFS
-started here unless an endpoint is given)."""
+"""The embedded default system under test: a local reference cluster of N
+nodes, each a real OS process on its own loopback address with its own
+volume, all sharing one S3 (SeaweedFS started here unless an endpoint is
+given). Every node is a controller candidate. Volumes are FUSE file systems
+of the local volume service (`reference/volumes/local.py`), which the
+controller also drives for failover and the volume faults drive to detach,
+drop unsynced writes, slow down or fail (`--volumes directory`: plain
+directories without I/O fencing, for machines without FUSE; failovers then
+wait for the dead node's session to expire). With the s3-* or partition
+faults each node reaches S3 through its own fault proxy; with the clock
+fault each node's wall clock is under libfaketime (harness/db/local_faults.py)."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
+import re
 import shlex
 import signal
 import socket
@@ -21,10 +31,15 @@ from harness.ports import free_port
 from harness.s3server import DEFAULT_BUCKET, SeaweedS3
 
 log = logging.getLogger(__name__)
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class NodeFailedToStart(TargetUnavailable):
     pass
+
+
+FAILOVER_LINE = re.compile(r"highwater-failover (\{.*\})\s*$")
+REASSIGN_LINE = re.compile(r"highwater-reassignment (\{.*\})\s*$")
 
 
 @dataclass
@@ -34,6 +49,8 @@ class BrokerNode:
     host: str
     port: int
     dir: Path
+    rpc_port: int = 0
+    volume_path: Path | None = None
     process: subprocess.Popen | None = None
     starts: int = 0
     killed_by_us: bool = False
@@ -42,11 +59,18 @@ class BrokerNode:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    volume_path: Path | None = None  # where the node reaches its volume (a FUSE mount when volumes are local)
+    @property
+    def rpc_address(self) -> str:
+        return f"{self.host}:{self.rpc_port}"
+
+    @property
+    def volume_id(self) -> str:
+        return f"vol-{self.name}"
 
     @property
     def volume(self) -> Path:
-        return self.volume_path or self.dir / "volume"
+        """Where the node reaches its volume (its home attachment)."""
+        return self.volume_path if self.volume_path is not None else self.dir / "volume"
 
     @property
     def log_path(self) -> Path:
@@ -65,21 +89,28 @@ class ReferenceCluster(Target):
     bucket: str = DEFAULT_BUCKET
     broker_args: list[str] = field(default_factory=list)
     start_timeout: float = 60.0
+    session_timeout: str = "3s"
+    heartbeat_interval: str = "500ms"
     nodes: dict[str, BrokerNode] = field(default_factory=dict)
     s3: SeaweedS3 | None = None
+    volumes: object = None          # the volume provider (LocalVolumes or DirectoryVolumeProvider)
+    volume_kind: str = "local"      # local (FUSE, fences I/O) or directory
     faults: tuple = ()              # the run's --nemesis: which fault controls to set up
     seed: int | None = None
     controls: LocalFaultControls | None = None
-    volumes: object | None = None   # the local volume service (reference.volumes.local), when FUSE-backed
+    _volume_service: object = None
 
     name = "reference"
+    OFFERS = ("process", "pause", "bug", "reassign")
+    VOLUME_FAULTS = ("detach", "lose-unsynced", "disk-slow", "disk-error")
 
     @classmethod
     def from_options(cls, options: dict, run_dir):
         bugs = [arg for b in options.get("bug") or () for arg in ("--bug", b)]
         return cls(run_dir, nodes_count=options["nodes"], s3_endpoint=options["s3_endpoint"],
                    bucket=options["bucket"], broker_args=shlex.split(options["broker_args"]) + bugs,
-                   faults=tuple(options.get("nemesis") or ()), seed=options.get("seed"))
+                   faults=tuple(options.get("nemesis") or ()), seed=options.get("seed"),
+                   volume_kind=options.get("volumes") or "local")
 
     @property
     def bootstrap_servers(self) -> str:
@@ -89,23 +120,23 @@ class ReferenceCluster(Target):
     def node_names(self) -> list[str]:
         return list(self.nodes) or [f"n{i}" for i in range(1, self.nodes_count + 1)]
 
-    def node_logs(self):
-        return {name: node.log_path for name, node in self.nodes.items()}
-
-    OFFERS = ("process", "pause", "bug", "volume")
-    VOLUME_FAULTS = ("detach", "lose-unsynced", "disk-slow", "disk-error")
+    def node_logs(self) -> dict[str, Path]:
+        return {n.name: n.log_path for n in self.nodes.values()}
 
     def unsupported(self, control: str) -> str | None:
-        if control == "volume" and not Path("/dev/fuse").exists():
-            return "FUSE volumes need /dev/fuse (apt-get install fuse3; in a container, --device /dev/fuse)"
+        if control == "volume":
+            if self.volume_kind != "local":
+                return "--volumes directory has no volume faults (FUSE volumes do: --volumes local)"
+            if not Path("/dev/fuse").exists():
+                return "FUSE volumes need /dev/fuse (apt-get install fuse3; in a container, --device /dev/fuse)"
+            return None
         if control in self.OFFERS:
             return None
         if control in ("s3_proxy", "network", "clock"):
             return LocalFaultControls(self.node_names).unsupported(control)
-        return (f"the local reference target does not offer {control} in this version "
-                f"(it offers {', '.join(self.OFFERS)}, s3_proxy, network, clock)")
+        return f"the local reference target does not offer {control}"
 
-    # --- fault controls (harness/db/local_faults.py) -------------------------------------
+    # --- fault controls ------------------------------------------------------------------
     def _wants(self, *faults: str) -> bool:
         return any(f in self.faults or any(f.endswith("*") and g.startswith(f[:-1]) for g in self.faults)
                    for f in faults)
@@ -113,8 +144,8 @@ class ReferenceCluster(Target):
     def volume(self, name: str):
         """The node's volume control (reference.volumes.base.VolumeControl)."""
         from reference.volumes.local import LocalVolumes
-        client = self.volumes.client if self.volumes is not None else LocalVolumes(socket_path="/nonexistent")
-        return client.control(f"vol-{name}", name)
+        provider = self.volumes if self.volumes is not None else LocalVolumes(socket_path="/nonexistent")
+        return provider.control(f"vol-{name}", name)
 
     def s3_proxy(self, name: str):
         return self.controls.proxies[name]
@@ -129,14 +160,10 @@ class ReferenceCluster(Target):
         proxy = self.controls.proxies.get(name) if self.controls else None
         return proxy.endpoint if proxy is not None else self.s3_endpoint
 
-    def run_info(self) -> dict:
-        return self.controls.stats() if self.controls else {}
-
-    def pause_node(self, name: str) -> None:
-        self.signal_node(name, signal.SIGSTOP)
-
-    def resume_node(self, name: str) -> None:
-        self.signal_node(name, signal.SIGCONT)
+    def reassign(self, moves: list[tuple[str, int, int]]) -> dict:
+        """Move partitions ([topic, partition, target node id], ...) between
+        live brokers; returns the controller's {"moved", "errors"}."""
+        return self.controller_call("reassign", {"moves": [list(m) for m in moves]}, timeout=30.0)
 
     def setup(self) -> None:
         self.run_dir = Path(self.run_dir)
@@ -146,18 +173,40 @@ class ReferenceCluster(Target):
         names = [f"n{i}" for i in range(1, self.nodes_count + 1)]
         # Each node on its own loopback address (a partition cuts by address).
         self.controls = LocalFaultControls(names, random.Random(self.seed))
+        self._start_volumes()
         for i, name in enumerate(names, 1):
             node_dir = self.run_dir / "nodes" / name
             node_dir.mkdir(parents=True, exist_ok=True)
-            self.nodes[name] = BrokerNode(name, i, self.controls.addresses[name], free_port(), node_dir)
+            node = BrokerNode(name, i, self.controls.addresses[name], free_port(), node_dir, rpc_port=free_port())
+            self.volumes.create(node.volume_id)
+            node.volume_path = Path(self.volumes.attach(node.volume_id, name).path)
+            self.nodes[name] = node
         if self._wants("s3-*", "partition"):  # a node's S3 path degraded or cut alone: one proxy each
             self.controls.start_proxies(self.s3_endpoint, self.seed)
         if self._wants("clock"):
             self.controls.start_clocks({n: node.dir for n, node in self.nodes.items()})
-        if self._wants(*self.VOLUME_FAULTS):
-            self._start_volumes()
+        # all at once: the first to take the lease is the controller, the others register with it
         for node in self.nodes.values():
-            self.start_node(node.name)
+            self.start_node(node.name, wait=False)
+        for node in self.nodes.values():
+            self.wait_ready(node.name)
+
+    def _start_volumes(self) -> None:
+        """The volume provider: FUSE volumes of a volume service of this run
+        (lazy: what is not fsynced can be lost), or plain directories."""
+        root = self.run_dir / "volumes"
+        if self.volume_kind == "directory":
+            from reference.volumes.directory import DirectoryVolumeProvider
+            self.volumes = DirectoryVolumeProvider(root)
+            self._provider_spec = f"directory:{root}"
+            return
+        why = self.unsupported("volume")
+        if why:
+            raise TargetUnavailable(f"{why}; or run with --volumes directory (no I/O fencing)")
+        from reference.volumes.local import start_service
+        self._volume_service = start_service(root)
+        self.volumes = self._volume_service.client
+        self._provider_spec = f"local:{root}"
 
     def broker_command(self, node: BrokerNode) -> list[str]:
         prefix = []
@@ -168,16 +217,10 @@ class ReferenceCluster(Target):
         return [sys.executable, "-m", "reference.broker",
                 "--node-id", str(node.node_id), "--listen", node.address,
                 "--volume", str(node.volume), "--s3-endpoint", self.node_s3_endpoint(node.name),
-                "--bucket", self.bucket, *prefix, *self.broker_args]
-
-    def _start_volumes(self) -> None:
-        """Each node's volume a FUSE file system over a backing directory of
-        the run (lazy: unsynced writes can be lost), attached to its node."""
-        from reference.volumes.local import start_service
-        self.volumes = start_service(self.run_dir / "volumes")
-        for name, node in self.nodes.items():
-            self.volumes.client.create(f"vol-{name}")
-            node.volume_path = Path(self.volumes.client.attach(f"vol-{name}", name).path)
+                "--bucket", self.bucket, *prefix, "--rpc-listen", node.rpc_address,
+                "--volume-provider", self._provider_spec, "--volume-id", node.volume_id,
+                "--node-name", node.name, "--session-timeout", self.session_timeout,
+                "--heartbeat-interval", self.heartbeat_interval, *self.broker_args]
 
     def start_node(self, name: str, wait: bool = True) -> None:
         node = self.nodes[name]
@@ -189,7 +232,10 @@ class ReferenceCluster(Target):
         with open(node.log_path, "ab") as out:
             out.write(f"\n=== highwater: starting {name} (start #{node.starts + 1}) ===\n".encode())
             out.flush()
-            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            env = {**os.environ, "PYTHONUNBUFFERED": "1",
+                   # the brokers run this checkout's reference/, wherever we run from
+                   "PYTHONPATH": os.pathsep.join([str(REPO_ROOT)] + ([os.environ["PYTHONPATH"]]
+                                                                     if os.environ.get("PYTHONPATH") else []))}
             if self.controls is not None:
                 env.update(self.controls.node_environment(name, env))
             node.process = subprocess.Popen(self.broker_command(node), stdout=out, stderr=subprocess.STDOUT,
@@ -223,6 +269,13 @@ class ReferenceCluster(Target):
             return False
         return True
 
+    def pause_node(self, name: str) -> None:
+        """SIGSTOP: the node holds its sockets and answers nothing."""
+        self.signal_node(name, signal.SIGSTOP)
+
+    def resume_node(self, name: str) -> None:
+        self.signal_node(name, signal.SIGCONT)
+
     def kill_node(self, name: str) -> None:
         """SIGKILL: no flush, no goodbye; what was not fsynced is the node's loss."""
         node = self.nodes[name]
@@ -246,6 +299,98 @@ class ReferenceCluster(Target):
         except subprocess.TimeoutExpired:
             self.kill_node(name)
 
+    # --- cluster knowledge -------------------------------------------------------
+    def by_id(self, node_id: int) -> BrokerNode | None:
+        return next((n for n in self.nodes.values() if n.node_id == node_id), None)
+
+    def controller_call(self, method: str, params: dict | None = None, timeout: float = 10.0):
+        """Ask the controller (found from the lease in S3, else by trying each node)."""
+        from reference.cluster.rpc import RpcError, call_sync
+        tried = []
+        lease = self.lease()
+        order = [lease["rpc"]] if lease and lease.get("rpc") else []
+        order += [n.rpc_address for n in self.nodes.values() if n.pid is not None and n.rpc_address not in order]
+        for addr in order:
+            try:
+                return call_sync(addr, method, params, timeout)
+            except (RpcError, OSError, TimeoutError) as e:
+                tried.append(f"{addr}: {e!r}")
+        raise RuntimeError(f"no controller answered {method}: {'; '.join(tried)}")
+
+    def lease(self) -> dict | None:
+        from reference.cluster.lease import LeaseStore
+        from reference.storage.s3io import ObjectStore
+        try:
+            lease = LeaseStore(ObjectStore(self.s3_endpoint, self.bucket, timeout=5.0)).read()
+        except Exception:
+            return None
+        return None if lease is None else {"node": lease.node, "epoch": lease.epoch, "rpc": lease.rpc}
+
+    def controller(self) -> str | None:
+        lease = self.lease()
+        node = self.by_id(lease["node"]) if lease else None
+        return node.name if node else None
+
+    def primaries(self) -> list[str]:
+        """The controller and the node(s) leading the most partitions."""
+        out = []
+        ctl = self.controller()
+        if ctl:
+            out.append(ctl)
+        try:
+            info = self.controller_call("cluster", timeout=5.0)
+            led = {int(n): v["led"] for n, v in info["nodes"].items() if not v["fenced"]}
+            if led and max(led.values()) > 0:
+                top = max(led.values())
+                for nid in sorted(n for n, v in led.items() if v == top):
+                    node = self.by_id(nid)
+                    if node and node.name not in out:
+                        out.append(node.name)
+        except Exception as e:
+            log.warning("primaries: could not ask the controller (%s)", e)
+        return out or self.node_names[:1]
+
+    def failovers(self) -> list[dict]:
+        """Every failover the controllers logged (one JSON line each), oldest first."""
+        return self._logged(FAILOVER_LINE)
+
+    def reassignments(self) -> list[dict]:
+        return self._logged(REASSIGN_LINE)
+
+    def _logged(self, pattern) -> list[dict]:
+        out = []
+        for node in self.nodes.values():
+            if not node.log_path.exists():
+                continue
+            with open(node.log_path, errors="replace") as f:
+                for line in f:
+                    m = pattern.search(line)
+                    if m:
+                        try:
+                            rec = json.loads(m.group(1))
+                        except ValueError:
+                            continue
+                        rec["logged_by"] = node.name
+                        rec["at"] = line[:23]
+                        victim = self.by_id(rec.get("node", -1))
+                        if victim:
+                            rec["node_name"] = victim.name
+                        out.append(rec)
+        out.sort(key=lambda r: r["at"])
+        return out
+
+    def run_info(self) -> dict:
+        fo = self.failovers()
+        totals = sorted(f["steps"]["total_ms"] for f in fo if "total_ms" in f.get("steps", {}))
+        info = {"failovers": fo, "reassignments": self.reassignments(),
+                "failover_total_ms": {"count": len(totals),
+                                      "median": totals[len(totals) // 2] if totals else None,
+                                      "max": totals[-1] if totals else None},
+                "volumes": self.volume_kind}
+        if self.controls is not None:
+            info.update(self.controls.stats())
+        return info
+
     def teardown(self) -> None:
         for name in list(self.nodes):
             try:
@@ -256,9 +401,9 @@ class ReferenceCluster(Target):
                 self.kill_node(name)
         if self.controls is not None:
             self.controls.stop()
-        if self.volumes is not None:
+        if self._volume_service is not None:
             try:
-                self.volumes.stop()
+                self._volume_service.stop()
             except Exception:
                 log.exception("stopping the volume service")
         if self.s3 is not None:

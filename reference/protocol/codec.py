@@ -20,6 +20,9 @@ from kafka.protocol.consumer import (
     JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListOffsetsRequest, ListOffsetsResponse,
     OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
     OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, SyncGroupRequest, SyncGroupResponse)
+from kafka.protocol.admin import (
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, ListPartitionReassignmentsRequest,
+    ListPartitionReassignmentsResponse)
 from kafka.protocol.metadata import (
     ApiVersionsRequest, ApiVersionsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
     MetadataRequest, MetadataResponse)
@@ -64,6 +67,9 @@ API_SPECS: dict[int, ApiSpec] = {
     22: ApiSpec(InitProducerIdRequest, InitProducerIdResponse, 0, 1),
     23: ApiSpec(OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, 2, 3),
     32: ApiSpec(DescribeConfigsRequest, DescribeConfigsResponse, 1, 3),
+    # flexible from v0 (kafka-python's classes encode their tagged headers); cluster only
+    45: ApiSpec(AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, 0, 0),
+    46: ApiSpec(ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, 0, 0),
 }
 API_VERSIONS_KEY = 18
 PRODUCE_KEY = 0

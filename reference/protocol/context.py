@@ -39,13 +39,25 @@ class BrokerContext:
     cluster_id: str = field(default_factory=lambda: "highwater-" + uuid.uuid4().hex[:12])
     clock: Callable[[], float] = time.monotonic
     groups: object = None  # the GroupCoordinator; make_context sets it
+    cluster: object = None  # a reference.cluster.view.ClusterView on a cluster node, else None
 
     def leader_epoch(self, topic: str, partition: int) -> int:
-        """The partition's leader epoch. One node that never hands leadership
-        away keeps epoch 0 for ever, also across its own restarts: the same
-        leader with the same epoch is consistent for clients (KIP-320), and
-        every stored batch carries that same epoch."""
+        """The partition's leader epoch. In a cluster: its stream epoch, bumped
+        each time the stream opens on a node. A lone node (no cluster) never
+        hands leadership away and keeps epoch 0 for ever, also across its own
+        restarts: the same leader with the same epoch is consistent for
+        clients (KIP-320), and every stored batch carries that same epoch."""
+        if self.cluster is not None:
+            return self.cluster.leader_epoch(topic, partition)
         return 0
+
+    def not_coordinator(self, group: str) -> bool:
+        """In a cluster, one live broker coordinates each group (by a hash of
+        its id); the others answer NOT_COORDINATOR and the client looks again."""
+        if self.cluster is None:
+            return False
+        found = self.cluster.coordinator(group)
+        return found is None or found[0] != self.node_id
 
     def partition_count(self, topic: str) -> int | None:
         info = self.engine.list_topics().get(topic)

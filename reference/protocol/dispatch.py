@@ -13,9 +13,9 @@ import logging
 
 from reference.protocol import codec
 from reference.protocol.handlers import (
-    api_versions, create_topics, delete_topics, describe_configs, describe_groups, fetch,
+    alter_partition_reassignments, api_versions, create_topics, delete_topics, describe_configs, describe_groups, fetch,
     find_coordinator, heartbeat, init_producer_id, join_group, leave_group, list_groups,
-    list_offsets, metadata, offset_commit, offset_fetch, offset_for_leader_epoch, produce,
+    list_offsets, list_partition_reassignments, metadata, offset_commit, offset_fetch, offset_for_leader_epoch, produce,
     sync_group)
 
 log = logging.getLogger("highwater.protocol")
@@ -23,7 +23,8 @@ log = logging.getLogger("highwater.protocol")
 HANDLERS = {module.API_KEY: module.handle for module in (
     produce, fetch, list_offsets, metadata, offset_commit, offset_fetch, find_coordinator,
     join_group, heartbeat, leave_group, sync_group, describe_groups, list_groups, api_versions,
-    create_topics, delete_topics, init_producer_id, offset_for_leader_epoch, describe_configs)}
+    create_topics, delete_topics, init_producer_id, offset_for_leader_epoch, describe_configs,
+    alter_partition_reassignments, list_partition_reassignments)}
 assert set(HANDLERS) == set(codec.API_SPECS), "every advertised API needs a handler, and only those"
 
 

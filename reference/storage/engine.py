@@ -57,7 +57,8 @@ from reference.storage.api import AppendResult, CommittedOffset, StorageEngine, 
 from reference.storage.compaction import Compactor
 from reference.storage.config import EngineConfig, add_arguments, config_from_args, parse_duration, parse_size
 from reference.storage.log_cache import CachedBatch, LogCache
-from reference.storage.metadata import CommitRejected, MetadataFenced, MetadataLog, StreamMeta
+from reference.storage.metadata import (CommitRejected, ControllerUnavailable, MetadataFenced, MetadataLog,
+                                        NodeFenced, StreamMeta)
 from reference.storage.object_reader import ObjectReader
 from reference.storage.producer_state import Duplicate, ProducerStateTable, Reject
 from reference.storage.recovery import recover
@@ -74,11 +75,13 @@ log = logging.getLogger(__name__)
 
 
 class StreamRuntime:
-    """A stream's in-memory state on the node that has it open."""
-    __slots__ = ("meta", "next_offset", "high_watermark", "producers", "committed_producers")
+    """A stream's in-memory state on the node that has it open, at the
+    stream epoch it was opened with (stamped on its WAL records)."""
+    __slots__ = ("meta", "epoch", "next_offset", "high_watermark", "producers", "committed_producers")
 
     def __init__(self, meta: StreamMeta):
         self.meta = meta
+        self.epoch = meta.epoch
         self.next_offset = meta.end_offset        # next offset to assign (in-flight included)
         self.high_watermark = meta.end_offset     # everything below is durable
         self.committed_producers = ProducerStateTable.from_snapshot(meta.producers)
@@ -91,12 +94,12 @@ class StreamRuntime:
 
 class S3Engine(StorageEngine):
     def __init__(self, node_id: int, volume_dir: str | Path, s3_endpoint: str, bucket: str,
-                 config: EngineConfig | None = None):
+                 config: EngineConfig | None = None, store: ObjectStore | None = None):
         self.node_id = node_id
         self.volume_dir = Path(volume_dir)
         self.config = config or EngineConfig()
         cfg = self.config
-        self.store = ObjectStore(s3_endpoint, bucket, cfg.s3_timeout, cfg.s3_prefix)
+        self.store = store or ObjectStore(s3_endpoint, bucket, cfg.s3_timeout, cfg.s3_prefix)
         self.s3_executor = ThreadPoolExecutor(cfg.s3_threads, thread_name_prefix=f"s3-n{node_id}")
         self.wal_executor = ThreadPoolExecutor(1, thread_name_prefix=f"wal-n{node_id}")
         self.meta = MetadataLog(self.store, cfg.metadata_prefix, cfg.metadata_snapshot_every, self.s3_executor)
@@ -120,6 +123,81 @@ class S3Engine(StorageEngine):
         self._tasks: list[asyncio.Task] = []
         self._pid_next = self._pid_end = 0
         self._pid_lock = asyncio.Lock()
+        # cluster mode (reference/cluster): streams are opened and closed by the
+        # controller, metadata is written through it (self.meta is a replica)
+        self.cluster = False
+        self.session_ok = None        # () -> bool: may this node acknowledge now? (its session)
+        self.moving_out: set[int] = set()
+
+    # ------------------------------------------------------------------ cluster mode
+    def join_cluster(self, replica, node_epoch: int, session_ok=None) -> None:
+        """Before start_cluster: metadata through `replica` (reads a copy of
+        the log, writes through the controller); streams only those the
+        metadata says this node holds open; acks only while `session_ok()`."""
+        self.cluster = True
+        self.meta = replica
+        self.node_epoch = node_epoch
+        self.session_ok = session_ok
+
+    async def start_cluster(self, wal_file, just_recovered: bool = False) -> None:
+        """Serve as a cluster broker on an already opened (and locked) WAL:
+        recover whatever it holds for streams we own (normally nothing: the
+        previous incarnation's records were recovered before registering),
+        reset it to our epoch, start the WAL and the uploader. The cleaner
+        runs on the controller; compaction is off in a cluster."""
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        self.wal_file = wal_file
+        self._sync_streams()
+        if not just_recovered:  # (else the WAL was scanned, uploaded and reset a moment ago)
+            self.recovery_summary = await recover(self)
+        want_space = lambda: self.uploader.request("wal-full")  # noqa: E731
+        self.wal = GroupCommitWal(self.wal_file, self.wal_file.start_offset(), cfg.wal_max_write,
+                                  self.wal_executor, on_space_needed=want_space)
+        self.wal.start()
+        self._tasks = [loop.create_task(self.uploader.run(), name=f"uploader-n{self.node_id}")]
+        self.started = True
+        self.meta.listeners.append(self._sync_streams)
+        log.info("storage engine node %d (epoch %d) serving in the cluster: %d streams open here",
+                 self.node_id, self.node_epoch, len(self.streams))
+
+    async def recover_as(self, wal_file) -> dict:
+        """Recover another incarnation's WAL (this engine was built for that
+        node, joined with a replica carrying its fenced epoch and recovery
+        token): every stream it holds open, records of older stream epochs
+        dropped; upload, commit, reset. Returns the summary with the streams'
+        recovered end offsets."""
+        self.wal_file = wal_file
+        self._sync_streams()
+        self.started = True
+        try:
+            summary = await recover(self)
+        finally:
+            self.started = False
+        summary["ends"] = {str(sid): s.next_offset for sid, s in self.streams.items()}
+        return summary
+
+    async def move_out(self, stream_id: int, epoch: int) -> dict:
+        """Reassignment, on the source: stop appending to the stream, wait
+        until what was queued is durable, upload and commit only its delta,
+        let go of it. The cost follows the delta, not the stream's size."""
+        self._check()
+        s = self.streams.get(stream_id)
+        if s is None or s.epoch != epoch:
+            raise KafkaError(errors.NOT_LEADER_OR_FOLLOWER, f"stream {stream_id} is not open here at epoch {epoch}")
+        started = time.monotonic()
+        self.moving_out.add(stream_id)
+        try:
+            if s.next_offset > s.high_watermark:
+                await self._wait_durable(s, s.next_offset - 1)
+            pending = self.cache.pending(self.wal.next_offset).get(stream_id, [])
+            delta = sum(len(b.data) for b in pending)
+            summary = await self.uploader.upload_once(trim=False, only=stream_id)
+        except BaseException:
+            self.moving_out.discard(stream_id)
+            raise
+        return {"end": s.high_watermark, "delta_bytes": delta, "object_bytes": summary.bytes if summary else 0,
+                "seconds": round(time.monotonic() - started, 4)}
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -246,18 +324,38 @@ class S3Engine(StorageEngine):
     async def _meta_append(self, rec: dict):
         try:
             return await self.meta.append(rec)
-        except MetadataFenced as e:
+        except (MetadataFenced, NodeFenced) as e:
             self.halt(str(e))
             raise KafkaError(errors.KAFKA_STORAGE_ERROR, str(e)) from None
+        except ControllerUnavailable as e:
+            raise KafkaError(errors.REQUEST_TIMED_OUT, str(e)) from None
 
     def _sync_streams(self) -> None:
-        """Open runtime state for every stream in the metadata, drop the gone."""
-        for sid, meta in self.meta.state.streams.items():
-            if sid not in self.streams:
+        """Open runtime state for every stream in the metadata (in a cluster:
+        every stream the metadata says this node holds open, at its epoch),
+        drop the gone."""
+        state = self.meta.state
+        for sid, meta in state.streams.items():
+            rt = self.streams.get(sid)
+            if not self.cluster:
+                if rt is None:
+                    self.streams[sid] = StreamRuntime(meta)
+            elif meta.owner == self.node_id and (rt is None or rt.epoch != meta.epoch):
+                if rt is not None:
+                    self.cache.drop_stream(sid)
                 self.streams[sid] = StreamRuntime(meta)
-        for sid in [sid for sid in self.streams if sid not in self.meta.state.streams]:
+                self.moving_out.discard(sid)
+                log.info("stream %d (%s-%d) open here at epoch %d, end offset %d", sid, meta.topic, meta.partition,
+                         meta.epoch, meta.end_offset)
+            elif meta.owner != self.node_id and rt is not None:
+                del self.streams[sid]
+                self.cache.drop_stream(sid)
+                self.moving_out.discard(sid)
+                log.info("stream %d (%s-%d) closed here", sid, meta.topic, meta.partition)
+        for sid in [sid for sid in self.streams if sid not in state.streams]:
             del self.streams[sid]
             self.cache.drop_stream(sid)
+        self._signal_appended()
 
     # ------------------------------------------------------------------ topics
     def list_topics(self) -> dict[str, TopicInfo]:
@@ -306,8 +404,23 @@ class S3Engine(StorageEngine):
         meta = self.meta.state.stream_for(topic, partition)
         s = self.streams.get(meta.stream_id) if meta else None
         if s is None:
+            if meta is not None and self.cluster:
+                raise KafkaError(errors.NOT_LEADER_OR_FOLLOWER,
+                                 f"partition {topic}-{partition} is not open on node {self.node_id}")
             raise KafkaError(errors.UNKNOWN_TOPIC_OR_PARTITION, f"no partition {topic}-{partition}")
         return s
+
+    def _check_session(self, topic, partition) -> None:
+        """The ack-path lease check: a broker whose session may have expired
+        (paused, cut off) acknowledges nothing; the controller may have given
+        its partitions to another node already."""
+        if self.session_ok is not None and not self.session_ok():
+            raise KafkaError(errors.NOT_LEADER_OR_FOLLOWER,
+                             f"node {self.node_id}: session not certainly valid; not acknowledging {topic}-{partition}")
+
+    def leader_epoch(self, topic: str, partition: int) -> int:
+        """The partition's leader epoch: its stream epoch here."""
+        return self._stream(topic, partition).epoch
 
     async def append(self, topic, partition, batch, leader_epoch=0, on_queued=None):
         try:
@@ -317,12 +430,16 @@ class S3Engine(StorageEngine):
                 on_queued()
         if fut is None:  # an idempotent retry: answer once the original is durable
             await self._wait_durable(s, base)
+            self._check_session(topic, partition)
             return AppendResult(base, s.meta.start_offset, duplicate=True)
         try:
             await fut
         except WalError as e:
             self.halt(f"WAL write failed: {e}")
             raise KafkaError(errors.KAFKA_STORAGE_ERROR, str(e)) from None
+        self._check_session(topic, partition)
+        if self.cluster and self.streams.get(s.stream_id) is not s:
+            raise KafkaError(errors.NOT_LEADER_OR_FOLLOWER, f"{topic}-{partition} moved away meanwhile")
         return AppendResult(base, s.meta.start_offset)
 
     async def _queue_append(self, topic, partition, batch, leader_epoch):
@@ -330,7 +447,10 @@ class S3Engine(StorageEngine):
         (WAL durability future, stream, base offset); the future is None for
         a duplicate, whose base offset is the original's."""
         self._check()
+        self._check_session(topic, partition)
         s = self._stream(topic, partition)
+        if s.stream_id in self.moving_out:
+            raise KafkaError(errors.NOT_LEADER_OR_FOLLOWER, f"{topic}-{partition} is moving to another node")
         header = parse_header(batch)
         n = len(batch)
         if n + BODY_HEADER.size > self.wal.max_body() or n > self.config.cache_size:
@@ -352,7 +472,7 @@ class S3Engine(StorageEngine):
             base = s.next_offset
             end = base + header.last_offset_delta + 1
             stamped = assign_offset(batch, base, leader_epoch)
-            body = encode_body(s.stream_id, s.meta.epoch, base, header.last_offset_delta, stamped)
+            body = encode_body(s.stream_id, s.epoch, base, header.last_offset_delta, stamped)
 
             def on_durable(_wal_start: int, wal_end: int, s=s, n=n, ts=header.max_timestamp):
                 self._on_durable(s, base, end, stamped, ts, n, wal_end)

@@ -19,6 +19,24 @@ object-id counters; node epochs; consumer groups' committed offsets.
 Record types: node_open, create_topic, delete_topic, allocate_producer_ids,
 prepare_objects, commit_objects (also used by compaction, with `compacted`
 sources), mark_destroy, destroyed, commit_group_offsets.
+
+Cluster records (written only by the controller, `reference/cluster/`):
+controller (a new controller's epoch: from then on an older controller's
+next record collides with this key and is fenced by S3), register_node (a
+broker process: node epoch + 1), fence_node (node epoch + 1, fenced, with a
+recovery token for the node that recovers its WAL), open_streams /
+close_streams (a stream is open on at most one node; opening bumps the stream
+epoch), failover and reassignment (what happened, with step timings).
+
+Fencing checks (`check`), as AutoMQ's controller does them:
+- nodeEpochCheck: a record a broker asked for carries `node` and
+  `node_epoch`; it is refused (NODE_EPOCH_EXPIRED) unless that is the node's
+  current epoch, and (NODE_FENCED) if the node is fenced, unless it carries
+  the fenced epoch's recovery token (the node recovering its WAL acts for it).
+  Once a cluster has a controller, every broker record must carry them.
+- streamAdvanceCheck: a commit's every range must belong to a stream the
+  committing node holds open (at the stream epoch it names, `epochs`), and
+  start at the stream's committed end (OFFSET_NOT_MATCHED otherwise).
 """
 from __future__ import annotations
 
@@ -45,6 +63,10 @@ class MetadataFenced(MetadataError):
     """Another writer appended at our sequence number: we lost our position."""
 
 
+class ControllerUnavailable(MetadataError):
+    """A cluster broker's metadata write found no controller in time (transient)."""
+
+
 class CommitRejected(MetadataError):
     """A record that does not fit the current state (e.g. OFFSET_NOT_MATCHED)."""
 
@@ -58,10 +80,12 @@ class StreamMeta:
     start_offset: int = 0
     end_offset: int = 0          # committed to S3 up to here (exclusive)
     producers: dict = field(default_factory=dict)  # ProducerStateTable snapshot at end_offset
+    owner: int | None = None     # the node holding it open (cluster), None while closed
+    epoch_starts: list = field(default_factory=list)  # [[epoch, first offset], ...] (Kafka's leader epochs)
 
     def to_json(self):
         return [self.stream_id, self.topic, self.partition, self.epoch, self.start_offset,
-                self.end_offset, self.producers]
+                self.end_offset, self.producers, self.owner, self.epoch_starts]
 
     @classmethod
     def from_json(cls, j):
@@ -104,6 +128,10 @@ class MetadataState:
         self.next_object_id = 1
         self.next_producer_id = 1000
         self.nodes: dict[int, int] = {}      # node id -> epoch
+        # cluster: node id -> {"fenced", "token", "rpc", "listen", "volume"}
+        self.node_info: dict[int, dict] = {}
+        self.controller: dict | None = None  # {"node", "epoch"} of the newest controller
+        self.history: list[dict] = []         # the newest failover / reassignment records
         self.groups: dict[str, dict[str, list]] = {}  # group -> "topic:partition" -> [offset, metadata, leader epoch]
         # derived, not serialized: per stream, committed ranges sorted by start
         self.stream_ranges: dict[int, list[tuple[int, int, int]]] = {}
@@ -115,7 +143,9 @@ class MetadataState:
                 "objects": [o.to_json() for o in self.objects.values()],
                 "next_stream_id": self.next_stream_id, "next_object_id": self.next_object_id,
                 "next_producer_id": self.next_producer_id,
-                "nodes": {str(k): v for k, v in self.nodes.items()}, "groups": self.groups}
+                "nodes": {str(k): v for k, v in self.nodes.items()}, "groups": self.groups,
+                "node_info": {str(k): v for k, v in self.node_info.items()}, "controller": self.controller,
+                "history": self.history}
 
     @classmethod
     def from_json(cls, j: dict) -> "MetadataState":
@@ -129,6 +159,9 @@ class MetadataState:
         s.next_producer_id = j["next_producer_id"]
         s.nodes = {int(k): v for k, v in j["nodes"].items()}
         s.groups = j["groups"]
+        s.node_info = {int(k): v for k, v in j.get("node_info", {}).items()}
+        s.controller = j.get("controller")
+        s.history = j.get("history", [])
         s.rebuild_ranges()
         return s
 
@@ -158,6 +191,13 @@ class MetadataState:
             return lst[i]
         return None
 
+    def live_nodes(self) -> list[int]:
+        """Registered, unfenced nodes (cluster)."""
+        return sorted(n for n, info in self.node_info.items() if not info.get("fenced"))
+
+    def owned_by(self, node: int) -> list[int]:
+        return sorted(sid for sid, s in self.streams.items() if s.owner == node)
+
     def stream_for(self, topic: str, partition: int) -> StreamMeta | None:
         t = self.topics.get(topic)
         if t is None or not 0 <= partition < len(t["streams"]):
@@ -169,9 +209,96 @@ class MetadataState:
 # sans-I/O: validation and application of records
 # ----------------------------------------------------------------------------
 
+# records a broker asks the controller for: stamped with node and node_epoch in a cluster
+# (object garbage records, mark_destroy and destroyed, are the controller's own)
+BROKER_RECORDS = frozenset({"create_topic", "delete_topic", "allocate_producer_ids", "prepare_objects",
+                            "commit_objects", "commit_group_offsets"})
+HISTORY_KEPT = 200
+EPOCHS_KEPT = 64
+
+
+class NodeEpochExpired(CommitRejected):
+    """nodeEpochCheck: the record names an older incarnation of its node."""
+
+
+class NodeFenced(CommitRejected):
+    """The node is fenced (in failover): only its recovery may commit for it."""
+
+
+class StreamFenced(CommitRejected):
+    """streamAdvanceCheck: the node does not hold the stream open at that epoch."""
+
+
+class StreamNotClosed(CommitRejected):
+    """open_streams on a stream another node holds open."""
+
+
+def check_node_epoch(state: MetadataState, rec: dict) -> None:
+    """AutoMQ's nodeEpochCheck."""
+    if "node_epoch" not in rec:
+        if state.controller is not None and rec["type"] in BROKER_RECORDS:
+            raise CommitRejected(f"{rec['type']} without node epoch in a cluster")
+        return
+    node, epoch = rec["node"], rec["node_epoch"]
+    current = state.nodes.get(node)
+    if current != epoch:
+        raise NodeEpochExpired(f"NODE_EPOCH_EXPIRED: node {node} epoch {epoch}, current {current}")
+    info = state.node_info.get(node, {})
+    if info.get("fenced") and (rec.get("recovery") is None or rec.get("recovery") != info.get("token")):
+        raise NodeFenced(f"NODE_FENCED: node {node} epoch {epoch} is fenced")
+
+
+def check_stream_advance(state: MetadataState, rec: dict) -> None:
+    """AutoMQ's streamAdvanceCheck for a commit in a cluster (stamped with a
+    node epoch): every range's stream is held open by the committing node,
+    at the epoch the commit names."""
+    epochs = rec.get("epochs", {})
+    for ob in rec["objects"]:
+        for sid, _start, _end in ob["ranges"]:
+            s = state.streams.get(sid)
+            if s is None:
+                continue
+            if s.owner != rec["node"]:
+                raise StreamFenced(f"STREAM_FENCED: stream {sid} is open on node {s.owner}, "
+                                   f"not the committing node {rec['node']}")
+            named = epochs.get(str(sid))
+            if named is not None and named != s.epoch:
+                raise StreamFenced(f"STREAM_FENCED: commit for stream {sid} at epoch {named}, "
+                                   f"the stream is at epoch {s.epoch}")
+
+
 def check(state: MetadataState, rec: dict) -> None:
     """Raise CommitRejected if rec cannot apply to state."""
     t = rec["type"]
+    check_node_epoch(state, rec)
+    if t == "controller":
+        have = state.controller["epoch"] if state.controller else 0
+        if rec["epoch"] <= have:
+            raise CommitRejected(f"controller epoch {rec['epoch']} is not above {have}")
+    if t == "fence_node":
+        if state.nodes.get(rec["node"]) != rec["epoch"]:
+            raise NodeEpochExpired(f"fence of node {rec['node']} epoch {rec['epoch']}: "
+                                   f"its epoch is {state.nodes.get(rec['node'])}")
+    if t == "open_streams":
+        for sid, node, epoch in rec["opens"]:
+            s = state.streams.get(sid)
+            if s is None:
+                raise CommitRejected(f"open of unknown stream {sid}")
+            if s.owner is not None:
+                raise StreamNotClosed(f"STREAM_NOT_CLOSED: stream {sid} is open on node {s.owner}")
+            info = state.node_info.get(node)
+            if info is None or info.get("fenced"):
+                raise NodeFenced(f"open of stream {sid} on node {node}, which is not a live broker")
+            if epoch != s.epoch + 1:
+                raise StreamFenced(f"open of stream {sid} at epoch {epoch}, expected {s.epoch + 1}")
+    if t == "close_streams":
+        for sid, epoch in rec["closes"]:
+            s = state.streams.get(sid)
+            if s is None:
+                continue  # deleted meanwhile
+            if s.epoch != epoch or s.owner is None:
+                raise StreamFenced(f"close of stream {sid} at epoch {epoch}: it is at epoch {s.epoch}, "
+                                   f"owner {s.owner}")
     if t == "create_topic" and rec["name"] in state.topics:
         raise CommitRejected(f"topic {rec['name']} exists")
     if t == "delete_topic" and rec["name"] not in state.topics:
@@ -191,6 +318,8 @@ def check(state: MetadataState, rec: dict) -> None:
         if compacted:
             _check_compaction(state, rec)
         else:
+            if "node_epoch" in rec:
+                check_stream_advance(state, rec)
             expect = {}
             for ob in rec["objects"]:
                 for sid, start, end in ob["ranges"]:
@@ -231,6 +360,30 @@ def apply(state: MetadataState, rec: dict, seq: int):
     result = None
     if t == "node_open":
         state.nodes[rec["node"]] = state.nodes.get(rec["node"], 0) + 1
+    elif t == "controller":
+        state.controller = {"node": rec["node"], "epoch": rec["epoch"]}
+    elif t == "register_node":
+        state.nodes[rec["node"]] = state.nodes.get(rec["node"], 0) + 1
+        state.node_info[rec["node"]] = {"fenced": False, "token": None, "rpc": rec.get("rpc"),
+                                        "listen": rec.get("listen"), "volume": rec.get("volume"),
+                                        "name": rec.get("name")}
+    elif t == "fence_node":
+        state.nodes[rec["node"]] = rec["epoch"] + 1
+        info = state.node_info.setdefault(rec["node"], {})
+        info.update(fenced=True, token=rec.get("token"))
+    elif t == "open_streams":
+        for sid, node, epoch in rec["opens"]:
+            s = state.streams[sid]
+            s.owner, s.epoch = node, epoch
+            s.epoch_starts.append([epoch, s.end_offset])
+            del s.epoch_starts[:-EPOCHS_KEPT]
+    elif t == "close_streams":
+        for sid, _epoch in rec["closes"]:
+            if sid in state.streams:
+                state.streams[sid].owner = None
+    elif t in ("failover", "reassignment"):
+        state.history.append({k: v for k, v in rec.items() if k not in ("writer",)})
+        del state.history[:-HISTORY_KEPT]
     elif t == "create_topic":
         ids = list(range(state.next_stream_id, state.next_stream_id + rec["partitions"]))
         state.next_stream_id += rec["partitions"]
@@ -313,6 +466,7 @@ class MetadataLog:
         self._snapshot_task: asyncio.Task | None = None
         self._inflight: set[asyncio.Task] = set()
         self.on_fenced = None  # called with the MetadataFenced error, once
+        self.on_written = None  # called with (seq, record as stored) after each append
         self.records_written = 0
 
     def log_key(self, seq: int) -> str:
@@ -389,6 +543,8 @@ class MetadataLog:
                     delay = min(delay * 2, 2.0)
             result = apply(self.state, rec, seq)
             self.records_written += 1
+            if self.on_written is not None:
+                self.on_written(seq, rec)
             if self.snapshot_every and seq % self.snapshot_every == self.snapshot_every - 1:
                 self._start_snapshot()
             return result

@@ -11,6 +11,11 @@ trim offset jumps a whole lap past the old data, so no stale record can
 ever look current again, and new writes start there (the S3 WAL deletes
 the objects it scanned instead).
 
+In a cluster every record carries the stream epoch it was written under;
+a record of an older epoch than the stream's current one (written by a node
+that has since lost the stream, or by a zombie after it was fenced) is
+dropped, never replayed.
+
 A stream whose first recovered batch lies beyond its committed end offset
 has a hole: acknowledged data is gone. That is logged as an error (AutoMQ
 treats it as a bug signal) and that stream's records are not replayed.
@@ -35,12 +40,14 @@ class ReplayPlan:
     replay: list[tuple[int, WalEntry]] = field(default_factory=list)  # (WAL offset, entry)
     committed: int = 0       # already in S3: dropped
     unknown: int = 0         # for streams that no longer exist: dropped
+    stale: int = 0           # written under an older stream epoch: dropped
     errors: list[str] = field(default_factory=list)
 
 
-def plan_replay(records: list[tuple[int, bytes]], end_offsets: dict[int, int]) -> ReplayPlan:
+def plan_replay(records: list[tuple[int, bytes]], end_offsets: dict[int, int],
+                epochs: dict[int, int] | None = None) -> ReplayPlan:
     """Decide, from the scanned WAL records and each stream's committed end
-    offset, which records to replay. Pure."""
+    offset (and, in a cluster, its current epoch), which records to replay. Pure."""
     plan = ReplayPlan()
     expect = dict(end_offsets)
     broken: set[int] = set()
@@ -55,6 +62,14 @@ def plan_replay(records: list[tuple[int, bytes]], end_offsets: dict[int, int]) -
             plan.unknown += 1
             continue
         if sid in broken:
+            continue
+        if epochs is not None and entry.epoch != epochs[sid]:
+            if entry.epoch < epochs[sid]:
+                plan.stale += 1
+                continue
+            plan.errors.append(f"stream {sid}: WAL record at {wal_offset} has epoch {entry.epoch}, newer than "
+                               f"the stream's {epochs[sid]}; not replaying this stream")
+            broken.add(sid)
             continue
         if entry.end_offset <= end_offsets[sid]:
             plan.committed += 1
@@ -84,7 +99,8 @@ async def recover(engine) -> dict:
         # nothing valid after it: most likely a write torn by the crash, never acknowledged
         log.warning("WAL scan stopped at offset %d: %s (a torn last write?); the damaged record is not served",
                     scan.end, scan.stop_reason)
-    plan = plan_replay(scan.records, {sid: s.meta.end_offset for sid, s in e.streams.items()})
+    epochs = {sid: s.epoch for sid, s in e.streams.items()} if getattr(e, "cluster", False) else None
+    plan = plan_replay(scan.records, {sid: s.meta.end_offset for sid, s in e.streams.items()}, epochs)
     for err in plan.errors:
         log.error("recovery: %s", err)
     replayed_bytes = 0
@@ -101,12 +117,12 @@ async def recover(engine) -> dict:
         summary = await e.uploader.upload_once(cutoff=scan.end, trim=False)
     new_start = await loop.run_in_executor(e.wal_executor, e.wal_file.reset, scan.end, e.node_id, e.node_epoch)
     result = {"scanned": len(scan.records), "replayed": len(plan.replay), "replayed_bytes": replayed_bytes,
-              "committed": plan.committed, "unknown": plan.unknown, "errors": plan.errors,
+              "committed": plan.committed, "unknown": plan.unknown, "stale": plan.stale, "errors": plan.errors,
               "corrupt": scan.corrupt, "stop_reason": scan.stop_reason, "lost_after": scan.lost_after,
               "wal_start": scan.start, "wal_end": scan.end, "new_start": new_start,
               "objects": summary.object_ids if summary else []}
     log.info("recovered %d records from WAL [%d, %d): %d replayed (%d bytes) and uploaded to %s, "
-             "%d already committed, %d of deleted streams; WAL reset to %d (stop: %s)",
-             len(scan.records), scan.start, scan.end, len(plan.replay), replayed_bytes, result["objects"],
-             plan.committed, plan.unknown, new_start, scan.stop_reason)
+             "%d already committed, %d of deleted or not-owned streams, %d of stale epochs; WAL reset to %d "
+             "(stop: %s)", len(scan.records), scan.start, scan.end, len(plan.replay), replayed_bytes,
+             result["objects"], plan.committed, plan.unknown, plan.stale, new_start, scan.stop_reason)
     return result

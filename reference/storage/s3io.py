@@ -87,6 +87,35 @@ class ObjectStore:
             return
         raise ObjectExists(key)
 
+    def put_conditional(self, key: str, body: bytes, etag: str | None) -> str:
+        """Compare-and-swap: create `key` if `etag` is None (If-None-Match: *),
+        else replace it only if it still has that ETag (If-Match). Returns the
+        new ETag; raises ObjectExists when the condition fails. Unlike
+        put_if_absent, an ambiguous success is not recognised here: the
+        caller re-reads and decides (the controller lease does)."""
+        from botocore.exceptions import ClientError
+        cond = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}
+        try:
+            resp = self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=body, **cond)
+        except ClientError as e:
+            if _status(e) in (409, 412) or _code(e) in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise ObjectExists(key) from None
+            if etag is not None and (_status(e) == 404 or _code(e) in ("NoSuchKey", "404")):
+                raise ObjectExists(key) from None
+            raise
+        return resp["ETag"]
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        """The object's bytes and its ETag; NoSuchKey if absent."""
+        from botocore.exceptions import ClientError
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
+        except ClientError as e:
+            if _code(e) in ("NoSuchKey", "404") or _status(e) == 404:
+                raise NoSuchKey(key) from None
+            raise
+        return resp["Body"].read(), resp["ETag"]
+
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
         """The object's bytes, or [start, end) of them."""
         from botocore.exceptions import ClientError

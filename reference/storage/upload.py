@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from reference.batch import parse_header
 from reference.storage.log_cache import CachedBatch
-from reference.storage.metadata import CommitRejected, MetadataFenced, object_key
+from reference.storage.metadata import CommitRejected, ControllerUnavailable, MetadataFenced, object_key
 from reference.storage.object_format import StreamRecord, encode_object
 from reference.storage.producer_state import ProducerStateTable
 
@@ -101,6 +101,11 @@ class Uploader:
                 backoff = 0.1
             except (CommitRejected, MetadataFenced):
                 return  # the engine is halted
+            except ControllerUnavailable as ex:
+                log.warning("upload: %s; retrying", ex)
+                await asyncio.sleep(backoff)
+                self._wanted.set()
+                continue
             except asyncio.CancelledError:
                 raise
             except Exception as ex:
@@ -113,16 +118,18 @@ class Uploader:
             if self.should_upload():
                 self._wanted.set()
 
-    async def upload_once(self, cutoff: int | None = None, trim: bool = True) -> UploadSummary | None:
+    async def upload_once(self, cutoff: int | None = None, trim: bool = True,
+                          only: int | None = None) -> UploadSummary | None:
         """Upload everything durable up to the WAL offset `cutoff` (default:
-        the WAL's durable end), commit it, then trim the WAL to the cutoff."""
+        the WAL's durable end), commit it, then trim the WAL to the cutoff.
+        `only`: just that stream's delta (reassignment; no trim)."""
         async with self._lock:
             while True:
-                summary = await self._upload(cutoff, trim)
+                summary = await self._upload(cutoff, trim and only is None, only)
                 if summary is not False:
                     return summary
 
-    async def _upload(self, cutoff, trim):
+    async def _upload(self, cutoff, trim, only=None):
         e = self.engine
         cfg = e.config
         if e.failed:
@@ -130,7 +137,8 @@ class Uploader:
         started = time.monotonic()
         if cutoff is None:
             cutoff = e.wal.next_offset
-        pending = {sid: bs for sid, bs in e.cache.pending(cutoff).items() if sid in e.streams}
+        pending = {sid: bs for sid, bs in e.cache.pending(cutoff).items()
+                   if sid in e.streams and (only is None or sid == only)}
         if not pending:
             if trim and e.wal is not None and cutoff > e.wal.trim_offset:
                 await e.wal.trim(cutoff)
@@ -157,7 +165,8 @@ class Uploader:
         producers = {str(sid): t.snapshot() for sid, t in tables.items() if t.producers}
         try:
             await e.meta.append({"type": "commit_objects", "node": e.node_id, "objects": objects,
-                                 "producers": producers, "ts": time.time()})
+                                 "producers": producers, "ts": time.time(),
+                                 "epochs": {str(sid): e.streams[sid].epoch for sid in pending if sid in e.streams}})
         except (CommitRejected, MetadataFenced) as ex:
             e.halt(f"upload commit of objects {ids} failed: {ex}")
             raise

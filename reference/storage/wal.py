@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import logging
 import mmap
 import os
@@ -200,16 +201,36 @@ class ScanResult:
 # I/O: the WAL file
 # --------------------------------------------------------------------------
 
+def _lock_wal(fd: int, path: Path, mode: str) -> None:
+    """One process per WAL: an exclusive flock, held while the file is open.
+    mode "must": refuse (WalError) when another process holds it; "try":
+    only warn (a node recovering a failed node's WAL on a volume that does
+    not fence I/O, where the old process may still hold it); "none"."""
+    if mode == "none":
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        if mode == "try":
+            log.warning("WAL %s is still locked by another process (a paused or dying broker on a volume "
+                        "that does not fence I/O); going on", path)
+            return
+        os.close(fd)
+        raise WalError(f"WAL {path} is in use by another process (its lock is held): refusing to run a "
+                       f"second process on this volume") from None
+
+
 class WalFile:
     """Blocking positional I/O on the ring; called from the WAL's I/O thread."""
 
-    def __init__(self, path: str | Path, capacity: int, node_id: int, node_epoch: int = 0):
+    def __init__(self, path: str | Path, capacity: int, node_id: int, node_epoch: int = 0, lock: str = "must"):
         self.path = Path(path)
         capacity = align_up(capacity)
         existed = self.path.exists() and self.path.stat().st_size >= HEADER_AREA
         if capacity < MIN_CAPACITY and not existed:
             raise WalError(f"WAL capacity {capacity} is below the minimum {MIN_CAPACITY}")
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        _lock_wal(self.fd, self.path, lock)
         self.header: WalHeader
         self.created = False
         if existed:
@@ -373,10 +394,14 @@ class WalDevice(WalFile):
         if not hasattr(os, "O_DIRECT"):
             raise WalError("--wal-device needs O_DIRECT, which this platform does not have")
         try:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_DIRECT | os.O_DSYNC)
+            # O_EXCL on a block device: the open fails (EBUSY) while anyone else has it open O_EXCL
+            self.fd = os.open(self.path, os.O_RDWR | os.O_DIRECT | os.O_DSYNC | os.O_EXCL)
         except FileNotFoundError:
             raise WalError(f"WAL device {self.path} does not exist") from None
         except OSError as e:
+            if e.errno == errno.EBUSY:
+                raise WalError(f"WAL device {self.path} is in use by another process (opened exclusively): "
+                               f"refusing to run a second process on this volume") from None
             raise self._direct_error(e) from None
         self._buf = mmap.mmap(-1, self.READ_WINDOW)
         self._window: tuple[int, bytes] = (0, b"")

@@ -1,5 +1,7 @@
-"""FindCoordinator (10): every group's coordinator is this broker.
-Transaction coordinators do not exist here (no transactions)."""
+"""FindCoordinator (10): a group's coordinator. A lone node coordinates
+every group; in a cluster one live broker does, chosen by a hash of the
+group id (ClusterView.coordinator). Transaction coordinators do not exist
+here (no transactions)."""
 from kafka.protocol.metadata import FindCoordinatorResponse
 
 from reference import errors
@@ -13,5 +15,13 @@ async def handle(request, ctx):
         return FindCoordinatorResponse(version=request.version, throttle_time_ms=0,
                                        error_code=errors.COORDINATOR_NOT_AVAILABLE,
                                        error_message="only group coordinators", node_id=-1, host="", port=-1)
+    node, host, port = ctx.node_id, ctx.host, ctx.port
+    if ctx.cluster is not None:
+        found = ctx.cluster.coordinator(request.key or "")
+        if found is None:
+            return FindCoordinatorResponse(version=request.version, throttle_time_ms=0,
+                                           error_code=errors.COORDINATOR_NOT_AVAILABLE, error_message="no live broker",
+                                           node_id=-1, host="", port=-1)
+        node, host, port = found
     return FindCoordinatorResponse(version=request.version, throttle_time_ms=0, error_code=0, error_message=None,
-                                   node_id=ctx.node_id, host=ctx.host, port=ctx.port)
+                                   node_id=node, host=host, port=port)

@@ -12,6 +12,8 @@ async def handle(request, ctx):
     version = request.version
     if not request.group_id:
         result_code, result = errors.INVALID_GROUP_ID, None
+    elif ctx.not_coordinator(request.group_id):
+        result_code, result = errors.NOT_COORDINATOR, None
     else:
         rebalance_timeout = request.rebalance_timeout_ms if version >= 1 else request.session_timeout_ms
         result = await ctx.groups.join(

@@ -11,6 +11,8 @@ async def handle(request, ctx):
     version = request.version
     if not request.group_id:
         return LeaveGroupResponse(version=version, throttle_time_ms=0, error_code=errors.INVALID_GROUP_ID, members=[])
+    if ctx.not_coordinator(request.group_id):
+        return LeaveGroupResponse(version=version, throttle_time_ms=0, error_code=errors.NOT_COORDINATOR, members=[])
     if version < 3:
         code = ctx.groups.leave(request.group_id, request.member_id)
         return LeaveGroupResponse(version=version, throttle_time_ms=0, error_code=code)

@@ -1,6 +1,9 @@
 """Metadata (3): brokers, and topics with their partitions' leaders.
 
-One node leads every partition it stores. A topic not found is created only
+On a cluster node: every live broker, each partition's leader (the node
+holding its stream open; -1 with LEADER_NOT_AVAILABLE while it is closed,
+e.g. in failover) and its leader epoch (the stream epoch), and the
+controller. A lone node leads every partition it stores. A topic not found is created only
 when the broker runs with auto-creation on *and* the client allows it
 (v4+; earlier versions always allow it, as in Kafka)."""
 from kafka.protocol.metadata import MetadataResponse
@@ -36,12 +39,26 @@ async def handle(request, ctx):
             code = errors.UNKNOWN_TOPIC_OR_PARTITION if is_legal_topic_name(name) else errors.INVALID_TOPIC_EXCEPTION
             topics.append(Topic(error_code=code, name=name, is_internal=False, partitions=[]))
             continue
-        partitions = [Partition(error_code=0, partition_index=p, leader_id=ctx.node_id,
-                                leader_epoch=ctx.leader_epoch(name, p), replica_nodes=[ctx.node_id],
-                                isr_nodes=[ctx.node_id], offline_replicas=[])
-                      for p in range(info.partitions)]
+        partitions = [_partition(ctx, name, p) for p in range(info.partitions)]
         topics.append(Topic(error_code=0, name=name, is_internal=False, partitions=partitions))
-    return MetadataResponse(
-        version=version, throttle_time_ms=0,
-        brokers=[MetadataResponse.MetadataResponseBroker(node_id=ctx.node_id, host=ctx.host, port=ctx.port, rack=None)],
-        cluster_id=ctx.cluster_id, controller_id=ctx.node_id, topics=topics)
+    if ctx.cluster is not None:
+        brokers = [MetadataResponse.MetadataResponseBroker(node_id=n, host=h, port=port, rack=None)
+                   for n, h, port in ctx.cluster.brokers()]
+        controller = ctx.cluster.controller_id()
+    else:
+        brokers = [MetadataResponse.MetadataResponseBroker(node_id=ctx.node_id, host=ctx.host, port=ctx.port,
+                                                           rack=None)]
+        controller = ctx.node_id
+    return MetadataResponse(version=version, throttle_time_ms=0, brokers=brokers, cluster_id=ctx.cluster_id,
+                            controller_id=controller, topics=topics)
+
+
+def _partition(ctx, topic: str, p: int):
+    if ctx.cluster is None:
+        leader, epoch = ctx.node_id, ctx.leader_epoch(topic, p)
+    else:
+        leader, epoch = ctx.cluster.leader(topic, p)
+    replicas = [leader] if leader >= 0 else []
+    return Partition(error_code=errors.NONE if leader >= 0 else errors.LEADER_NOT_AVAILABLE, partition_index=p,
+                     leader_id=leader, leader_epoch=epoch, replica_nodes=replicas, isr_nodes=replicas,
+                     offline_replicas=[])

@@ -24,6 +24,8 @@ def _answer(request, code_for):
 async def handle(request, ctx):
     if not request.group_id:
         return _answer(request, lambda t, p: errors.INVALID_GROUP_ID)
+    if ctx.not_coordinator(request.group_id):
+        return _answer(request, lambda t, p: errors.NOT_COORDINATOR)
     code = ctx.groups.commit_error(request.group_id, request.member_id, request.generation_id_or_member_epoch)
     if code:
         return _answer(request, lambda t, p: code)

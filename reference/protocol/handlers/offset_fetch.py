@@ -13,6 +13,14 @@ async def handle(request, ctx):
     if not request.group_id:
         return OffsetFetchResponse(version=request.version, throttle_time_ms=0, topics=[],
                                    error_code=errors.INVALID_GROUP_ID)
+    if ctx.not_coordinator(request.group_id):
+        # v1 has no top-level error code: every partition asked for carries it
+        topics = [TopicResponse(name=t.name, partitions=[
+            PartitionResponse(partition_index=i, committed_offset=-1, committed_leader_epoch=-1, metadata="",
+                              error_code=errors.NOT_COORDINATOR) for i in t.partition_indexes])
+            for t in request.topics or []] if request.version < 2 else []
+        return OffsetFetchResponse(version=request.version, throttle_time_ms=0, topics=topics,
+                                   error_code=errors.NOT_COORDINATOR)
     committed = ctx.engine.group_offsets(request.group_id)
     if request.topics is None:
         wanted: dict[str, list[int]] = {}

@@ -1,10 +1,13 @@
 """OffsetForLeaderEpoch (23): where a leader epoch ends, for a consumer
 validating its position after a leader change (KIP-320).
 
-Every batch on this node carries the partition's one epoch (see
-BrokerContext.leader_epoch), so the current epoch ends at the high
-watermark; an older epoch never existed here and ends where the log starts;
-a newer one is unknown to us."""
+In a cluster each opening of the partition's stream starts a new epoch at
+the committed end offset (the metadata keeps [epoch, first offset] pairs):
+the answer is the largest epoch not above the one asked and where it ends
+(the next epoch's first offset, or the high watermark for the current one).
+A lone node has one epoch (0), which ends at the high watermark; an older
+epoch never existed there and ends where the log starts; a newer one is
+unknown."""
 from kafka.protocol.consumer import OffsetForLeaderEpochResponse
 
 from reference import errors
@@ -30,6 +33,11 @@ def _end_offset(ctx, topic, part) -> EpochEndOffset:
         start, hwm = ctx.engine.offsets(topic, part.partition)
     except KafkaError as exc:
         return answer(exc.code)
+    if ctx.cluster is not None:
+        if part.leader_epoch > ours:
+            return answer(errors.NONE)
+        epoch, end = ctx.cluster.epoch_end(topic, part.partition, part.leader_epoch, hwm)
+        return answer(errors.NONE, epoch, end) if epoch >= 0 else answer(errors.NONE, part.leader_epoch, start)
     if part.leader_epoch == ours:
         return answer(errors.NONE, ours, hwm)
     if part.leader_epoch < ours:

@@ -349,3 +349,20 @@ def test_stream_object_compaction_merges_contiguous_stream_objects(s3_bucket, tm
         assert keys == {object_key(oid) for oid in made}
         await e.close()
     asyncio.run(main())
+
+
+def test_concurrent_appends_larger_than_the_wal_all_complete(s3_bucket, tmp_path):
+    """A 1 MiB WAL and three concurrent 500 KB appends: together they exceed
+    the ring, so they must go in several groups (an upload trimming between
+    them), never as one group waiting for more space than the ring has."""
+    async def main():
+        e = engine(s3_bucket, tmp_path, wal_capacity=1 << 20)
+        await e.start()
+        await e.create_topic("big", 1)
+        values = [os.urandom(500_000) for _ in range(3)]
+        results = await asyncio.wait_for(
+            asyncio.gather(*[e.append("big", 0, make_batch([v])) for v in values]), 20)
+        assert sorted(r.base_offset for r in results) == [0, 1, 2]
+        assert sorted(v for _, v in await read_all(e, "big", 0, 1 << 20)) == sorted(values)
+        await e.close()
+    asyncio.run(main())

@@ -95,6 +95,23 @@ def test_s3_wal_batches_by_bytes(s3_bucket, tmp_path):
     asyncio.run(main())
 
 
+def test_s3_wal_appends_larger_than_its_capacity_all_complete(s3_bucket, tmp_path):
+    """At most 1 MiB un-uploaded, 8 MiB batches, three concurrent 500 KB
+    appends: one WAL object of all three would wait for ever for room."""
+    endpoint, bucket = s3_bucket
+
+    async def main():
+        e = S3Engine(1, tmp_path, endpoint, bucket, s3_config(wal_capacity=1 << 20, s3_wal_bytes=8 << 20))
+        await e.start()
+        await e.create_topic("t", 1)
+        values = [bytes([65 + i]) * 500_000 for i in range(3)]
+        results = await asyncio.wait_for(asyncio.gather(*[e.append("t", 0, make_batch([v])) for v in values]), 20)
+        assert sorted(r.base_offset for r in results) == [0, 1, 2]
+        assert e.wal.writes >= 2
+        await e.close()
+    asyncio.run(main())
+
+
 def test_s3_wal_crash_recovery_exactly_once(s3_bucket, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="reference.storage")
     endpoint, bucket = s3_bucket

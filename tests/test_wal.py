@@ -202,3 +202,28 @@ def test_write_error_fails_pending_appends(tmp_path):
             g.append(b"y")
         await g.close(clean=False)
     asyncio.run(main())
+
+
+def test_group_larger_than_the_ring_is_split_not_stuck(tmp_path):
+    """Three concurrent 500 KB appends on a 1 MiB WAL: one group of all three
+    would need more than the whole ring, and wait for space for ever."""
+    async def main():
+        f = _open(tmp_path, 1 << 20)
+        want_space = asyncio.Event()
+        g = W.GroupCommitWal(f, 0, on_space_needed=want_space.set)
+        g.start()
+
+        async def uploader():  # as the engine's: upload what is durable, then trim it
+            while True:
+                await want_space.wait()
+                want_space.clear()
+                await g.trim(g.next_offset)
+        trimmer = asyncio.create_task(uploader())
+        bodies = [os.urandom(500_000) for _ in range(3)]
+        spans = await asyncio.wait_for(asyncio.gather(*[g.append(b) for b in bodies]), 10)
+        assert len(spans) == 3 and g.writes >= 2
+        assert all(end - start <= g.ring for start, end in spans)
+        trimmer.cancel()
+        await asyncio.gather(trimmer, return_exceptions=True)
+        await g.close()
+    asyncio.run(main())

@@ -270,9 +270,10 @@ class S3BatchingWal(QueuedWal):
             except asyncio.TimeoutError:
                 break
         take, size = 0, 0
+        limit = min(self.batch_bytes, self.max_group())
         for p in self._queue:
             n = len(p.body) + RECORD_HEADER_SIZE
-            if take and size + n > self.batch_bytes:
+            if take and size + n > limit:
                 break
             take, size = take + 1, size + n
         await self._wait_for_space(size)

@@ -537,6 +537,14 @@ class QueuedWal:
     def max_body(self) -> int:
         return self.ring // 2 - 2 * BLOCK
 
+    def max_group(self) -> int:
+        """The most bytes one group may take: half the ring. A group must fit
+        in the ring *with* what is not yet trimmed, or it waits for space that
+        can never come (three 500 KB appends on a 1 MiB ring); half keeps room
+        for the next group while an upload trims the last. Any one record fits
+        (`max_body`), so every group holds at least one."""
+        return self.ring // 2
+
     def tasks(self) -> list[asyncio.Task]:
         return [self._task] if self._task is not None else []
 
@@ -555,6 +563,8 @@ class QueuedWal:
 
     async def _wait_for_space(self, need: int) -> None:
         """Back-pressure: a full WAL waits for an upload to commit and trim."""
+        if need > self.ring:  # would wait for ever: groups are capped (max_group) so this never happens
+            raise WalError(f"a group of {need} bytes can never fit in a ring of {self.ring}")
         while self.used + need > self.ring:
             self._space.clear()
             if self.on_space_needed:
@@ -658,8 +668,9 @@ class GroupCommitWal(QueuedWal):
 
     async def _write_next_group(self, loop) -> None:
         take, sizes = 0, []
+        limit = min(self.max_write_bytes, self.max_group())
         for p in self._queue:
-            if take and framed_size(sizes + [len(p.body)]) > self.max_write_bytes:
+            if take and framed_size(sizes + [len(p.body)]) > limit:
                 break
             sizes.append(len(p.body))
             take += 1

@@ -16,6 +16,7 @@ from reference.storage import wal as W
 from reference.storage.api import CommittedOffset
 from reference.storage.engine import EngineConfig, S3Engine
 from reference.storage.metadata import object_key
+from reference.storage.recovery import RecoveryRefused
 from reference.storage.s3io import ObjectStore
 from reference.storage.testing import batch_offsets, batch_values, make_batch
 
@@ -366,3 +367,76 @@ def test_concurrent_appends_larger_than_the_wal_all_complete(s3_bucket, tmp_path
         assert sorted(v for _, v in await read_all(e, "big", 0, 1 << 20)) == sorted(values)
         await e.close()
     asyncio.run(main())
+
+
+def test_recovery_refuses_a_stream_whose_wal_records_start_past_its_committed_end(s3_bucket, tmp_path, caplog):
+    """The WAL's first record of a stream lies past the stream's committed
+    end (here: the WAL was trimmed past records never uploaded). Serving
+    would give the lost offsets to new appends, which would then be
+    acknowledged twice over: recovery refuses to start, and leaves the WAL as
+    it is, so a second start refuses again instead of forgetting."""
+    vol = tmp_path / "v"
+
+    async def write():
+        e = engine(s3_bucket, vol, upload_interval=3600, upload_bytes=1 << 30)
+        await e.start()
+        await e.create_topic("g", 1)
+        for i in range(4):
+            assert (await e.append("g", 0, make_batch([f"v{i}"]))).base_offset == i
+        await e.abort()
+    asyncio.run(write())
+    f = W.WalFile(vol / "wal", 1 << 20, 1)
+    second = f.scan().records[1][0]
+    f.write_header(trim_offset=second)  # records 0 was acknowledged, and is gone now
+    header = W.read_header(vol)
+    f.close()
+
+    async def reopen():
+        e = engine(s3_bucket, vol)
+        try:
+            with pytest.raises(RecoveryRefused) as refused:
+                await e.start()
+        finally:
+            await e.close()
+        return str(refused.value)
+    for _ in range(2):
+        message = asyncio.run(reopen())
+        assert "g-0" in message and "has offset 1, expected 0" in message and "[0, 1) are lost" in message
+        assert W.read_header(vol) == header, "the WAL is not reset: the evidence stays"
+
+
+def test_recovery_of_a_full_wal_holds_one_chunk_at_a_time(s3_bucket, tmp_path):
+    """16 MiB of acknowledged, never uploaded records in the WAL (as after a
+    long S3 outage), recovered with a 2 MiB log cache: replayed and uploaded
+    chunk by chunk, never all in memory at once."""
+    import tracemalloc
+    vol = tmp_path / "v"
+    payload = 16 << 20
+
+    async def write():
+        # a WAL more than twice the data, so that no upload starts (one does at half full)
+        e = engine(s3_bucket, vol, wal_capacity=40 << 20, cache_size=32 << 20, upload_interval=3600,
+                   upload_bytes=1 << 30)
+        await e.start()
+        await e.create_topic("w", 2)
+        for i in range(payload // (64 << 10)):
+            await e.append("w", i % 2, make_batch([os.urandom(16 << 10) for _ in range(4)]))
+        assert e.uploader.uploads == 0
+        await e.abort()
+    asyncio.run(write())
+
+    async def recover():
+        e = engine(s3_bucket, vol, wal_capacity=40 << 20, cache_size=2 << 20, upload_bytes=256 << 10)
+        tracemalloc.start()
+        try:
+            await e.start()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        summary = e.recovery_summary
+        assert e.offsets("w", 0)[1] + e.offsets("w", 1)[1] == 4 * (payload // (64 << 10))
+        await e.close()
+        return summary, peak
+    summary, peak = asyncio.run(recover())
+    assert summary["replayed"] == payload // (64 << 10) and summary["chunks"] > 16, summary
+    assert peak < 8 << 20, f"recovery of {payload >> 20} MiB peaked at {peak / 2**20:.1f} MiB of Python memory"

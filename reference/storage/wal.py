@@ -194,6 +194,8 @@ class ScanResult:
     stop_reason: str
     corrupt: bool = False              # stopped at a damaged record (not a clean end)
     lost_after: int = 0                # valid-looking records found beyond the stop point
+    done: bool = True                  # False: stopped at the chunk budget; scan on from `end`
+
 
 
 # --------------------------------------------------------------------------
@@ -285,13 +287,17 @@ class WalFile:
         self.header = h
         return h
 
-    def scan(self, probe_window: int = 64 << 20) -> ScanResult:
-        """Read every valid record from the trim offset; stop at the first
-        record that fails its checks (a torn tail, a flipped bit, a stale lap)."""
-        start = pos = self.header.trim_offset
-        limit = start + self.ring
+    def scan(self, start: int | None = None, max_bytes: int | None = None,
+             probe_window: int = 64 << 20) -> ScanResult:
+        """Read valid records from `start` (default: the trim offset), at most
+        about `max_bytes` of them (at least one), so recovery holds one chunk
+        in memory at a time, never the whole ring; stop at the first record
+        that fails its checks (a torn tail, a flipped bit, a stale lap)."""
+        limit = self.header.trim_offset + self.ring
+        start = pos = self.header.trim_offset if start is None else start
         records: list[tuple[int, bytes]] = []
-        reason, corrupt = "ring full", False
+        size = 0
+        reason, corrupt, done = "ring full", False, True
         while pos + RECORD_HEADER_SIZE <= limit:
             check = check_record_header(self.pread(pos, RECORD_HEADER_SIZE), pos)
             if not check.ok:
@@ -302,13 +308,17 @@ class WalFile:
                 reason, corrupt = f"record at {pos} runs past the ring ({check.body_length} bytes)", True
                 break
             if not check.padding:
+                if max_bytes is not None and records and size + check.body_length > max_bytes:
+                    reason, done = "chunk full", False
+                    break
                 body = self.pread(pos + RECORD_HEADER_SIZE, check.body_length)
                 if len(body) != check.body_length or crc32c(body) != check.body_crc:
                     reason, corrupt = f"record at {pos}: body CRC mismatch ({check.body_length} bytes)", True
                     break
                 records.append((pos, body))
+                size += check.body_length
             pos = end
-        result = ScanResult(records, start, pos, reason, corrupt)
+        result = ScanResult(records, start, pos, reason, corrupt, done=done)
         if corrupt:
             result.lost_after = self._probe_after(pos, min(limit, pos + probe_window))
         return result

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import logging
 import mmap
 import os
@@ -61,6 +62,7 @@ RECORD_HEADER_SIZE = RECORD_HEADER.size + 4
 SHUTDOWN_CRASH = 0   # written at open: if still there at the next open, the node crashed
 SHUTDOWN_CLEAN = 1
 MIN_CAPACITY = HEADER_AREA + 16 * BLOCK
+BLKZEROOUT = 0x127F  # _IO(0x12, 127): zero a byte range of a block device
 
 assert RECORD_HEADER_SIZE == 24
 
@@ -120,6 +122,15 @@ def decode_header(buf: bytes) -> WalHeader | None:
 def newest_header(block_a: bytes, block_b: bytes) -> WalHeader | None:
     valid = [h for h in (decode_header(block_a), decode_header(block_b)) if h is not None]
     return max(valid, key=lambda h: h.sequence) if valid else None
+
+
+def fsync_directory(path: str | Path) -> None:
+    """Make a directory's entries (a file just created or renamed) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def align_up(n: int, to: int = BLOCK) -> int:
@@ -211,10 +222,10 @@ class WalFile:
         existed = self.path.exists() and self.path.stat().st_size >= HEADER_AREA
         if capacity < MIN_CAPACITY and not existed:
             raise WalError(f"WAL capacity {capacity} is below the minimum {MIN_CAPACITY}")
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         self.header: WalHeader
         self.created = False
         if existed:
+            self.fd = os.open(self.path, os.O_RDWR)
             h = newest_header(os.pread(self.fd, BLOCK, 0), os.pread(self.fd, BLOCK, BLOCK))
             if h is None:
                 os.close(self.fd)
@@ -225,16 +236,33 @@ class WalFile:
                 os.ftruncate(self.fd, h.capacity)
             self.header = h
         else:
-            os.ftruncate(self.fd, capacity)
             self.header = WalHeader(capacity, 0, time.time_ns(), 0, node_id, node_epoch, SHUTDOWN_CLEAN)
-            # both copies, so a torn first header write still leaves one valid
-            os.pwrite(self.fd, encode_header(replace(self.header, sequence=1)), BLOCK)
-            os.pwrite(self.fd, encode_header(self.header), 0)
-            os.fsync(self.fd)
+            self.fd = self._create(capacity)
             self.created = True
             log.info("created WAL %s, capacity %d", self.path, capacity)
         self.capacity = self.header.capacity
         self.ring = self.capacity - HEADER_AREA
+
+    def _create(self, capacity: int) -> int:
+        """Make the file whole under a temporary name (size, both header
+        copies, fsync), then rename it into place and fsync the directory:
+        the name is durable only with its directory, and a crash at any point
+        leaves either no WAL or a complete one, never a headerless file that
+        every later start would refuse."""
+        tmp = self.path.with_name(self.path.name + ".new")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.ftruncate(fd, capacity)
+            # both copies, so a torn first header write still leaves one valid
+            os.pwrite(fd, encode_header(replace(self.header, sequence=1)), BLOCK)
+            os.pwrite(fd, encode_header(self.header), 0)
+            os.fsync(fd)
+            os.rename(tmp, self.path)
+            fsync_directory(self.path.parent)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -421,6 +449,8 @@ class WalDevice(WalFile):
                                f"it (zero its first {HEADER_AREA} bytes to make a new WAL)")
             if want < MIN_CAPACITY:
                 raise WalError(f"WAL capacity {want} is below the minimum {MIN_CAPACITY}")
+            self.capacity = want
+            self._zero_ring()
             self.header = WalHeader(want, 0, time.time_ns(), 0, node_id, node_epoch, SHUTDOWN_CLEAN)
             self._write_at(BLOCK, encode_header(replace(self.header, sequence=1)))
             self._write_at(0, encode_header(self.header))
@@ -436,6 +466,26 @@ class WalDevice(WalFile):
             self.header = h
         self.capacity = self.header.capacity
         self.ring = self.capacity - HEADER_AREA
+
+    def _zero_ring(self) -> None:
+        """Before the headers of a new WAL are written: clear the ring. A
+        device whose header area was zeroed may still hold records of an
+        earlier WAL, and a new WAL starts again at logical offset 0, where
+        those records would pass every check and be replayed as ours. The
+        headers go last, so a crash while zeroing leaves a blank header area
+        and the next start formats again."""
+        start, length = HEADER_AREA, self.capacity - HEADER_AREA
+        try:
+            fcntl.ioctl(self.fd, BLKZEROOUT, struct.pack("=QQ", start, length))
+            os.fsync(self.fd)
+            how = "BLKZEROOUT"
+        except OSError:  # not a block device, or one without write-zeroes: write the zeros
+            zeros = bytes(self.READ_WINDOW)
+            for pos in range(start, start + length, self.READ_WINDOW):
+                self._write_at(pos, zeros[:min(self.READ_WINDOW, start + length - pos)])
+            how = "zero writes"
+        self._window = (0, b"")
+        log.info("WAL device %s: cleared the ring (%d bytes, %s) before formatting", self.path, length, how)
 
     def _aligned(self, n: int) -> mmap.mmap:
         if len(self._buf) < n:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from harness.ports import free_port
 from harness.s3server import DEFAULT_BUCKET, SeaweedS3
+from harness.workloads.queue import PARTITIONS_PER_TOPIC
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,10 @@ class ReferenceCluster:
         return [sys.executable, "-m", "reference.broker",
                 "--node-id", str(node.node_id), "--listen", node.address,
                 "--volume", str(node.volume), "--s3-endpoint", self.s3_endpoint,
-                "--bucket", self.bucket, *self.broker_args]
+                "--bucket", self.bucket,
+                # the workload creates its topics; should a client's Metadata auto-create one first
+                # (the broker's default, as Kafka's), it gets the workload's partition count
+                "--default-partitions", str(PARTITIONS_PER_TOPIC), *self.broker_args]
 
     def start_node(self, name: str, wait: bool = True) -> None:
         node = self.nodes[name]

@@ -1,8 +1,9 @@
 """Metadata (3): brokers, and topics with their partitions' leaders.
 
-One node leads every partition it stores. A topic not found is created only
-when the broker runs with auto-creation on *and* the client allows it
-(v4+; earlier versions always allow it, as in Kafka)."""
+One node leads every partition it stores. A topic not found is created when
+the broker's auto-creation is on (the default, as Kafka's
+auto.create.topics.enable) *and* the client allows it (v4+; earlier
+versions always allow it, as in Kafka)."""
 from kafka.protocol.metadata import MetadataResponse
 
 from reference import errors

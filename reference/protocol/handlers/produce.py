@@ -61,6 +61,9 @@ async def _append_partition_batches(ctx, topic, index, records, queued) -> Parti
     except CorruptBatch as exc:
         log.warning("produce to %s-%d: corrupt records: %s", topic, index, exc)
         return _partition_error(index, errors.CORRUPT_MESSAGE, str(exc))
+    if len(batches) > 1:  # every version we speak is v3+
+        return _partition_error(index, errors.INVALID_RECORD, "Produce requests with version 3 or later are only "
+                                "allowed to contain exactly one record batch per partition")
     for batch in batches:
         header = parse_header(batch)
         if header.is_control or header.is_transactional:

@@ -28,9 +28,9 @@ class SlowEngine(MemoryEngine):
         super().__init__(1)
         self.delay = delay
 
-    async def append(self, *args, **kwargs):
+    async def queue_append(self, *args, **kwargs):
         await asyncio.sleep(self.delay)
-        return await super().append(*args, **kwargs)
+        return await super().queue_append(*args, **kwargs)
 
 
 async def start(limits: ConnectionLimits, engine=None, **options):
@@ -221,13 +221,23 @@ class GatedEngine(MemoryEngine):
     def __init__(self):
         super().__init__(1)
         self.gate = asyncio.Event()
+        self.gate_waiters = []
         self.queued_order: list[int] = []
 
-    async def append(self, topic, partition, batch, leader_epoch=0, on_queued=None):
-        result = await super().append(topic, partition, batch, leader_epoch, on_queued=on_queued)
+    async def queue_append(self, topic, partition, batch, leader_epoch=0):
+        result = await (await super().queue_append(topic, partition, batch, leader_epoch))
         self.queued_order.append(result.base_offset)
-        await self.gate.wait()
-        return result
+        durable = asyncio.get_running_loop().create_future()
+        self.gate_waiters.append((durable, result))
+        if self.gate.is_set():
+            self.open_gate()
+        return durable
+
+    def open_gate(self):
+        self.gate.set()
+        for durable, result in self.gate_waiters:
+            durable.set_result(result)
+        self.gate_waiters = []
 
 
 def test_pipelined_produce_requests_queue_in_order_without_waiting_for_durability():
@@ -246,7 +256,7 @@ def test_pipelined_produce_requests_queue_in_order_without_waiting_for_durabilit
         while len(engine.queued_order) < 5 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         assert engine.queued_order == [0, 2, 4, 6, 8]   # all queued while none is durable yet
-        engine.gate.set()
+        engine.open_gate()
         answers = [await read_response(reader, ProduceResponse, 8) for _ in range(5)]
         assert [a.header.correlation_id for a in answers] == list(range(5))
         assert [a.responses[0].partition_responses[0].error_code for a in answers] == [0] * 5

@@ -17,6 +17,8 @@ from reference.storage.api import CommittedOffset
 from reference.storage.engine import EngineConfig, S3Engine
 from reference.storage.metadata import object_key
 from reference.storage.recovery import RecoveryRefused
+from reference.batch import parse_header
+from reference.validation import ValidBatch
 from reference.storage.s3io import ObjectStore
 from reference.storage.testing import batch_offsets, batch_values, make_batch
 
@@ -297,7 +299,8 @@ def test_fenced_engine_halts(s3_bucket, tmp_path):
     one still runs) fences the first: its next metadata write fails and it
     stops serving rather than acknowledge what it can no longer commit."""
     async def main():
-        old = engine(s3_bucket, tmp_path / "old")
+        # no upload of its own (one could meet the fence before the test's append does)
+        old = engine(s3_bucket, tmp_path / "old", upload_interval=3600, upload_bytes=1 << 30)
         await old.start()
         await old.create_topic("f", 1)
         await old.append("f", 0, make_batch([1]))
@@ -440,3 +443,70 @@ def test_recovery_of_a_full_wal_holds_one_chunk_at_a_time(s3_bucket, tmp_path):
     summary, peak = asyncio.run(recover())
     assert summary["replayed"] == payload // (64 << 10) and summary["chunks"] > 16, summary
     assert peak < 8 << 20, f"recovery of {payload >> 20} MiB peaked at {peak / 2**20:.1f} MiB of Python memory"
+
+
+def _unvalidated(batch: bytes) -> ValidBatch:
+    """A batch passed off as validated: how a broker without validation (or
+    with a bug in it) would have stored it."""
+    return ValidBatch(parse_header(batch), batch)
+
+
+def _records_run_short(values) -> bytes:
+    """A batch whose CRC and length agree, but whose last record lies about
+    its length (the records end one byte early)."""
+    from crc32c import crc32c
+    b = bytearray(make_batch(values))
+    del b[-1]
+    b[8:12] = (len(b) - 12).to_bytes(4, "big")
+    b[17:21] = crc32c(bytes(b[21:])).to_bytes(4, "big")
+    return bytes(b)
+
+
+def test_a_stored_batch_that_fails_validation_is_never_served_from_s3(s3_bucket, tmp_path):
+    vol = tmp_path / "v"
+
+    async def write():
+        e = engine(s3_bucket, vol, upload_interval=3600, upload_bytes=1 << 30)
+        await e.start()
+        await e.create_topic("r", 1)
+        await e.append("r", 0, make_batch([b"good0", b"good1"]))
+        await e.append("r", 0, _unvalidated(_records_run_short([b"bad"])))
+        await e.append("r", 0, make_batch([b"good3"]))
+        await e.upload_now()
+        await e.close()
+    asyncio.run(write())
+
+    async def read():
+        e = engine(s3_bucket, vol)  # a fresh cache: reads come from S3
+        await e.start()
+        assert batch_values(await e.read("r", 0, 0, 1 << 20)) == [(0, b"good0"), (1, b"good1")]
+        with pytest.raises(KafkaError) as refused:
+            await e.read("r", 0, 2, 1 << 20)
+        assert refused.value.code == errors.KAFKA_STORAGE_ERROR and "fails validation" in str(refused.value)
+        assert batch_values(await e.read("r", 0, 3, 1 << 20)) == [(3, b"good3")]
+        await e.close()
+    asyncio.run(read())
+
+
+def test_a_wal_record_that_fails_validation_is_never_replayed(s3_bucket, tmp_path):
+    vol = tmp_path / "v"
+
+    async def write():
+        e = engine(s3_bucket, vol, upload_interval=3600, upload_bytes=1 << 30)
+        await e.start()
+        await e.create_topic("r", 1)
+        await e.append("r", 0, make_batch([b"good0"]))
+        await e.append("r", 0, _unvalidated(_records_run_short([b"bad"])))
+        await e.abort()
+    asyncio.run(write())
+
+    async def reopen():
+        e = engine(s3_bucket, vol)
+        try:
+            with pytest.raises(RecoveryRefused) as refused:
+                await e.start()
+        finally:
+            await e.close()
+        return str(refused.value)
+    message = asyncio.run(reopen())
+    assert "r-0" in message and "offset 1" in message and "cannot be served" in message

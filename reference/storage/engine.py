@@ -51,7 +51,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from reference import errors
-from reference.batch import assign_offset, iter_batches, parse_header
+from reference.batch import assign_offset, iter_batches
 from reference.errors import KafkaError
 from reference.storage.api import AppendResult, CommittedOffset, StorageEngine, TopicInfo, Wakeup
 from reference.storage.compaction import Compactor
@@ -67,6 +67,7 @@ from reference.storage.s3io import ObjectStore
 from reference.storage.stream_record import BODY_HEADER, encode_body
 from reference.storage.upload import Uploader
 from reference.storage.wal import GroupCommitWal, WalDevice, WalError, WalFile
+from reference.validation import validate_off_loop
 
 __all__ = ["S3Engine", "EngineConfig", "add_arguments", "config_from_args", "parse_size", "parse_duration"]
 
@@ -75,7 +76,7 @@ log = logging.getLogger(__name__)
 
 class StreamRuntime:
     """A stream's in-memory state on the node that has it open."""
-    __slots__ = ("meta", "next_offset", "high_watermark", "producers", "committed_producers")
+    __slots__ = ("meta", "next_offset", "high_watermark", "producers", "committed_producers", "durable_waiters")
 
     def __init__(self, meta: StreamMeta):
         self.meta = meta
@@ -83,6 +84,20 @@ class StreamRuntime:
         self.high_watermark = meta.end_offset     # everything below is durable
         self.committed_producers = ProducerStateTable.from_snapshot(meta.producers)
         self.producers = ProducerStateTable.from_snapshot(meta.producers)
+        self.durable_waiters: list[tuple[int, asyncio.Future]] = []  # idempotent retries of in-flight batches
+
+    def release_waiters(self, error: BaseException | None = None) -> None:
+        """Resolve the retries whose original is now durable (or fail them all)."""
+        waiting, self.durable_waiters = self.durable_waiters, []
+        for base, fut in waiting:
+            if fut.done():
+                continue
+            if error is not None:
+                fut.set_exception(error)
+            elif self.high_watermark > base:
+                fut.set_result(AppendResult(base, self.meta.start_offset, duplicate=True))
+            else:
+                self.durable_waiters.append((base, fut))
 
     @property
     def stream_id(self) -> int:
@@ -101,7 +116,7 @@ class S3Engine(StorageEngine):
         self.wal_executor = ThreadPoolExecutor(1, thread_name_prefix=f"wal-n{node_id}")
         self.meta = MetadataLog(self.store, cfg.metadata_prefix, cfg.metadata_snapshot_every, self.s3_executor)
         self.cache = LogCache(cfg.cache_size)
-        self.reader = ObjectReader(self.store, cfg.block_cache_size, self.s3_executor)
+        self.reader = ObjectReader(self.store, cfg.block_cache_size, self.s3_executor, cfg.max_decompressed_batch)
         self.streams: dict[int, StreamRuntime] = {}
         self.wal_file: WalFile | None = None
         self.wal: GroupCommitWal | None = None
@@ -223,6 +238,9 @@ class S3Engine(StorageEngine):
             log.critical("storage engine node %d halted: %s", self.node_id, reason)
         self.halted.set()
         self._wake_all()
+        for s in self.streams.values():
+            if s.durable_waiters:
+                s.release_waiters(KafkaError(errors.KAFKA_STORAGE_ERROR, f"storage halted: {reason}"))
 
     def _check(self) -> None:
         if self.failed:
@@ -256,7 +274,8 @@ class S3Engine(StorageEngine):
             if sid not in self.streams:
                 self.streams[sid] = StreamRuntime(meta)
         for sid in [sid for sid in self.streams if sid not in self.meta.state.streams]:
-            del self.streams[sid]
+            gone = self.streams.pop(sid)
+            gone.release_waiters(KafkaError(errors.UNKNOWN_TOPIC_OR_PARTITION, f"stream {sid} was deleted"))
             self.cache.drop_stream(sid)
 
     # ------------------------------------------------------------------ topics
@@ -309,30 +328,16 @@ class S3Engine(StorageEngine):
             raise KafkaError(errors.UNKNOWN_TOPIC_OR_PARTITION, f"no partition {topic}-{partition}")
         return s
 
-    async def append(self, topic, partition, batch, leader_epoch=0, on_queued=None):
-        try:
-            fut, s, base = await self._queue_append(topic, partition, batch, leader_epoch)
-        finally:
-            if on_queued is not None:
-                on_queued()
-        if fut is None:  # an idempotent retry: answer once the original is durable
-            await self._wait_durable(s, base)
-            return AppendResult(base, s.meta.start_offset, duplicate=True)
-        try:
-            await fut
-        except WalError as e:
-            self.halt(f"WAL write failed: {e}")
-            raise KafkaError(errors.KAFKA_STORAGE_ERROR, str(e)) from None
-        return AppendResult(base, s.meta.start_offset)
-
-    async def _queue_append(self, topic, partition, batch, leader_epoch):
-        """Decide and queue: fixes the batch's offset and order. Returns
-        (WAL durability future, stream, base offset); the future is None for
-        a duplicate, whose base offset is the original's."""
+    async def queue_append(self, topic, partition, batch, leader_epoch=0):
+        """Validate, wait for room in the cache, decide (new or duplicate),
+        assign offsets and queue for the WAL; see StorageEngine.queue_append."""
+        self._check()
+        self._stream(topic, partition)
+        valid = await validate_off_loop(batch, self.config.max_decompressed_batch)
+        header, data = valid.header, valid.data
+        n = len(data)
         self._check()
         s = self._stream(topic, partition)
-        header = parse_header(batch)
-        n = len(batch)
         if n + BODY_HEADER.size > self.wal.max_body() or n > self.config.cache_size:
             raise KafkaError(errors.MESSAGE_TOO_LARGE, f"batch of {n} bytes exceeds the WAL or cache limit")
         # back-pressure: wait while un-uploaded data fills the cache
@@ -341,29 +346,51 @@ class S3Engine(StorageEngine):
             await self._space.wait()
             self._check()
             s = self._stream(topic, partition)
+        # from here to the return nothing awaits: the batch is queued, or refused, as one step
         try:
             decision = s.producers.decide(header)
             if isinstance(decision, Reject):
                 raise KafkaError(decision.code, decision.reason)
-            if isinstance(decision, Duplicate):
+            if isinstance(decision, Duplicate):  # an idempotent retry: answer once the original is durable
                 self.cache.unreserve(n)
-                n = 0
-                return None, s, decision.base_offset
+                return self._when_durable(s, decision.base_offset)
             base = s.next_offset
             end = base + header.last_offset_delta + 1
-            stamped = assign_offset(batch, base, leader_epoch)
+            stamped = assign_offset(data, base, leader_epoch)
             body = encode_body(s.stream_id, s.meta.epoch, base, header.last_offset_delta, stamped)
 
             def on_durable(_wal_start: int, wal_end: int, s=s, n=n, ts=header.max_timestamp):
                 self._on_durable(s, base, end, stamped, ts, n, wal_end)
-            fut = self.wal.append(body, on_durable)
+            written = self.wal.append(body, on_durable)
         except BaseException:
             self.cache.unreserve(n)
             raise
-        # from here the record is queued: state moves on even if the caller goes away
         s.next_offset = end
         s.producers.record(header, base)
-        return fut, s, base
+        result = asyncio.get_running_loop().create_future()
+        written.add_done_callback(lambda w: self._settle(w, result, AppendResult(base, s.meta.start_offset)))
+        return result
+
+    def _settle(self, written: asyncio.Future, result: asyncio.Future, ok: AppendResult) -> None:
+        """The WAL's outcome for one record, passed on to its append's future."""
+        error = written.exception() if not written.cancelled() else WalError("WAL write cancelled")
+        if error is not None:
+            self.halt(f"WAL write failed: {error}")
+            outcome = KafkaError(errors.KAFKA_STORAGE_ERROR, str(error))
+        if not result.done():
+            if error is None:
+                result.set_result(ok)
+            else:
+                result.set_exception(outcome)
+
+    def _when_durable(self, s: StreamRuntime, base: int) -> asyncio.Future:
+        """A future resolved once the stream's batch at `base` is durable."""
+        fut = asyncio.get_running_loop().create_future()
+        if s.high_watermark > base:
+            fut.set_result(AppendResult(base, s.meta.start_offset, duplicate=True))
+        else:
+            s.durable_waiters.append((base, fut))
+        return fut
 
     def _on_durable(self, s: StreamRuntime, base, end, data, max_ts, reserved, wal_end) -> None:
         """Runs in WAL order right after the fsync: the batch becomes visible."""
@@ -372,14 +399,11 @@ class S3Engine(StorageEngine):
             return
         self.cache.insert(s.stream_id, CachedBatch(base, end, data, max_ts, wal_end), reserved)
         s.high_watermark = end
+        if s.durable_waiters:
+            s.release_waiters()
         self._signal_appended()
         if self.uploader.should_upload():
             self.uploader.request("size")
-
-    async def _wait_durable(self, s: StreamRuntime, offset: int) -> None:
-        while s.high_watermark <= offset:
-            self._check()
-            await self._appended.wait()
 
     async def read(self, topic, partition, offset, max_bytes):
         self._check()

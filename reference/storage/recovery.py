@@ -16,9 +16,13 @@ S3 outage): the WAL is scanned, replayed and uploaded in chunks of about
 `upload_bytes` (at most half the log cache), each committed before the next is read, so recovery holds one
 chunk (plus the log cache's evictable, already uploaded tail) at a time.
 
+Every replayed batch is validated again as on produce (reference.validation):
+a record that no client could read is never served.
+
 A stream whose records in the WAL do not continue its committed end offset
-(the first one lies beyond it, or one is missing between two) has a hole:
-acknowledged data is gone. Serving it would hand the lost offsets to new
+(the first one lies beyond it, or one is missing between two), or whose next
+record holds a batch that fails validation, has a hole: acknowledged data is
+gone. Serving it would hand the lost offsets to new
 appends, so that two different records were acknowledged at one offset.
 As AutoMQ treats it (a bug signal), recovery refuses: `on_gap` raises
 `RecoveryRefused`, the engine does not start, and the WAL is left as it is
@@ -34,6 +38,7 @@ from reference.batch import parse_header
 from reference.storage.log_cache import CachedBatch
 from reference.storage.stream_record import WalEntry, decode_body
 from reference.storage.wal import ScanResult
+from reference.validation import MAX_DECOMPRESSED, InvalidBatch, validate_batch
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +49,17 @@ class RecoveryRefused(Exception):
 
 @dataclass(frozen=True)
 class Gap:
+    """Where a stream's recovered records stop being servable."""
     stream_id: int
     expected: int        # the offset the stream's next record must have
     found: int           # the base offset of the record found instead
     wal_offset: int
+    invalid: str = ""    # or: the record has the right offset, but its batch fails validation
 
     def describe(self) -> str:
+        if self.invalid:
+            return (f"stream {self.stream_id}: WAL record at {self.wal_offset} (offset {self.found}) holds a batch "
+                    f"that cannot be served ({self.invalid}): acknowledged records from {self.found} on are lost")
         return (f"stream {self.stream_id}: WAL record at {self.wal_offset} has offset {self.found}, expected "
                 f"{self.expected}: acknowledged records [{self.expected}, {self.found}) are lost")
 
@@ -68,7 +78,8 @@ class ReplayPlanner:
     offset, which records to replay; fed one chunk of records at a time, it
     carries each stream's expected next offset from chunk to chunk. Pure."""
 
-    def __init__(self, end_offsets: dict[int, int]):
+    def __init__(self, end_offsets: dict[int, int], max_decompressed: int = MAX_DECOMPRESSED):
+        self.max_decompressed = max_decompressed
         self.end_offsets = dict(end_offsets)
         self.expect = dict(end_offsets)
         self.broken: set[int] = set()   # streams past a gap: nothing more of them is replayed
@@ -90,8 +101,9 @@ class ReplayPlanner:
             if entry.end_offset <= self.end_offsets[sid]:
                 plan.committed += 1
                 continue
-            if entry.base_offset != self.expect[sid]:
-                gap = Gap(sid, self.expect[sid], entry.base_offset, wal_offset)
+            invalid = "" if entry.base_offset != self.expect[sid] else self._invalid(entry)
+            if entry.base_offset != self.expect[sid] or invalid:
+                gap = Gap(sid, self.expect[sid], entry.base_offset, wal_offset, invalid)
                 plan.gaps.append(gap)
                 plan.errors.append(gap.describe())
                 self.broken.add(sid)
@@ -99,6 +111,19 @@ class ReplayPlanner:
             plan.replay.append((wal_offset, entry))
             self.expect[sid] = entry.end_offset
         return plan
+
+
+    def _invalid(self, entry: WalEntry) -> str:
+        """Why the entry's batch could not be served (validated as on
+        produce: a record no client could read never is), or ''."""
+        try:
+            header = validate_batch(entry.payload, self.max_decompressed).header
+        except InvalidBatch as e:
+            return str(e)
+        if header.base_offset != entry.base_offset or header.last_offset_delta != entry.last_offset_delta:
+            return (f"batch offsets {header.base_offset}+{header.last_offset_delta} differ from the record's "
+                    f"{entry.base_offset}+{entry.last_offset_delta}")
+        return ""
 
 
 def plan_replay(records: list[tuple[int, bytes]], end_offsets: dict[int, int]) -> ReplayPlan:
@@ -124,7 +149,8 @@ async def recover(engine) -> dict:
     loop = asyncio.get_running_loop()
     log.info("%s", e.wal_file.describe())
     chunk_bytes = max(1, min(e.config.effective_upload_bytes, e.config.cache_size // 2))
-    planner = ReplayPlanner({sid: s.meta.end_offset for sid, s in e.streams.items()})
+    planner = ReplayPlanner({sid: s.meta.end_offset for sid, s in e.streams.items()},
+                            e.config.max_decompressed_batch)
     totals = {"scanned": 0, "replayed": 0, "replayed_bytes": 0, "committed": 0, "unknown": 0, "chunks": 0}
     errors: list[str] = []
     object_ids: list[int] = []
@@ -134,7 +160,7 @@ async def recover(engine) -> dict:
         if start is None:
             wal_start = scan.start
         start = scan.end
-        plan = planner.plan(scan.records)
+        plan = await loop.run_in_executor(e.wal_executor, planner.plan, scan.records)  # validation: CPU
         totals["scanned"] += len(scan.records)
         scan.records = []  # the plan holds what is replayed; let the rest go
         for err in plan.errors:

@@ -25,7 +25,11 @@ Per connection:
   `idle_timeout` seconds (Kafka's connections.max.idle.ms, 10 minutes by
   default) is closed, also one that stalls in the middle of a frame;
 - any failure, in decoding or in a handler, is logged and closes only that
-  connection; the broker keeps serving the others.
+  connection; the broker keeps serving the others;
+- a reset connection's requests in flight are cancelled at once (after an
+  orderly end of input, the responses still in flight are sent); a Produce
+  whose batches were already queued still sees them through, and any that
+  fails is logged once (`produce.QueuedProduce.abandon`).
 """
 from __future__ import annotations
 
@@ -102,7 +106,13 @@ class Connection:
     async def _read_until_done(self) -> None:
         try:
             await self._read_requests()
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except ConnectionError:
+            # reset: no response can reach the client any more, so stop the
+            # requests in flight now (appends already queued go on, and
+            # produce.QueuedProduce.abandon reports any that fail)
+            for task in list(self.tasks):
+                task.cancel()
+        except asyncio.IncompleteReadError:
             pass
         except codec.FrameError as exc:
             log.warning("%s: closing: %s", self.name, exc)

@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from crc32c import crc32c
@@ -121,14 +122,22 @@ def validate_batch(records: bytes | bytearray | memoryview, max_decompressed: in
     return ValidBatch(header, data)
 
 
+_decompressing: ThreadPoolExecutor | None = None
+
+
 async def validate_off_loop(batch: bytes | ValidBatch, max_decompressed: int = MAX_DECOMPRESSED) -> ValidBatch:
     """validate_batch, with a compressed batch decompressed in a worker
     thread (the codecs release the GIL): a batch that inflates to the limit
-    takes a tenth of a second, which the event loop should not wait out."""
+    takes a tenth of a second, which the event loop should not wait out.
+    One thread: at most one decompressed batch in memory at a time."""
+    global _decompressing
     if isinstance(batch, ValidBatch):
         return batch
     if len(batch) > ATTRIBUTES_OFFSET + 1 and batch[ATTRIBUTES_OFFSET + 1] & COMPRESSION_MASK:
-        return await asyncio.get_running_loop().run_in_executor(None, validate_batch, batch, max_decompressed)
+        if _decompressing is None:
+            _decompressing = ThreadPoolExecutor(1, thread_name_prefix="decompress")
+        return await asyncio.get_running_loop().run_in_executor(_decompressing, validate_batch, batch,
+                                                                max_decompressed)
     return validate_batch(batch, max_decompressed)
 
 
@@ -246,7 +255,10 @@ class _TooLarge(Exception):
     pass
 
 
-def decompress(codec: int, payload: memoryview, limit: int = MAX_DECOMPRESSED) -> bytes:
+_STEP = 1 << 20  # decompressed bytes per step: no step makes a big temporary copy
+
+
+def decompress(codec: int, payload: memoryview, limit: int = MAX_DECOMPRESSED) -> bytes | bytearray:
     """The payload of a compressed batch, decompressed as kafka-python does
     (whole, nothing left over), but never more than `limit` bytes of it.
     Raises InvalidBatch: CORRUPT_MESSAGE if it does not decompress,
@@ -269,7 +281,7 @@ def decompress(codec: int, payload: memoryview, limit: int = MAX_DECOMPRESSED) -
         raise _corrupt(f"{name} payload does not decompress: {e}") from None
 
 
-def _gunzip(payload, limit: int) -> bytes:
+def _gunzip(payload, limit: int) -> bytearray:
     """Every gzip member, as GzipFile reads them; nothing but members."""
     out = bytearray()
     data = bytes(payload)
@@ -277,17 +289,16 @@ def _gunzip(payload, limit: int) -> bytes:
         raise ValueError("empty payload")
     while data:
         d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        while True:
-            out += d.decompress(data, limit + 1 - len(out))
+        while not d.eof:
+            piece = d.decompress(data, min(_STEP, limit + 1 - len(out)))
+            out += piece
             if len(out) > limit:
                 raise _TooLarge()
-            if d.eof:
-                data = d.unused_data
-                break
-            if not d.unconsumed_tail:
-                raise ValueError("gzip stream ends early")
             data = d.unconsumed_tail
-    return bytes(out)
+            if not data and not piece and not d.eof:
+                raise ValueError("gzip stream ends early")
+        data = d.unused_data
+    return out
 
 
 def _raw_snappy_length(block: bytes) -> int:
@@ -300,7 +311,7 @@ def _raw_snappy_length(block: bytes) -> int:
     raise ValueError("bad snappy length preamble")
 
 
-def _unsnappy(payload: bytes, limit: int) -> bytes:
+def _unsnappy(payload: bytes, limit: int) -> bytes | bytearray:
     import snappy
     if len(payload) > 16 and payload[:8] == _XERIAL_MAGIC:  # xerial's framing, as the Java client sends it
         out, pos = bytearray(), 16
@@ -316,28 +327,31 @@ def _unsnappy(payload: bytes, limit: int) -> bytes:
                 raise _TooLarge()
             out += snappy.decompress(block)
             pos += size
-        return bytes(out)
+        return out
     if _raw_snappy_length(payload) > limit:
         raise _TooLarge()
     return snappy.decompress(payload)
 
 
-def _unlz4(payload: bytes, limit: int) -> bytes:
+def _unlz4(payload: bytes, limit: int) -> bytearray:
     import lz4.frame
     d = lz4.frame.LZ4FrameDecompressor()
-    out = bytearray(d.decompress(payload, max_length=limit + 1))
-    while not d.eof and not d.needs_input and len(out) <= limit:
-        out += d.decompress(b"", max_length=limit + 1 - len(out))
-    if len(out) > limit:
-        raise _TooLarge()
-    if not d.eof:
-        raise ValueError("lz4 frame ends early")
+    out = bytearray()
+    data = payload
+    while not d.eof:
+        piece = d.decompress(data, max_length=min(_STEP, limit + 1 - len(out)))
+        out += piece
+        if len(out) > limit:
+            raise _TooLarge()
+        data = b""
+        if d.needs_input and not d.eof:
+            raise ValueError("lz4 frame ends early")
     if d.unused_data:
         raise ValueError(f"{len(d.unused_data)} bytes after the lz4 frame")
-    return bytes(out)
+    return out
 
 
-def _unzstd(payload: bytes, limit: int) -> bytes:
+def _unzstd(payload: bytes, limit: int) -> bytearray:
     """Every zstd frame (kafka-python reads across frames), fed a few bytes at
     a time: one zstd block (3 bytes of header + 1) can stand for 128 KiB, so
     each step feeds what cannot expand past a quarter of what is left of the
@@ -360,4 +374,4 @@ def _unzstd(payload: bytes, limit: int) -> bytes:
             if len(out) > limit:
                 raise _TooLarge()
         data = d.unused_data + data[pos:]
-    return bytes(out)
+    return out

@@ -67,7 +67,7 @@ from reference.storage.s3io import ObjectStore
 from reference.storage.stream_record import BODY_HEADER, encode_body
 from reference.storage.upload import Uploader
 from reference.storage.wal import GroupCommitWal, WalDevice, WalError, WalFile
-from reference.validation import validate_off_loop
+from reference.validation import ValidBatch, validate_off_loop
 
 __all__ = ["S3Engine", "EngineConfig", "add_arguments", "config_from_args", "parse_size", "parse_duration"]
 
@@ -333,13 +333,13 @@ class S3Engine(StorageEngine):
         assign offsets and queue for the WAL; see StorageEngine.queue_append."""
         self._check()
         self._stream(topic, partition)
-        valid = await validate_off_loop(batch, self.config.max_decompressed_batch)
-        header, data = valid.header, valid.data
-        n = len(data)
-        self._check()
-        s = self._stream(topic, partition)
+        n = len(batch.data if isinstance(batch, ValidBatch) else batch)
         if n + BODY_HEADER.size > self.wal.max_body() or n > self.config.cache_size:
             raise KafkaError(errors.MESSAGE_TOO_LARGE, f"batch of {n} bytes exceeds the WAL or cache limit")
+        valid = await validate_off_loop(batch, self.config.max_decompressed_batch)
+        header, data = valid.header, valid.data
+        self._check()
+        s = self._stream(topic, partition)
         # back-pressure: wait while un-uploaded data fills the cache
         while not self.cache.reserve(n):
             self.uploader.request("cache-full")
@@ -376,12 +376,12 @@ class S3Engine(StorageEngine):
         error = written.exception() if not written.cancelled() else WalError("WAL write cancelled")
         if error is not None:
             self.halt(f"WAL write failed: {error}")
-            outcome = KafkaError(errors.KAFKA_STORAGE_ERROR, str(error))
-        if not result.done():
-            if error is None:
-                result.set_result(ok)
-            else:
-                result.set_exception(outcome)
+        if result.done():
+            return
+        if error is None:
+            result.set_result(ok)
+        else:
+            result.set_exception(KafkaError(errors.KAFKA_STORAGE_ERROR, str(error)))
 
     def _when_durable(self, s: StreamRuntime, base: int) -> asyncio.Future:
         """A future resolved once the stream's batch at `base` is durable."""

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
 
-debs=(kcat fuse3 iptables iproute2 openssh-server faketime procps chromium)
+debs=(kcat fuse3 iptables iproute2 openssh-server faketime procps chromium strace)
 missing=()
 for d in "${debs[@]}"; do
     dpkg -s "$d" >/dev/null 2>&1 || missing+=("$d")

@@ -1,17 +1,16 @@
 """Record batches (magic v2) as the broker sees them: a header it reads and
 patches, and a body it stores byte for byte.
 
-The broker never re-encodes records. It validates the CRC (which covers the
-attributes field to the end), then overwrites the two fields that lie *before*
-the CRC-covered bytes: the base offset it assigns and the partition leader
-epoch. Compressed batches are therefore stored exactly as the client sent them.
+The broker never re-encodes records. It validates the batch and every record
+in it (`reference.validation`, CRC32C included, which covers the attributes
+field to the end), then overwrites the two fields that lie *before* the
+CRC-covered bytes: the base offset it assigns and the partition leader epoch.
+Compressed batches are therefore stored exactly as the client sent them.
 """
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-
-from crc32c import crc32c
 
 # BaseOffset, Length, PartitionLeaderEpoch, Magic, CRC, Attributes,
 # LastOffsetDelta, FirstTimestamp, MaxTimestamp, ProducerId, ProducerEpoch,
@@ -86,29 +85,6 @@ def parse_header(buf: bytes | memoryview, pos: int = 0) -> BatchHeader:
     if header.record_count < 0 or header.last_offset_delta < 0:
         raise CorruptBatch("negative record count or offset delta")
     return header
-
-
-def split_batches(records: bytes | memoryview) -> list[bytes]:
-    """Split a produce request's records field into whole batches, validating
-    each CRC. Raises CorruptBatch on anything malformed (CORRUPT_MESSAGE)."""
-    view = memoryview(records)
-    batches = []
-    pos = 0
-    while pos < len(view):
-        header = parse_header(view, pos)
-        end = pos + header.size
-        if end > len(view):
-            raise CorruptBatch(f"batch at byte {pos} claims {header.size} bytes, only {len(view) - pos} present")
-        if crc32c(view[pos + ATTRIBUTES_OFFSET:end]) != header.crc:
-            raise CorruptBatch(f"batch at byte {pos}: CRC mismatch")
-        if header.record_count != header.last_offset_delta + 1 and not header.is_control:
-            # Kafka requires dense offsets inside a batch produced by a client.
-            raise CorruptBatch(f"batch at byte {pos}: {header.record_count} records but last offset delta {header.last_offset_delta}")
-        batches.append(bytes(view[pos:end]))
-        pos = end
-    if not batches:
-        raise CorruptBatch("empty records")
-    return batches
 
 
 def assign_offset(batch: bytes, base_offset: int, leader_epoch: int) -> bytes:

@@ -63,8 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", choices=("s3", "memory"), default="s3",
                         help="s3 (default): WAL on --volume + S3, durable. memory: NOT DURABLE, "
                              "everything is lost when the process ends; for protocol tests only")
-    parser.add_argument("--auto-create-topics", action="store_true",
-                        help="create an unknown topic when a client's Metadata request asks for it")
+    parser.add_argument("--auto-create-topics", action=argparse.BooleanOptionalAction, default=True,
+                        help="create an unknown topic (with --default-partitions) when a client's Metadata "
+                             "request allows it, as Kafka's auto.create.topics.enable (default: on; "
+                             "--no-auto-create-topics turns it off)")
     parser.add_argument("--default-partitions", type=int, default=1,
                         help="partitions of a topic created without a count (default 1)")
     parser.add_argument("--max-frame-bytes", type=int, default=100 * 1024 * 1024,

@@ -8,9 +8,10 @@ Per connection:
   in request order, whatever order the tasks finish in (Kafka clients match
   responses to requests by position as well as by correlation id);
 - Produce requests of one connection are placed one after another: the next
-  starts once every batch of the previous one has its place in its partition
-  (queued for the WAL), so a pipelining idempotent producer's batches reach
-  storage in sequence order, yet can share one group commit;
+  starts once the previous one's step 1 (`produce.queue`: every batch
+  validated and queued by the engine, or refused) has returned, so a
+  pipelining idempotent producer's batches reach storage in sequence order,
+  yet can share one group commit; each then waits for its own durability;
 - memory is bounded: at most `max_inflight_requests` requests and about
   `max_inflight_bytes` are in flight before the reader stops reading (TCP
   back-pressure does the rest). A request's cost is its frame plus the most
@@ -24,7 +25,11 @@ Per connection:
   `idle_timeout` seconds (Kafka's connections.max.idle.ms, 10 minutes by
   default) is closed, also one that stalls in the middle of a frame;
 - any failure, in decoding or in a handler, is logged and closes only that
-  connection; the broker keeps serving the others.
+  connection; the broker keeps serving the others;
+- a reset connection's requests in flight are cancelled at once (after an
+  orderly end of input, the responses still in flight are sent); a Produce
+  whose batches were already queued still sees them through, and any that
+  fails is logged once (`produce.QueuedProduce.abandon`).
 """
 from __future__ import annotations
 
@@ -65,7 +70,7 @@ class Connection:
         self.inflight_requests = 0
         self.inflight_bytes = 0
         self.room = asyncio.Condition()
-        self.last_produce: tuple[asyncio.Task, asyncio.Future] | None = None  # (task, its batches queued)
+        self.produce_queued: asyncio.Event | None = None  # set once the last Produce's batches are queued
         self.tasks: set[asyncio.Task] = set()
         self.last_activity = asyncio.get_running_loop().time()  # last byte read or written
 
@@ -101,7 +106,13 @@ class Connection:
     async def _read_until_done(self) -> None:
         try:
             await self._read_requests()
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except ConnectionError:
+            # reset: no response can reach the client any more, so stop the
+            # requests in flight now (appends already queued go on, and
+            # produce.QueuedProduce.abandon reports any that fail)
+            for task in list(self.tasks):
+                task.cancel()
+        except asyncio.IncompleteReadError:
             pass
         except codec.FrameError as exc:
             log.warning("%s: closing: %s", self.name, exc)
@@ -135,11 +146,11 @@ class Connection:
                 cost = len(frame) + dispatch.response_reservation(self.ctx, prefix, request)
                 await self._wait_for_room(cost)
                 if prefix.api_key == codec.PRODUCE_KEY:
-                    queued = asyncio.get_running_loop().create_future()
-                    task = self._enqueue(self._handle(prefix, request, self.last_produce, queued), cost)
-                    self.last_produce = (task, queued)
+                    queued = asyncio.Event()
+                    self._enqueue(self._handle_produce(prefix, request, self.produce_queued, queued), cost)
+                    self.produce_queued = queued
                 else:
-                    task = self._enqueue(self._handle(prefix, request), cost)
+                    self._enqueue(self._handle(prefix, request), cost)
 
     async def _wait_for_room(self, size: int) -> None:
         async with self.room:
@@ -160,15 +171,27 @@ class Connection:
     async def _ready(data: bytes) -> bytes:
         return data
 
-    async def _handle(self, prefix, request, after=None, queued: asyncio.Future | None = None):
-        if after is not None:
-            # The previous Produce of this connection has placed all its batches
-            # (or finished, whatever its outcome): this one may start.
-            await asyncio.wait(after, return_when=asyncio.FIRST_COMPLETED)
-        if queued is not None:
-            produce.REQUEST_QUEUED.set(queued)
+    async def _handle(self, prefix, request):
         try:
             return await dispatch.handle(self.ctx, prefix, request)
+        except dispatch.CloseConnection as exc:
+            log.warning("%s: closing: %s", self.name, exc)
+            return _CLOSE
+
+    async def _handle_produce(self, prefix, request, after: asyncio.Event | None, queued: asyncio.Event):
+        """A Produce: its batches are queued once the connection's previous
+        Produce queued its own (whatever its outcome); then `queued` lets the
+        next one go, and this one waits for durability and answers."""
+        async def both_steps():
+            try:
+                if after is not None:
+                    await after.wait()
+                pending = await produce.queue(request, self.ctx)
+            finally:
+                queued.set()
+            return await pending.response()
+        try:
+            return await dispatch.respond(prefix, both_steps())
         except dispatch.CloseConnection as exc:
             log.warning("%s: closing: %s", self.name, exc)
             return _CLOSE

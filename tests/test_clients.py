@@ -264,6 +264,32 @@ def test_kcat_produce_and_consume(broker):
     assert "leader 1" in listing
 
 
+@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat not installed (apt-get install kcat)")
+def test_kcat_produces_to_a_new_topic_which_is_auto_created(broker):
+    """As with Kafka's defaults, producing to a topic nobody created creates it."""
+    lines = [f"new-{i}" for i in range(50)]
+    subprocess.run(["kcat", "-b", broker.bootstrap, "-P", "-t", "fresh"], input="\n".join(lines) + "\n",
+                   text=True, check=True, timeout=30)
+    out = subprocess.run(["kcat", "-b", broker.bootstrap, "-C", "-t", "fresh", "-p", "0", "-o", "beginning",
+                          "-e", "-q", "-f", "%o %s\n"], capture_output=True, text=True, check=True, timeout=30)
+    assert out.stdout.splitlines() == [f"{i} {line}" for i, line in enumerate(lines)]
+
+
+@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat not installed (apt-get install kcat)")
+def test_no_auto_create_topics_turns_it_off(tmp_path, storage_args):
+    process = BrokerProcess(tmp_path, storage_args, extra_args=["--no-auto-create-topics"])
+    process.start()
+    try:
+        r = subprocess.run(["kcat", "-b", process.bootstrap, "-P", "-t", "absent", "-X", "message.timeout.ms=2000"],
+                           input="x\n", text=True, capture_output=True, timeout=30)
+        assert r.returncode != 0 and "Delivery failed" in r.stderr
+        listing = subprocess.run(["kcat", "-b", process.bootstrap, "-L"], capture_output=True, text=True,
+                                 check=True, timeout=30).stdout
+        assert "absent" not in listing
+    finally:
+        process.kill()
+
+
 def test_replayed_produce_request_gets_its_original_offset(broker):
     """An idempotent producer's retry, byte for byte (after a broker restart
     when the storage is durable), is answered with the original offset and
@@ -414,10 +440,10 @@ def test_idle_connections_are_closed_after_connections_max_idle_ms(tmp_path, sto
 
 
 def test_acks_zero_and_auto_created_topics(tmp_path, storage_args):
-    """With --auto-create-topics a producer's first Metadata request creates
-    the topic; acks=0 records arrive though nothing is answered."""
+    """A producer's first Metadata request creates the topic (auto-creation is
+    on by default); acks=0 records arrive though nothing is answered."""
     from kafka import KafkaProducer
-    process = BrokerProcess(tmp_path, storage_args, extra_args=["--auto-create-topics", "--default-partitions", "2"])
+    process = BrokerProcess(tmp_path, storage_args, extra_args=["--default-partitions", "2"])
     process.start()
     try:
         producer = KafkaProducer(bootstrap_servers=process.bootstrap, acks=0, enable_idempotence=False)

@@ -118,8 +118,10 @@ def test_cluster_state_survives_a_snapshot():
 # ---------------------------------------------------------------- recovery drops stale epochs
 
 def test_recovery_drops_records_of_a_stale_stream_epoch():
-    def rec(epoch, base, n=1):
-        return encode_body(7, epoch, base, n - 1, make_batch([base] * n))
+    from reference.batch import assign_offset
+
+    def rec(epoch, base, n=1):  # as the WAL holds them: the batch stamped with its offset
+        return encode_body(7, epoch, base, n - 1, assign_offset(make_batch([base] * n), base, epoch))
     records = [(0, rec(1, 0)), (1, rec(1, 1)),      # epoch 1: the stream's previous owner (stale)
                (2, rec(2, 0)), (3, rec(2, 1))]      # epoch 2: the current one
     plan = plan_replay(records, {7: 0}, {7: 2})

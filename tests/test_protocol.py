@@ -207,14 +207,14 @@ def test_metadata_describes_this_broker_as_leader(version):
     run(scenario())
 
 
-def test_metadata_auto_create_is_off_by_default_and_obeys_the_client_when_on():
+def test_metadata_auto_create_is_on_by_default_obeys_the_client_and_can_be_turned_off():
     T = MetadataRequest.MetadataRequestTopic
     async def scenario():
-        off = new_ctx()
+        off = new_ctx(auto_create_topics=False)
         response = await call(off, MetadataRequest(topics=[T(name="x")], allow_auto_topic_creation=True), 8)
         assert response.topics[0].error_code == errors.UNKNOWN_TOPIC_OR_PARTITION
         assert "x" not in off.engine.list_topics()
-        on = new_ctx(auto_create_topics=True)
+        on = new_ctx()  # Kafka's default: auto.create.topics.enable=true
         refused = await call(on, MetadataRequest(topics=[T(name="x")], allow_auto_topic_creation=False), 8)
         assert refused.topics[0].error_code == errors.UNKNOWN_TOPIC_OR_PARTITION
         created = await call(on, MetadataRequest(topics=[T(name="x")], allow_auto_topic_creation=True), 8)
@@ -266,6 +266,21 @@ def test_produce_errors_are_per_partition():
         beyond = await call(ctx, produce_request("p", 5, records([b"a"])), 8)
         assert partition_of(beyond).error_code == errors.UNKNOWN_TOPIC_OR_PARTITION
         assert ctx.engine.offsets("p", 0) == (0, 0)
+    run(scenario())
+
+
+@pytest.mark.parametrize("version", [3, 8])
+def test_produce_of_two_batches_for_one_partition_is_refused(version):
+    """Produce v3+ carries exactly one batch per partition (Kafka answers
+    INVALID_RECORD otherwise); none of them is appended."""
+    async def scenario():
+        ctx = new_ctx()
+        await create(ctx, "p")
+        two = await call(ctx, produce_request("p", 0, records([b"a"]) + records([b"b"])), version)
+        assert partition_of(two).error_code == errors.INVALID_RECORD
+        assert ctx.engine.offsets("p", 0) == (0, 0)
+        one = await call(ctx, produce_request("p", 0, records([b"a", b"b"])), version)
+        assert partition_of(one).error_code == 0 and ctx.engine.offsets("p", 0) == (0, 2)
     run(scenario())
 
 

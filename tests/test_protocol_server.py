@@ -14,6 +14,8 @@ from kafka.protocol.consumer import FetchRequest, FetchResponse
 from kafka.protocol.metadata import MetadataRequest, MetadataResponse
 from kafka.protocol.producer import ProduceResponse
 
+from reference import errors
+from reference.errors import KafkaError
 from reference.protocol.context import make_context
 from reference.server import READ_CHUNK, BrokerServer, ConnectionLimits
 from reference.storage.memory import MemoryEngine
@@ -28,9 +30,9 @@ class SlowEngine(MemoryEngine):
         super().__init__(1)
         self.delay = delay
 
-    async def append(self, *args, **kwargs):
+    async def queue_append(self, *args, **kwargs):
         await asyncio.sleep(self.delay)
-        return await super().append(*args, **kwargs)
+        return await super().queue_append(*args, **kwargs)
 
 
 async def start(limits: ConnectionLimits, engine=None, **options):
@@ -221,13 +223,23 @@ class GatedEngine(MemoryEngine):
     def __init__(self):
         super().__init__(1)
         self.gate = asyncio.Event()
+        self.gate_waiters = []
         self.queued_order: list[int] = []
 
-    async def append(self, topic, partition, batch, leader_epoch=0, on_queued=None):
-        result = await super().append(topic, partition, batch, leader_epoch, on_queued=on_queued)
+    async def queue_append(self, topic, partition, batch, leader_epoch=0):
+        result = await (await super().queue_append(topic, partition, batch, leader_epoch))
         self.queued_order.append(result.base_offset)
-        await self.gate.wait()
-        return result
+        durable = asyncio.get_running_loop().create_future()
+        self.gate_waiters.append((durable, result))
+        if self.gate.is_set():
+            self.open_gate()
+        return durable
+
+    def open_gate(self):
+        self.gate.set()
+        for durable, result in self.gate_waiters:
+            durable.set_result(result)
+        self.gate_waiters = []
 
 
 def test_pipelined_produce_requests_queue_in_order_without_waiting_for_durability():
@@ -246,7 +258,7 @@ def test_pipelined_produce_requests_queue_in_order_without_waiting_for_durabilit
         while len(engine.queued_order) < 5 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         assert engine.queued_order == [0, 2, 4, 6, 8]   # all queued while none is durable yet
-        engine.gate.set()
+        engine.open_gate()
         answers = [await read_response(reader, ProduceResponse, 8) for _ in range(5)]
         assert [a.header.correlation_id for a in answers] == list(range(5))
         assert [a.responses[0].partition_responses[0].error_code for a in answers] == [0] * 5
@@ -254,3 +266,71 @@ def test_pipelined_produce_requests_queue_in_order_without_waiting_for_durabilit
         writer.close()
         await server.close()
     asyncio.run(scenario())
+
+
+class HeldEngine(MemoryEngine):
+    """Batches are queued (placed in memory) at once, but their durability
+    futures resolve only when the test says, with success or a failure; the
+    `block_from`-th append and later ones wait for room that never comes."""
+
+    def __init__(self, block_from: int):
+        super().__init__(1)
+        self.block_from = block_from
+        self.calls = 0
+        self.held: list[asyncio.Future] = []
+        self.queued = asyncio.Event()
+        self.waiting_for_room = asyncio.Event()
+
+    async def queue_append(self, topic, partition, batch, leader_epoch=0):
+        self.calls += 1
+        if self.calls >= self.block_from:
+            self.waiting_for_room.set()
+            await asyncio.Event().wait()  # a full cache that never drains: cancelled with the connection
+        await (await super().queue_append(topic, partition, batch, leader_epoch))
+        durable = asyncio.get_running_loop().create_future()
+        self.held.append(durable)
+        self.queued.set()
+        return durable
+
+
+def test_a_reset_in_the_middle_of_produce_leaves_no_unretrieved_exception(caplog):
+    """Pipelined idempotent Produce requests; one has a sequence gap, one
+    waits for room; the client resets the connection while the others wait
+    for durability, which then fails. Each failure is logged once, as the
+    failure of an abandoned request, and nothing is left for asyncio to
+    report as 'exception was never retrieved'."""
+    import gc
+    import socket
+
+    async def scenario():
+        engine = HeldEngine(block_from=4)
+        server = await start(ConnectionLimits(), engine=engine)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        for i, seq in enumerate([0, 1, 5, 2, 3]):  # 5: a gap (OUT_OF_ORDER_SEQUENCE_NUMBER); 2, 3: no room
+            data = records([b"v%d" % i], producer_id=7, epoch=0, sequence=seq)
+            writer.write(frame(produce_request("t", 0, data), 8, i))
+        await writer.drain()
+        await asyncio.wait_for(engine.waiting_for_room.wait(), 5)
+        assert len(engine.held) == 2 and engine.calls == 4
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # RST
+        deadline = time.monotonic() + 5
+        while server.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert not server.connections
+        for durable in engine.held:  # the WAL fails under the abandoned appends
+            durable.set_exception(KafkaError(errors.KAFKA_STORAGE_ERROR, "WAL write failed: EIO"))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        gc.collect()
+        await asyncio.sleep(0)
+        await server.close()
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(scenario())
+        gc.collect()
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if "never retrieved" in m], messages
+    abandoned = [m for m in messages if "abandoned" in m]
+    assert len(abandoned) == 2 and all("WAL write failed: EIO" in m for m in abandoned), messages

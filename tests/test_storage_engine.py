@@ -16,6 +16,9 @@ from reference.storage import wal as W
 from reference.storage.api import CommittedOffset
 from reference.storage.engine import EngineConfig, S3Engine
 from reference.storage.metadata import object_key
+from reference.storage.recovery import RecoveryRefused
+from reference.batch import parse_header
+from reference.validation import ValidBatch
 from reference.storage.s3io import ObjectStore
 from reference.storage.testing import batch_offsets, batch_values, make_batch
 
@@ -296,7 +299,8 @@ def test_fenced_engine_halts(s3_bucket, tmp_path):
     one still runs) fences the first: its next metadata write fails and it
     stops serving rather than acknowledge what it can no longer commit."""
     async def main():
-        old = engine(s3_bucket, tmp_path / "old")
+        # no upload of its own (one could meet the fence before the test's append does)
+        old = engine(s3_bucket, tmp_path / "old", upload_interval=3600, upload_bytes=1 << 30)
         await old.start()
         await old.create_topic("f", 1)
         await old.append("f", 0, make_batch([1]))
@@ -349,3 +353,160 @@ def test_stream_object_compaction_merges_contiguous_stream_objects(s3_bucket, tm
         assert keys == {object_key(oid) for oid in made}
         await e.close()
     asyncio.run(main())
+
+
+def test_concurrent_appends_larger_than_the_wal_all_complete(s3_bucket, tmp_path):
+    """A 1 MiB WAL and three concurrent 500 KB appends: together they exceed
+    the ring, so they must go in several groups (an upload trimming between
+    them), never as one group waiting for more space than the ring has."""
+    async def main():
+        e = engine(s3_bucket, tmp_path, wal_capacity=1 << 20)
+        await e.start()
+        await e.create_topic("big", 1)
+        values = [os.urandom(500_000) for _ in range(3)]
+        results = await asyncio.wait_for(
+            asyncio.gather(*[e.append("big", 0, make_batch([v])) for v in values]), 20)
+        assert sorted(r.base_offset for r in results) == [0, 1, 2]
+        assert sorted(v for _, v in await read_all(e, "big", 0, 1 << 20)) == sorted(values)
+        await e.close()
+    asyncio.run(main())
+
+
+def test_recovery_refuses_a_stream_whose_wal_records_start_past_its_committed_end(s3_bucket, tmp_path, caplog):
+    """The WAL's first record of a stream lies past the stream's committed
+    end (here: the WAL was trimmed past records never uploaded). Serving
+    would give the lost offsets to new appends, which would then be
+    acknowledged twice over: recovery refuses to start, and leaves the WAL as
+    it is, so a second start refuses again instead of forgetting."""
+    vol = tmp_path / "v"
+
+    async def write():
+        e = engine(s3_bucket, vol, upload_interval=3600, upload_bytes=1 << 30)
+        await e.start()
+        await e.create_topic("g", 1)
+        for i in range(4):
+            assert (await e.append("g", 0, make_batch([f"v{i}"]))).base_offset == i
+        await e.abort()
+    asyncio.run(write())
+    f = W.WalFile(vol / "wal", 1 << 20, 1)
+    second = f.scan().records[1][0]
+    f.write_header(trim_offset=second)  # records 0 was acknowledged, and is gone now
+    header = W.read_header(vol)
+    f.close()
+
+    async def reopen():
+        e = engine(s3_bucket, vol)
+        try:
+            with pytest.raises(RecoveryRefused) as refused:
+                await e.start()
+        finally:
+            await e.close()
+        return str(refused.value)
+    for _ in range(2):
+        message = asyncio.run(reopen())
+        assert "g-0" in message and "has offset 1, expected 0" in message and "[0, 1) are lost" in message
+        assert W.read_header(vol) == header, "the WAL is not reset: the evidence stays"
+
+
+def test_recovery_of_a_full_wal_holds_one_chunk_at_a_time(s3_bucket, tmp_path):
+    """16 MiB of acknowledged, never uploaded records in the WAL (as after a
+    long S3 outage), recovered with a 2 MiB log cache: replayed and uploaded
+    chunk by chunk, never all in memory at once."""
+    import tracemalloc
+    vol = tmp_path / "v"
+    payload = 16 << 20
+
+    async def write():
+        # a WAL more than twice the data, so that no upload starts (one does at half full)
+        e = engine(s3_bucket, vol, wal_capacity=40 << 20, cache_size=32 << 20, upload_interval=3600,
+                   upload_bytes=1 << 30)
+        await e.start()
+        await e.create_topic("w", 2)
+        for i in range(payload // (64 << 10)):
+            await e.append("w", i % 2, make_batch([os.urandom(16 << 10) for _ in range(4)]))
+        assert e.uploader.uploads == 0
+        await e.abort()
+    asyncio.run(write())
+
+    async def recover():
+        e = engine(s3_bucket, vol, wal_capacity=40 << 20, cache_size=2 << 20, upload_bytes=256 << 10)
+        tracemalloc.start()
+        try:
+            await e.start()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        summary = e.recovery_summary
+        assert e.offsets("w", 0)[1] + e.offsets("w", 1)[1] == 4 * (payload // (64 << 10))
+        await e.close()
+        return summary, peak
+    summary, peak = asyncio.run(recover())
+    assert summary["replayed"] == payload // (64 << 10) and summary["chunks"] > 16, summary
+    assert peak < 8 << 20, f"recovery of {payload >> 20} MiB peaked at {peak / 2**20:.1f} MiB of Python memory"
+
+
+def _unvalidated(batch: bytes) -> ValidBatch:
+    """A batch passed off as validated: how a broker without validation (or
+    with a bug in it) would have stored it."""
+    return ValidBatch(parse_header(batch), batch)
+
+
+def _records_run_short(values) -> bytes:
+    """A batch whose CRC and length agree, but whose last record lies about
+    its length (the records end one byte early)."""
+    from crc32c import crc32c
+    b = bytearray(make_batch(values))
+    del b[-1]
+    b[8:12] = (len(b) - 12).to_bytes(4, "big")
+    b[17:21] = crc32c(bytes(b[21:])).to_bytes(4, "big")
+    return bytes(b)
+
+
+def test_a_stored_batch_that_fails_validation_is_never_served_from_s3(s3_bucket, tmp_path):
+    vol = tmp_path / "v"
+
+    async def write():
+        e = engine(s3_bucket, vol, upload_interval=3600, upload_bytes=1 << 30)
+        await e.start()
+        await e.create_topic("r", 1)
+        await e.append("r", 0, make_batch([b"good0", b"good1"]))
+        await e.append("r", 0, _unvalidated(_records_run_short([b"bad"])))
+        await e.append("r", 0, make_batch([b"good3"]))
+        await e.upload_now()
+        await e.close()
+    asyncio.run(write())
+
+    async def read():
+        e = engine(s3_bucket, vol)  # a fresh cache: reads come from S3
+        await e.start()
+        assert batch_values(await e.read("r", 0, 0, 1 << 20)) == [(0, b"good0"), (1, b"good1")]
+        with pytest.raises(KafkaError) as refused:
+            await e.read("r", 0, 2, 1 << 20)
+        assert refused.value.code == errors.KAFKA_STORAGE_ERROR and "fails validation" in str(refused.value)
+        assert batch_values(await e.read("r", 0, 3, 1 << 20)) == [(3, b"good3")]
+        await e.close()
+    asyncio.run(read())
+
+
+def test_a_wal_record_that_fails_validation_is_never_replayed(s3_bucket, tmp_path):
+    vol = tmp_path / "v"
+
+    async def write():
+        e = engine(s3_bucket, vol, upload_interval=3600, upload_bytes=1 << 30)
+        await e.start()
+        await e.create_topic("r", 1)
+        await e.append("r", 0, make_batch([b"good0"]))
+        await e.append("r", 0, _unvalidated(_records_run_short([b"bad"])))
+        await e.abort()
+    asyncio.run(write())
+
+    async def reopen():
+        e = engine(s3_bucket, vol)
+        try:
+            with pytest.raises(RecoveryRefused) as refused:
+                await e.start()
+        finally:
+            await e.close()
+        return str(refused.value)
+    message = asyncio.run(reopen())
+    assert "r-0" in message and "offset 1" in message and "cannot be served" in message

@@ -95,6 +95,23 @@ def test_s3_wal_batches_by_bytes(s3_bucket, tmp_path):
     asyncio.run(main())
 
 
+def test_s3_wal_appends_larger_than_its_capacity_all_complete(s3_bucket, tmp_path):
+    """At most 1 MiB un-uploaded, 8 MiB batches, three concurrent 500 KB
+    appends: one WAL object of all three would wait for ever for room."""
+    endpoint, bucket = s3_bucket
+
+    async def main():
+        e = S3Engine(1, tmp_path, endpoint, bucket, s3_config(wal_capacity=1 << 20, s3_wal_bytes=8 << 20))
+        await e.start()
+        await e.create_topic("t", 1)
+        values = [bytes([65 + i]) * 500_000 for i in range(3)]
+        results = await asyncio.wait_for(asyncio.gather(*[e.append("t", 0, make_batch([v])) for v in values]), 20)
+        assert sorted(r.base_offset for r in results) == [0, 1, 2]
+        assert e.wal.writes >= 2
+        await e.close()
+    asyncio.run(main())
+
+
 def test_s3_wal_crash_recovery_exactly_once(s3_bucket, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="reference.storage")
     endpoint, bucket = s3_bucket
@@ -122,7 +139,8 @@ def test_s3_wal_crash_recovery_exactly_once(s3_bucket, tmp_path, caplog):
         await e.upload_now()
         assert e.uploader.uploads >= 3
         e.uploader._last = time.monotonic() + 3600  # from here on: only in the WAL objects
-        await asyncio.gather(*[produce(e, i % 3, 2) for i in range(90)])
+        for _ in range(3):  # in three WAL objects at least
+            await asyncio.gather(*[produce(e, i % 3, 2) for i in range(30)])
         # and a few appends in the batch window when the node dies: never acked
         pending = [asyncio.ensure_future(e.append("t", 0, make_batch([b"unacked"]))) for _ in range(3)]
         await asyncio.sleep(0)
@@ -135,12 +153,16 @@ def test_s3_wal_crash_recovery_exactly_once(s3_bucket, tmp_path, caplog):
 
     writes = asyncio.run(phase1())
     assert writes > 3 and store.list("wal/1/"), "WAL objects wait for recovery"
+    wal_objects = len(store.list("wal/1/"))
+    assert wal_objects >= 3
 
     async def phase2():
-        e = S3Engine(1, tmp_path, endpoint, bucket, s3_config())
+        # a small upload size: recovery reads, replays and uploads the WAL objects a chunk at a time
+        e = S3Engine(1, tmp_path, endpoint, bucket, s3_config(upload_bytes=1 << 10))
         await e.start()
         rec = e.recovery_summary
         assert rec["replayed"] == 90 and not rec["corrupt"] and not rec["errors"], rec
+        assert rec["chunks"] == wal_objects, "one WAL object per chunk"
         assert store.list("wal/1/") == [], "recovered WAL objects are deleted after their upload commits"
         for p in range(3):
             start, hw = e.offsets("t", p)

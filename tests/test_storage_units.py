@@ -88,14 +88,32 @@ def test_log_cache_pending_upload_evict_and_reserve():
 
 def test_plan_replay_drops_committed_and_detects_gaps():
     def rec(sid, base, n=1):
-        return encode_body(sid, 0, base, n - 1, b"")
+        return encode_body(sid, 0, base, n - 1, stamped([b"v%d" % i for i in range(n)], base))
     records = [(0, rec(1, 0, 2)), (10, rec(1, 2)), (20, rec(2, 5)), (30, rec(1, 3)), (40, rec(9, 0)),
                (50, rec(2, 7)), (60, rec(2, 8))]
     plan = plan_replay(records, {1: 2, 2: 5})
     assert [(w, e.stream_id, e.base_offset) for w, e in plan.replay] == [(10, 1, 2), (20, 2, 5), (30, 1, 3)]
     assert plan.committed == 1 and plan.unknown == 1
     assert len(plan.errors) == 1 and "stream 2" in plan.errors[0]
+    assert [(g.stream_id, g.expected, g.found) for g in plan.gaps] == [(2, 6, 7)]
     assert decode_body(rec(3, 4, 2)).end_offset == 6
+
+
+def test_plan_replay_stops_a_stream_at_a_batch_that_fails_validation():
+    """A WAL record whose CRCs are right but whose batch no client could read
+    (written by a broker that did not validate) is never replayed: the
+    stream has a hole there, as if the record were missing."""
+    good = stamped([b"a", b"b"], 0)
+    broken = bytearray(stamped([b"c"], 2))
+    broken[-1:] = b""  # one byte short of its last record ...
+    broken[8:12] = (len(broken) - 12).to_bytes(4, "big")  # ... with a length and a CRC that agree
+    from crc32c import crc32c
+    broken[17:21] = crc32c(bytes(broken[21:])).to_bytes(4, "big")
+    records = [(0, encode_body(1, 0, 0, 1, good)), (10, encode_body(1, 0, 2, 0, bytes(broken))),
+               (20, encode_body(1, 0, 3, 0, stamped([b"d"], 3)))]
+    plan = plan_replay(records, {1: 0})
+    assert [e.base_offset for _, e in plan.replay] == [0]
+    assert [(g.stream_id, g.found) for g in plan.gaps] == [(1, 2)] and "cannot be served" in plan.errors[0]
 
 
 def test_plan_objects_splits_big_streams():

@@ -202,3 +202,60 @@ def test_write_error_fails_pending_appends(tmp_path):
             g.append(b"y")
         await g.close(clean=False)
     asyncio.run(main())
+
+
+def test_group_larger_than_the_ring_is_split_not_stuck(tmp_path):
+    """Three concurrent 500 KB appends on a 1 MiB WAL: one group of all three
+    would need more than the whole ring, and wait for space for ever."""
+    async def main():
+        f = _open(tmp_path, 1 << 20)
+        want_space = asyncio.Event()
+        g = W.GroupCommitWal(f, 0, on_space_needed=want_space.set)
+        g.start()
+
+        async def uploader():  # as the engine's: upload what is durable, then trim it
+            while True:
+                await want_space.wait()
+                want_space.clear()
+                await g.trim(g.next_offset)
+        trimmer = asyncio.create_task(uploader())
+        bodies = [os.urandom(500_000) for _ in range(3)]
+        spans = await asyncio.wait_for(asyncio.gather(*[g.append(b) for b in bodies]), 10)
+        assert len(spans) == 3 and g.writes >= 2
+        assert all(end - start <= g.ring for start, end in spans)
+        trimmer.cancel()
+        await asyncio.gather(trimmer, return_exceptions=True)
+        await g.close()
+    asyncio.run(main())
+
+
+def test_new_wal_file_is_renamed_into_place_and_its_directory_fsynced(tmp_path):
+    """Watched with strace: the WAL is made whole under a temporary name and
+    fsynced, renamed into place, and then its directory is fsynced, without
+    which the new file's name could vanish in a crash along with every
+    record acknowledged in it."""
+    import re
+    import shutil
+    import subprocess
+    import sys
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed (setup.sh --test installs it)")
+    trace = tmp_path / "trace"
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    code = ("import sys; from reference.storage.wal import WalFile; "
+            f"WalFile({str(vol / 'wal')!r}, {W.MIN_CAPACITY}, 1).close()")
+    r = subprocess.run(["strace", "-f", "-qq", "-e", "trace=openat,fsync,fdatasync,rename,renameat,renameat2",
+                        "-o", str(trace), sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = [line.split(None, 1)[1] for line in trace.read_text().splitlines() if line.split(None, 1)[1:]]
+    rename = next(i for i, line in enumerate(lines) if re.match(r'rename(at2?)?\(.*"[^"]*wal\.new".*"[^"]*wal"', line))
+    opened_dirs = {m.group(2) for line in lines[rename:]
+                   if (m := re.match(r'openat\(AT_FDCWD, "([^"]*)", [^)]*O_DIRECTORY[^)]*\) = (\d+)$', line))
+                   and m.group(1) == str(vol)}
+    assert any(re.match(rf"fsync\({fd}\)\s+= 0", line) for line in lines[rename:] for fd in opened_dirs), \
+        "the WAL's directory is fsynced after the file is renamed into place"
+    file_fsyncs = [i for i, line in enumerate(lines[:rename]) if line.startswith("fsync(")]
+    assert file_fsyncs, "the file itself is fsynced before it gets its name"
+    assert W.WalFile(vol / "wal", W.MIN_CAPACITY, 1).scan().records == []
+    assert not (vol / "wal.new").exists()

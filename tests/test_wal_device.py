@@ -151,3 +151,43 @@ def test_engine_on_device_crash_recovery_exactly_once(loop_device, s3_bucket, tm
 
     asyncio.run(phase2())
     assert W.read_header(loop_device)["shutdown"] == "clean"
+
+
+@pytest.fixture(params=["loop device", "file with O_DIRECT"])
+def formattable(request, tmp_path):
+    """A blank loop device (cleared with BLKZEROOUT), or a plain file on a
+    file system with direct I/O (no BLKZEROOUT there: cleared by writing zeros)."""
+    if request.param == "loop device":
+        yield request.getfixturevalue("loop_device")
+        return
+    path = tmp_path / "wal.img"
+    with open(path, "wb") as f:
+        f.truncate(8 * MiB)
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_DIRECT))
+    except OSError as e:
+        pytest.skip(f"{tmp_path} has no O_DIRECT: {e}")
+    yield str(path)
+
+
+def test_formatting_clears_the_records_of_an_earlier_wal(formattable):
+    """An operator zeroes the header area of a device that held a WAL (as the
+    refusal to format says to): its old records must not come back as
+    records of the new WAL, which starts again at logical offset 0."""
+    loop_device = formattable
+    dev = W.WalDevice(loop_device, 4 * MiB, node_id=1)
+    buf, _ = W.frame_records(0, [b"old record %d" % i for i in range(5)])
+    dev.write_and_sync(0, buf)
+    assert len(dev.scan().records) == 5
+    dev.close()
+    with open(loop_device, "r+b") as f:
+        f.write(bytes(W.HEADER_AREA))
+        f.flush()
+        os.fsync(f.fileno())
+    fresh = W.WalDevice(loop_device, 4 * MiB, node_id=2)
+    try:
+        assert fresh.created
+        scan = fresh.scan()
+        assert scan.records == [] and not scan.corrupt, "records of the earlier WAL replayed as this one's"
+    finally:
+        fresh.close()

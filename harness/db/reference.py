@@ -29,6 +29,7 @@ from harness.db.base import Target, TargetUnavailable
 from harness.db.local_faults import LocalFaultControls
 from harness.ports import free_port
 from harness.s3server import DEFAULT_BUCKET, SeaweedS3
+from harness.workloads.queue import PARTITIONS_PER_TOPIC
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -220,7 +221,10 @@ class ReferenceCluster(Target):
                 "--bucket", self.bucket, *prefix, "--rpc-listen", node.rpc_address,
                 "--volume-provider", self._provider_spec, "--volume-id", node.volume_id,
                 "--node-name", node.name, "--session-timeout", self.session_timeout,
-                "--heartbeat-interval", self.heartbeat_interval, *self.broker_args]
+                "--heartbeat-interval", self.heartbeat_interval,
+                # the workload creates its topics; should a client's Metadata auto-create one first
+                # (the broker's default, as Kafka's), it gets the workload's partition count
+                "--default-partitions", str(PARTITIONS_PER_TOPIC), *self.broker_args]
 
     def start_node(self, name: str, wait: bool = True) -> None:
         node = self.nodes[name]

@@ -33,7 +33,7 @@ class BrokerContext:
     node_id: int
     host: str
     port: int
-    auto_create_topics: bool = False
+    auto_create_topics: bool = True   # Kafka's auto.create.topics.enable default
     default_partitions: int = 1
     fetch_max_bytes: int = DEFAULT_FETCH_MAX_BYTES
     cluster_id: str = field(default_factory=lambda: "highwater-" + uuid.uuid4().hex[:12])

@@ -81,8 +81,14 @@ async def handle(ctx, prefix: codec.RequestHeaderPrefix, request) -> bytes | Non
     if log.isEnabledFor(logging.DEBUG):
         log.debug("api %d v%d correlation id %d from %r", prefix.api_key, prefix.api_version,
                   prefix.correlation_id, getattr(request.header, "client_id", None))
+    return await respond(prefix, HANDLERS[prefix.api_key](request, ctx))
+
+
+async def respond(prefix: codec.RequestHeaderPrefix, handling) -> bytes | None:
+    """Await a handler's response (a coroutine) and frame it; a handler that
+    raises is logged and closes its connection."""
     try:
-        response = await HANDLERS[prefix.api_key](request, ctx)
+        response = await handling
         return None if response is None else codec.encode_response(response, prefix.correlation_id)
     except Exception as exc:
         log.exception("api %d v%d (correlation id %d) failed", prefix.api_key, prefix.api_version,

@@ -6,8 +6,8 @@ the handlers are tested without sockets or S3, and the engine is checked
 against the model.
 
 Offsets: every partition is a stream with `log_start_offset <= high_watermark`;
-`append` returns only after the batch is durable (in the WAL), so an ack is a
-promise the engine keeps across crashes.
+an append's future resolves only once the batch is durable (in the WAL), so an
+ack is a promise the engine keeps across crashes.
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import abc
 import asyncio
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable
+
+from reference.validation import ValidBatch
 
 
 @dataclass
@@ -88,17 +89,39 @@ class StorageEngine(abc.ABC):
 
     # --- partitions -----------------------------------------------------
     @abc.abstractmethod
-    async def append(self, topic: str, partition: int, batch: bytes, leader_epoch: int = 0,
-                     on_queued: Callable[[], None] | None = None) -> AppendResult:
-        """Append one validated record batch (see reference.batch). Returns once
-        durable. Idempotent retries return the original offset with duplicate=True.
-        `on_queued()` is called once, as soon as the batch's place in its
-        partition is fixed (queued for the WAL, recognised as a duplicate, or
-        refused): a caller that must keep batches in order (a pipelining
-        idempotent producer) may start the next append then, without waiting
-        for this one to be durable, so group commit can batch them together.
-        Raises KafkaError(UNKNOWN_TOPIC_OR_PARTITION / OUT_OF_ORDER_SEQUENCE_NUMBER /
-        INVALID_PRODUCER_EPOCH / UNKNOWN_PRODUCER_ID / KAFKA_STORAGE_ERROR)."""
+    async def queue_append(self, topic: str, partition: int, batch: bytes | ValidBatch,
+                           leader_epoch: int = 0) -> asyncio.Future:
+        """Validate one record batch and queue it for its partition: the one
+        way in for records.
+
+        `batch` is a partition's records as a client sent them (or a
+        ValidBatch already validated): exactly one magic-v2 batch, every
+        record of which is read and checked (reference.validation) before
+        anything is queued.
+
+        When this returns, the batch's place in its partition is fixed: its
+        offsets are assigned (or it is recognised as an exact retry of a batch
+        already there), so a caller that must keep batches in order (a
+        pipelining idempotent producer) may queue the next one at once, and
+        both can share one group commit. It may wait first while the log
+        cache is full (back-pressure); cancelled then, nothing is queued.
+
+        Returns the batch's durability future: its result is the
+        AppendResult once the batch is durable (an idempotent retry: the
+        original's offset with duplicate=True, once the original is durable);
+        it fails with KafkaError(KAFKA_STORAGE_ERROR) if the engine cannot
+        make it durable. The append goes on whether or not anyone waits:
+        a caller that stops waiting must still retrieve a failure.
+
+        Raises at once, queueing nothing: KafkaError(CORRUPT_MESSAGE /
+        INVALID_RECORD / MESSAGE_TOO_LARGE) for a batch Kafka would refuse,
+        UNKNOWN_TOPIC_OR_PARTITION, OUT_OF_ORDER_SEQUENCE_NUMBER,
+        INVALID_PRODUCER_EPOCH, UNKNOWN_PRODUCER_ID, KAFKA_STORAGE_ERROR."""
+
+    async def append(self, topic: str, partition: int, batch: bytes | ValidBatch,
+                     leader_epoch: int = 0) -> AppendResult:
+        """queue_append, then wait until durable (tests and tools)."""
+        return await (await self.queue_append(topic, partition, batch, leader_epoch))
 
     @abc.abstractmethod
     async def read(self, topic: str, partition: int, offset: int, max_bytes: int) -> bytes:

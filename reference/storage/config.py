@@ -61,6 +61,7 @@ class EngineConfig:
     compaction_max_objects: int = 16      # merge at most this many objects at once
     compaction_small_bytes: int = 64 * MiB  # objects smaller than this are merged
     stream_compaction_max_bytes: int = 256 * MiB  # contiguous stream objects of a stream merged up to this
+    max_decompressed_batch: int = 64 * MiB  # a compressed batch inflating past this is refused (MESSAGE_TOO_LARGE)
 
     @property
     def effective_upload_bytes(self) -> int:
@@ -91,6 +92,7 @@ _FLAGS = [
     ("--object-ttl", "object_ttl", parse_duration, "prepared objects not committed by then are garbage (default 60m)"),
     ("--object-retention", "object_retention", parse_duration, "delete garbage objects after this (default 10m)"),
     ("--compaction-interval", "compaction_interval", parse_duration, "merge small stream-set objects, and contiguous stream objects, this often (default 0: off)"),
+    ("--max-decompressed-batch", "max_decompressed_batch", parse_size, "refuse a compressed batch that decompresses to more than this (MESSAGE_TOO_LARGE; default 64MiB): every record is validated before it is stored"),
     ("--s3-prefix", "s3_prefix", str, "put every key of this cluster under this prefix in the bucket (default: none)"),
     ("--metadata-prefix", "metadata_prefix", str, "S3 key prefix of the metadata log (default 'metadata')"),
 ]

@@ -51,7 +51,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from reference import errors
-from reference.batch import assign_offset, iter_batches, parse_header
+from reference.batch import assign_offset, iter_batches
 from reference.errors import KafkaError
 from reference.storage.api import AppendResult, CommittedOffset, StorageEngine, TopicInfo, Wakeup
 from reference.storage.compaction import Compactor
@@ -68,6 +68,7 @@ from reference.storage.s3io import ObjectStore
 from reference.storage.stream_record import BODY_HEADER, encode_body
 from reference.storage.upload import Uploader
 from reference.storage.wal import GroupCommitWal, WalDevice, WalError, WalFile
+from reference.validation import ValidBatch, validate_off_loop
 
 __all__ = ["S3Engine", "EngineConfig", "add_arguments", "config_from_args", "parse_size", "parse_duration"]
 
@@ -77,7 +78,8 @@ log = logging.getLogger(__name__)
 class StreamRuntime:
     """A stream's in-memory state on the node that has it open, at the
     stream epoch it was opened with (stamped on its WAL records)."""
-    __slots__ = ("meta", "epoch", "next_offset", "high_watermark", "producers", "committed_producers")
+    __slots__ = ("meta", "epoch", "next_offset", "high_watermark", "producers", "committed_producers",
+                 "durable_waiters")
 
     def __init__(self, meta: StreamMeta):
         self.meta = meta
@@ -86,6 +88,20 @@ class StreamRuntime:
         self.high_watermark = meta.end_offset     # everything below is durable
         self.committed_producers = ProducerStateTable.from_snapshot(meta.producers)
         self.producers = ProducerStateTable.from_snapshot(meta.producers)
+        self.durable_waiters: list[tuple[int, asyncio.Future]] = []  # idempotent retries of in-flight batches
+
+    def release_waiters(self, error: BaseException | None = None) -> None:
+        """Resolve the retries whose original is now durable (or fail them all)."""
+        waiting, self.durable_waiters = self.durable_waiters, []
+        for base, fut in waiting:
+            if fut.done():
+                continue
+            if error is not None:
+                fut.set_exception(error)
+            elif self.high_watermark > base:
+                fut.set_result(AppendResult(base, self.meta.start_offset, duplicate=True))
+            else:
+                self.durable_waiters.append((base, fut))
 
     @property
     def stream_id(self) -> int:
@@ -104,7 +120,7 @@ class S3Engine(StorageEngine):
         self.wal_executor = ThreadPoolExecutor(1, thread_name_prefix=f"wal-n{node_id}")
         self.meta = MetadataLog(self.store, cfg.metadata_prefix, cfg.metadata_snapshot_every, self.s3_executor)
         self.cache = LogCache(cfg.cache_size)
-        self.reader = ObjectReader(self.store, cfg.block_cache_size, self.s3_executor)
+        self.reader = ObjectReader(self.store, cfg.block_cache_size, self.s3_executor, cfg.max_decompressed_batch)
         self.streams: dict[int, StreamRuntime] = {}
         self.wal_file: WalFile | None = None
         self.wal: GroupCommitWal | None = None
@@ -189,7 +205,7 @@ class S3Engine(StorageEngine):
         self.moving_out.add(stream_id)
         try:
             if s.next_offset > s.high_watermark:
-                await self._wait_durable(s, s.next_offset - 1)
+                await self._when_durable(s, s.next_offset - 1)
             pending = self.cache.pending(self.wal.next_offset).get(stream_id, [])
             delta = sum(len(b.data) for b in pending)
             summary = await self.uploader.upload_once(trim=False, only=stream_id)
@@ -301,6 +317,9 @@ class S3Engine(StorageEngine):
             log.critical("storage engine node %d halted: %s", self.node_id, reason)
         self.halted.set()
         self._wake_all()
+        for s in self.streams.values():
+            if s.durable_waiters:
+                s.release_waiters(KafkaError(errors.KAFKA_STORAGE_ERROR, f"storage halted: {reason}"))
 
     def _check(self) -> None:
         if self.failed:
@@ -344,16 +363,20 @@ class S3Engine(StorageEngine):
                 if rt is not None:
                     self.cache.drop_stream(sid)
                 self.streams[sid] = StreamRuntime(meta)
+                if rt is not None:
+                    rt.release_waiters(KafkaError(errors.NOT_LEADER_OR_FOLLOWER, f"stream {sid} reopened"))
                 self.moving_out.discard(sid)
                 log.info("stream %d (%s-%d) open here at epoch %d, end offset %d", sid, meta.topic, meta.partition,
                          meta.epoch, meta.end_offset)
             elif meta.owner != self.node_id and rt is not None:
                 del self.streams[sid]
+                rt.release_waiters(KafkaError(errors.NOT_LEADER_OR_FOLLOWER, f"stream {sid} moved to another node"))
                 self.cache.drop_stream(sid)
                 self.moving_out.discard(sid)
                 log.info("stream %d (%s-%d) closed here", sid, meta.topic, meta.partition)
         for sid in [sid for sid in self.streams if sid not in state.streams]:
-            del self.streams[sid]
+            gone = self.streams.pop(sid)
+            gone.release_waiters(KafkaError(errors.UNKNOWN_TOPIC_OR_PARTITION, f"stream {sid} was deleted"))
             self.cache.drop_stream(sid)
         self._signal_appended()
 
@@ -422,68 +445,105 @@ class S3Engine(StorageEngine):
         """The partition's leader epoch: its stream epoch here."""
         return self._stream(topic, partition).epoch
 
-    async def append(self, topic, partition, batch, leader_epoch=0, on_queued=None):
-        try:
-            fut, s, base = await self._queue_append(topic, partition, batch, leader_epoch)
-        finally:
-            if on_queued is not None:
-                on_queued()
-        if fut is None:  # an idempotent retry: answer once the original is durable
-            await self._wait_durable(s, base)
-            self._check_session(topic, partition)
-            return AppendResult(base, s.meta.start_offset, duplicate=True)
-        try:
-            await fut
-        except WalError as e:
-            self.halt(f"WAL write failed: {e}")
-            raise KafkaError(errors.KAFKA_STORAGE_ERROR, str(e)) from None
-        self._check_session(topic, partition)
-        if self.cluster and self.streams.get(s.stream_id) is not s:
-            raise KafkaError(errors.NOT_LEADER_OR_FOLLOWER, f"{topic}-{partition} moved away meanwhile")
-        return AppendResult(base, s.meta.start_offset)
-
-    async def _queue_append(self, topic, partition, batch, leader_epoch):
-        """Decide and queue: fixes the batch's offset and order. Returns
-        (WAL durability future, stream, base offset); the future is None for
-        a duplicate, whose base offset is the original's."""
+    async def queue_append(self, topic, partition, batch, leader_epoch=0):
+        """Validate, wait for room in the cache, decide (new or duplicate),
+        assign offsets and queue for the WAL; see StorageEngine.queue_append.
+        In a cluster the durability future also carries the ack-path checks
+        (`_acked`): a node whose session lapsed, or whose stream moved away
+        meanwhile, acknowledges nothing."""
         self._check()
         self._check_session(topic, partition)
         s = self._stream(topic, partition)
         if s.stream_id in self.moving_out:
             raise KafkaError(errors.NOT_LEADER_OR_FOLLOWER, f"{topic}-{partition} is moving to another node")
-        header = parse_header(batch)
-        n = len(batch)
+        n = len(batch.data if isinstance(batch, ValidBatch) else batch)
         if n + BODY_HEADER.size > self.wal.max_body() or n > self.config.cache_size:
             raise KafkaError(errors.MESSAGE_TOO_LARGE, f"batch of {n} bytes exceeds the WAL or cache limit")
+        valid = await validate_off_loop(batch, self.config.max_decompressed_batch)
+        header, data = valid.header, valid.data
+        self._check()
+        s = self._stream(topic, partition)
         # back-pressure: wait while un-uploaded data fills the cache
         while not self.cache.reserve(n):
             self.uploader.request("cache-full")
             await self._space.wait()
             self._check()
             s = self._stream(topic, partition)
+        # from here to the return nothing awaits: the batch is queued, or refused, as one step
         try:
             decision = s.producers.decide(header)
             if isinstance(decision, Reject):
                 raise KafkaError(decision.code, decision.reason)
-            if isinstance(decision, Duplicate):
+            if isinstance(decision, Duplicate):  # an idempotent retry: answer once the original is durable
                 self.cache.unreserve(n)
-                n = 0
-                return None, s, decision.base_offset
+                return self._acked(self._when_durable(s, decision.base_offset), topic, partition, s)
             base = s.next_offset
             end = base + header.last_offset_delta + 1
-            stamped = assign_offset(batch, base, leader_epoch)
+            stamped = assign_offset(data, base, leader_epoch)
             body = encode_body(s.stream_id, s.epoch, base, header.last_offset_delta, stamped)
 
             def on_durable(_wal_start: int, wal_end: int, s=s, n=n, ts=header.max_timestamp):
                 self._on_durable(s, base, end, stamped, ts, n, wal_end)
-            fut = self.wal.append(body, on_durable)
+            written = self.wal.append(body, on_durable)
         except BaseException:
             self.cache.unreserve(n)
             raise
-        # from here the record is queued: state moves on even if the caller goes away
         s.next_offset = end
         s.producers.record(header, base)
-        return fut, s, base
+        result = asyncio.get_running_loop().create_future()
+        written.add_done_callback(lambda w: self._settle(w, result, AppendResult(base, s.meta.start_offset)))
+        return self._acked(result, topic, partition, s)
+
+    def _acked(self, durable: asyncio.Future, topic, partition, s: StreamRuntime) -> asyncio.Future:
+        """`durable`, with the ack-path checks applied when it resolves (a
+        lone node passes them at no cost: it returns `durable` itself)."""
+        if not self.cluster and self.session_ok is None:
+            return durable
+        acked = asyncio.get_running_loop().create_future()
+
+        def check(f: asyncio.Future) -> None:
+            if acked.done():
+                if not f.cancelled():
+                    f.exception()  # observed: its outcome went nowhere, on purpose
+                return
+            if f.cancelled():
+                acked.cancel()
+                return
+            error = f.exception()
+            if error is None:
+                try:
+                    self._check_session(topic, partition)
+                    if self.cluster and self.streams.get(s.stream_id) is not s:
+                        raise KafkaError(errors.NOT_LEADER_OR_FOLLOWER, f"{topic}-{partition} moved away meanwhile")
+                except KafkaError as e:
+                    error = e
+            if error is None:
+                acked.set_result(f.result())
+            else:
+                acked.set_exception(error)
+        durable.add_done_callback(check)
+        return acked
+
+    def _settle(self, written: asyncio.Future, result: asyncio.Future, ok: AppendResult) -> None:
+        """The WAL's outcome for one record, passed on to its append's future."""
+        error = written.exception() if not written.cancelled() else WalError("WAL write cancelled")
+        if error is not None:
+            self.halt(f"WAL write failed: {error}")
+        if result.done():
+            return
+        if error is None:
+            result.set_result(ok)
+        else:
+            result.set_exception(KafkaError(errors.KAFKA_STORAGE_ERROR, str(error)))
+
+    def _when_durable(self, s: StreamRuntime, base: int) -> asyncio.Future:
+        """A future resolved once the stream's batch at `base` is durable."""
+        fut = asyncio.get_running_loop().create_future()
+        if s.high_watermark > base:
+            fut.set_result(AppendResult(base, s.meta.start_offset, duplicate=True))
+        else:
+            s.durable_waiters.append((base, fut))
+        return fut
 
     def _on_durable(self, s: StreamRuntime, base, end, data, max_ts, reserved, wal_end) -> None:
         """Runs in WAL order right after the fsync: the batch becomes visible."""
@@ -492,14 +552,11 @@ class S3Engine(StorageEngine):
             return
         self.cache.insert(s.stream_id, CachedBatch(base, end, data, max_ts, wal_end), reserved)
         s.high_watermark = end
+        if s.durable_waiters:
+            s.release_waiters()
         self._signal_appended()
         if self.uploader.should_upload():
             self.uploader.request("size")
-
-    async def _wait_durable(self, s: StreamRuntime, offset: int) -> None:
-        while s.high_watermark <= offset:
-            self._check()
-            await self._appended.wait()
 
     async def read(self, topic, partition, offset, max_bytes):
         self._check()

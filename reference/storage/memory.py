@@ -6,6 +6,7 @@ ends, so it must never back a broker that claims durability.
 """
 from __future__ import annotations
 
+import asyncio
 import bisect
 import itertools
 
@@ -14,6 +15,7 @@ from reference.batch import assign_offset, parse_header
 from reference.errors import KafkaError
 from reference.storage.api import AppendResult, StorageEngine, TopicInfo, Wakeup
 from reference.storage.producer_state import Duplicate, ProducerStateTable, Reject
+from reference.validation import validate_off_loop
 
 
 class PartitionLog:
@@ -26,7 +28,7 @@ class PartitionLog:
         self.producers = ProducerStateTable()
 
     def append(self, batch: bytes, leader_epoch: int) -> AppendResult:
-        header = parse_header(batch)
+        header = parse_header(batch)  # validated by the caller
         decision = self.producers.decide(header)
         if isinstance(decision, Reject):
             raise KafkaError(decision.code, decision.reason)
@@ -93,14 +95,14 @@ class MemoryEngine(StorageEngine):
         except KeyError:
             raise KafkaError(errors.UNKNOWN_TOPIC_OR_PARTITION, f"no partition {topic}-{partition}") from None
 
-    async def append(self, topic, partition, batch, leader_epoch=0, on_queued=None):
-        try:
-            result = self._log(topic, partition).append(batch, leader_epoch)
-        finally:
-            if on_queued is not None:
-                on_queued()
+    async def queue_append(self, topic, partition, batch, leader_epoch=0):
+        self._log(topic, partition)
+        valid = await validate_off_loop(batch)
+        result = self._log(topic, partition).append(valid.data, leader_epoch)  # in memory: durable at once
         self._appended.notify()
-        return result
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(result)
+        return done
 
     async def read(self, topic, partition, offset, max_bytes):
         return self._log(topic, partition).read(offset, max_bytes)

@@ -6,7 +6,8 @@ ranges name the object holding it. The reader fetches that object's footer
 (its last 48 bytes) and index once (cached per object), then only the data
 blocks of that stream that it needs; decoded blocks live in an LRU block
 cache bounded in bytes. A read that lands inside a batch returns the whole
-batch, as Kafka does.
+batch, as Kafka does. Every batch read back is validated as on produce
+(reference.validation); one that fails is never served (the read fails).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from reference.batch import parse_header
 from reference.storage.metadata import MetadataState, object_key
 from reference.storage.object_format import FOOTER, IndexEntry, decode_block, decode_footer, decode_index
 from reference.storage.s3io import NoSuchKey, ObjectStore
+from reference.validation import MAX_DECOMPRESSED, InvalidBatch, validate_batch
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +58,15 @@ class LRUBytes:
             self.size -= self.items.pop(k)[1]
 
 
+class UnservableBatch(Exception):
+    """A batch read back from S3 fails validation: it is not served."""
+
+
 class ObjectReader:
-    def __init__(self, store: ObjectStore, block_cache_bytes: int, executor: Executor | None = None):
+    def __init__(self, store: ObjectStore, block_cache_bytes: int, executor: Executor | None = None,
+                 max_decompressed: int = MAX_DECOMPRESSED):
         self.store = store
+        self.max_decompressed = max_decompressed
         self.executor = executor
         self.blocks = LRUBytes(block_cache_bytes)
         self.indexes = LRUBytes(max(block_cache_bytes // 16, 1 << 20))
@@ -109,6 +117,14 @@ class ObjectReader:
             out = []
             for batch in decode_block(raw):
                 h = parse_header(batch)
+                try:  # as on produce: a record no client could read is never served
+                    validate_batch(batch, self.max_decompressed)
+                except InvalidBatch as e:
+                    log.error("object %d, block at %d: the stored batch of stream %d at offset %d fails "
+                              "validation; it is not served: %s", object_id, entry.position, entry.stream_id,
+                              h.base_offset, e)
+                    batch = UnservableBatch(f"stream {entry.stream_id}: the stored batch at offset "
+                                            f"{h.base_offset} (object {object_id}) fails validation: {e}")
                 out.append((h.base_offset, h.base_offset + h.last_offset_delta + 1, batch))
             return out, len(raw)
 
@@ -147,6 +163,10 @@ class ObjectReader:
             for base, end, batch in await self.block(object_id, e):
                 if end <= offset or base >= end_limit:
                     continue
+                if isinstance(batch, UnservableBatch):
+                    if out:
+                        return out  # what precedes it; the next read from here fails
+                    raise batch
                 if out and (total + len(batch) > max_bytes or base != out[-1][1]):
                     return out  # budget spent, or a gap (the rest is in another object)
                 out.append((base, end, batch))

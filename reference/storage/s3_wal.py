@@ -133,18 +133,29 @@ class S3WalObjects:
     def describe(self) -> str:
         return f"S3 WAL {self.path}"
 
-    def scan(self) -> ScanResult:
-        """Read the contiguous run of WAL objects from the first one; stop at
-        a gap or a damaged record (never served)."""
-        objects = self._listed = self.list()
-        if not objects:
-            return ScanResult([], 0, 0, "no WAL objects")
-        start = pos = objects[0][0]
+    def scan(self, start: int | None = None, max_bytes: int | None = None) -> ScanResult:
+        """Read the contiguous run of WAL objects from the first one (or, to
+        go on with a chunked scan, from the object at `start`), at most about
+        `max_bytes` of records (whole objects, at least one); stop at a gap or
+        a damaged record (never served)."""
+        if start is None:
+            self._listed = self.list()
+            if not self._listed:
+                return ScanResult([], 0, 0, "no WAL objects")
+            start = self._listed[0][0]
+        objects = self._listed
+        first = next((i for i, (o_start, _) in enumerate(objects) if o_start >= start), len(objects))
+        pos = start
         records: list[tuple[int, bytes]] = []
-        reason, corrupt, lost_after, stopped = "end of the WAL objects", False, 0, None
-        for i, (o_start, o_end) in enumerate(objects):
+        size = 0
+        reason, corrupt, lost_after, stopped, done = "end of the WAL objects", False, 0, None, True
+        for i in range(first, len(objects)):
+            o_start, o_end = objects[i]
             if o_start != pos:
                 reason, stopped = f"gap: next WAL object starts at {o_start}, expected {pos}", i
+                break
+            if max_bytes is not None and records and size >= max_bytes:
+                reason, done = "chunk full", False
                 break
             try:
                 body = self.store.get(wal_key(self.node_id, o_start))
@@ -153,6 +164,7 @@ class S3WalObjects:
                 break
             recs, end, why, damaged = parse_object(o_start, body)
             records.extend(recs)
+            size += len(body)
             pos = end
             if damaged or end != o_end:
                 reason, corrupt, stopped = why or f"object at {o_start} ends early", True, i + 1
@@ -163,7 +175,7 @@ class S3WalObjects:
                     lost_after += len(parse_object(o_start, self.store.get(wal_key(self.node_id, o_start)))[0])
                 except NoSuchKey:
                     pass
-        return ScanResult(records, start, pos, reason, corrupt, lost_after)
+        return ScanResult(records, start, pos, reason, corrupt, lost_after, done)
 
     def reset(self, scan_end: int, node_id: int, node_epoch: int) -> int:
         """After recovery uploaded and committed what it scanned: delete every
@@ -270,9 +282,10 @@ class S3BatchingWal(QueuedWal):
             except asyncio.TimeoutError:
                 break
         take, size = 0, 0
+        limit = min(self.batch_bytes, self.max_group())
         for p in self._queue:
             n = len(p.body) + RECORD_HEADER_SIZE
-            if take and size + n > self.batch_bytes:
+            if take and size + n > limit:
                 break
             take, size = take + 1, size + n
         await self._wait_for_space(size)

@@ -62,6 +62,7 @@ RECORD_HEADER_SIZE = RECORD_HEADER.size + 4
 SHUTDOWN_CRASH = 0   # written at open: if still there at the next open, the node crashed
 SHUTDOWN_CLEAN = 1
 MIN_CAPACITY = HEADER_AREA + 16 * BLOCK
+BLKZEROOUT = 0x127F  # _IO(0x12, 127): zero a byte range of a block device
 
 assert RECORD_HEADER_SIZE == 24
 
@@ -121,6 +122,15 @@ def decode_header(buf: bytes) -> WalHeader | None:
 def newest_header(block_a: bytes, block_b: bytes) -> WalHeader | None:
     valid = [h for h in (decode_header(block_a), decode_header(block_b)) if h is not None]
     return max(valid, key=lambda h: h.sequence) if valid else None
+
+
+def fsync_directory(path: str | Path) -> None:
+    """Make a directory's entries (a file just created or renamed) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def align_up(n: int, to: int = BLOCK) -> int:
@@ -195,6 +205,8 @@ class ScanResult:
     stop_reason: str
     corrupt: bool = False              # stopped at a damaged record (not a clean end)
     lost_after: int = 0                # valid-looking records found beyond the stop point
+    done: bool = True                  # False: stopped at the chunk budget; scan on from `end`
+
 
 
 # --------------------------------------------------------------------------
@@ -229,11 +241,10 @@ class WalFile:
         existed = self.path.exists() and self.path.stat().st_size >= HEADER_AREA
         if capacity < MIN_CAPACITY and not existed:
             raise WalError(f"WAL capacity {capacity} is below the minimum {MIN_CAPACITY}")
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        _lock_wal(self.fd, self.path, lock)
         self.header: WalHeader
         self.created = False
         if existed:
+            self.fd = os.open(self.path, os.O_RDWR)
             h = newest_header(os.pread(self.fd, BLOCK, 0), os.pread(self.fd, BLOCK, BLOCK))
             if h is None:
                 os.close(self.fd)
@@ -244,16 +255,34 @@ class WalFile:
                 os.ftruncate(self.fd, h.capacity)
             self.header = h
         else:
-            os.ftruncate(self.fd, capacity)
             self.header = WalHeader(capacity, 0, time.time_ns(), 0, node_id, node_epoch, SHUTDOWN_CLEAN)
-            # both copies, so a torn first header write still leaves one valid
-            os.pwrite(self.fd, encode_header(replace(self.header, sequence=1)), BLOCK)
-            os.pwrite(self.fd, encode_header(self.header), 0)
-            os.fsync(self.fd)
+            self.fd = self._create(capacity)
             self.created = True
             log.info("created WAL %s, capacity %d", self.path, capacity)
+        _lock_wal(self.fd, self.path, lock)
         self.capacity = self.header.capacity
         self.ring = self.capacity - HEADER_AREA
+
+    def _create(self, capacity: int) -> int:
+        """Make the file whole under a temporary name (size, both header
+        copies, fsync), then rename it into place and fsync the directory:
+        the name is durable only with its directory, and a crash at any point
+        leaves either no WAL or a complete one, never a headerless file that
+        every later start would refuse."""
+        tmp = self.path.with_name(self.path.name + ".new")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.ftruncate(fd, capacity)
+            # both copies, so a torn first header write still leaves one valid
+            os.pwrite(fd, encode_header(replace(self.header, sequence=1)), BLOCK)
+            os.pwrite(fd, encode_header(self.header), 0)
+            os.fsync(fd)
+            os.rename(tmp, self.path)
+            fsync_directory(self.path.parent)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -306,13 +335,17 @@ class WalFile:
         self.header = h
         return h
 
-    def scan(self, probe_window: int = 64 << 20) -> ScanResult:
-        """Read every valid record from the trim offset; stop at the first
-        record that fails its checks (a torn tail, a flipped bit, a stale lap)."""
-        start = pos = self.header.trim_offset
-        limit = start + self.ring
+    def scan(self, start: int | None = None, max_bytes: int | None = None,
+             probe_window: int = 64 << 20) -> ScanResult:
+        """Read valid records from `start` (default: the trim offset), at most
+        about `max_bytes` of them (at least one), so recovery holds one chunk
+        in memory at a time, never the whole ring; stop at the first record
+        that fails its checks (a torn tail, a flipped bit, a stale lap)."""
+        limit = self.header.trim_offset + self.ring
+        start = pos = self.header.trim_offset if start is None else start
         records: list[tuple[int, bytes]] = []
-        reason, corrupt = "ring full", False
+        size = 0
+        reason, corrupt, done = "ring full", False, True
         while pos + RECORD_HEADER_SIZE <= limit:
             check = check_record_header(self.pread(pos, RECORD_HEADER_SIZE), pos)
             if not check.ok:
@@ -323,13 +356,17 @@ class WalFile:
                 reason, corrupt = f"record at {pos} runs past the ring ({check.body_length} bytes)", True
                 break
             if not check.padding:
+                if max_bytes is not None and records and size + check.body_length > max_bytes:
+                    reason, done = "chunk full", False
+                    break
                 body = self.pread(pos + RECORD_HEADER_SIZE, check.body_length)
                 if len(body) != check.body_length or crc32c(body) != check.body_crc:
                     reason, corrupt = f"record at {pos}: body CRC mismatch ({check.body_length} bytes)", True
                     break
                 records.append((pos, body))
+                size += check.body_length
             pos = end
-        result = ScanResult(records, start, pos, reason, corrupt)
+        result = ScanResult(records, start, pos, reason, corrupt, done=done)
         if corrupt:
             result.lost_after = self._probe_after(pos, min(limit, pos + probe_window))
         return result
@@ -436,6 +473,8 @@ class WalDevice(WalFile):
                                f"it (zero its first {HEADER_AREA} bytes to make a new WAL)")
             if want < MIN_CAPACITY:
                 raise WalError(f"WAL capacity {want} is below the minimum {MIN_CAPACITY}")
+            self.capacity = want
+            self._zero_ring()
             self.header = WalHeader(want, 0, time.time_ns(), 0, node_id, node_epoch, SHUTDOWN_CLEAN)
             self._write_at(BLOCK, encode_header(replace(self.header, sequence=1)))
             self._write_at(0, encode_header(self.header))
@@ -451,6 +490,26 @@ class WalDevice(WalFile):
             self.header = h
         self.capacity = self.header.capacity
         self.ring = self.capacity - HEADER_AREA
+
+    def _zero_ring(self) -> None:
+        """Before the headers of a new WAL are written: clear the ring. A
+        device whose header area was zeroed may still hold records of an
+        earlier WAL, and a new WAL starts again at logical offset 0, where
+        those records would pass every check and be replayed as ours. The
+        headers go last, so a crash while zeroing leaves a blank header area
+        and the next start formats again."""
+        start, length = HEADER_AREA, self.capacity - HEADER_AREA
+        try:
+            fcntl.ioctl(self.fd, BLKZEROOUT, struct.pack("=QQ", start, length))
+            os.fsync(self.fd)
+            how = "BLKZEROOUT"
+        except OSError:  # not a block device, or one without write-zeroes: write the zeros
+            zeros = bytes(self.READ_WINDOW)
+            for pos in range(start, start + length, self.READ_WINDOW):
+                self._write_at(pos, zeros[:min(self.READ_WINDOW, start + length - pos)])
+            how = "zero writes"
+        self._window = (0, b"")
+        log.info("WAL device %s: cleared the ring (%d bytes, %s) before formatting", self.path, length, how)
 
     def _aligned(self, n: int) -> mmap.mmap:
         if len(self._buf) < n:
@@ -562,6 +621,14 @@ class QueuedWal:
     def max_body(self) -> int:
         return self.ring // 2 - 2 * BLOCK
 
+    def max_group(self) -> int:
+        """The most bytes one group may take: half the ring. A group must fit
+        in the ring *with* what is not yet trimmed, or it waits for space that
+        can never come (three 500 KB appends on a 1 MiB ring); half keeps room
+        for the next group while an upload trims the last. Any one record fits
+        (`max_body`), so every group holds at least one."""
+        return self.ring // 2
+
     def tasks(self) -> list[asyncio.Task]:
         return [self._task] if self._task is not None else []
 
@@ -580,6 +647,8 @@ class QueuedWal:
 
     async def _wait_for_space(self, need: int) -> None:
         """Back-pressure: a full WAL waits for an upload to commit and trim."""
+        if need > self.ring:  # would wait for ever: groups are capped (max_group) so this never happens
+            raise WalError(f"a group of {need} bytes can never fit in a ring of {self.ring}")
         while self.used + need > self.ring:
             self._space.clear()
             if self.on_space_needed:
@@ -683,8 +752,9 @@ class GroupCommitWal(QueuedWal):
 
     async def _write_next_group(self, loop) -> None:
         take, sizes = 0, []
+        limit = min(self.max_write_bytes, self.max_group())
         for p in self._queue:
-            if take and framed_size(sizes + [len(p.body)]) > self.max_write_bytes:
+            if take and framed_size(sizes + [len(p.body)]) > limit:
                 break
             sizes.append(len(p.body))
             take += 1

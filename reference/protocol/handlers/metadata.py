@@ -3,9 +3,10 @@
 On a cluster node: every live broker, each partition's leader (the node
 holding its stream open; -1 with LEADER_NOT_AVAILABLE while it is closed,
 e.g. in failover) and its leader epoch (the stream epoch), and the
-controller. A lone node leads every partition it stores. A topic not found is created only
-when the broker runs with auto-creation on *and* the client allows it
-(v4+; earlier versions always allow it, as in Kafka)."""
+controller. A lone node leads every partition it stores. A topic not found
+is created when the broker's auto-creation is on (the default, as Kafka's
+auto.create.topics.enable) *and* the client allows it (v4+; earlier
+versions always allow it, as in Kafka)."""
 from kafka.protocol.metadata import MetadataResponse
 
 from reference import errors

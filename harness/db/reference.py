@@ -166,6 +166,16 @@ class ReferenceCluster(Target):
         live brokers; returns the controller's {"moved", "errors"}."""
         return self.controller_call("reassign", {"moves": [list(m) for m in moves]}, timeout=30.0)
 
+    @property
+    def s3_prefix(self) -> str:
+        """A shared, given S3: each run keeps to its own key prefix, so what
+        an earlier run left in the bucket is never read as this run's data."""
+        if self.s3 is not None or self.run_dir is None:
+            return ""
+        given = self.broker_args[self.broker_args.index("--s3-prefix") + 1] if "--s3-prefix" in self.broker_args \
+            else None
+        return given if given is not None else f"{Path(self.run_dir).parent.name}/{Path(self.run_dir).name}"
+
     def setup(self) -> None:
         self.run_dir = Path(self.run_dir)
         if self.s3_endpoint is None:
@@ -210,11 +220,7 @@ class ReferenceCluster(Target):
         self._provider_spec = f"local:{root}"
 
     def broker_command(self, node: BrokerNode) -> list[str]:
-        prefix = []
-        if self.s3 is None and "--s3-prefix" not in self.broker_args:
-            # A shared, given S3: each run keeps to its own prefix, so what an
-            # earlier run left in the bucket is never read as this run's data.
-            prefix = ["--s3-prefix", f"{self.run_dir.parent.name}/{self.run_dir.name}"]
+        prefix = ["--s3-prefix", self.s3_prefix] if self.s3_prefix and "--s3-prefix" not in self.broker_args else []
         return [sys.executable, "-m", "reference.broker",
                 "--node-id", str(node.node_id), "--listen", node.address,
                 "--volume", str(node.volume), "--s3-endpoint", self.node_s3_endpoint(node.name),
@@ -325,7 +331,7 @@ class ReferenceCluster(Target):
         from reference.cluster.lease import LeaseStore
         from reference.storage.s3io import ObjectStore
         try:
-            lease = LeaseStore(ObjectStore(self.s3_endpoint, self.bucket, timeout=5.0)).read()
+            lease = LeaseStore(ObjectStore(self.s3_endpoint, self.bucket, timeout=5.0, prefix=self.s3_prefix)).read()
         except Exception:
             return None
         return None if lease is None else {"node": lease.node, "epoch": lease.epoch, "rpc": lease.rpc}

@@ -19,10 +19,11 @@ PARTITIONS = 3
 KILLS = 5
 
 
-def _object_count(endpoint, bucket) -> int:
+def _object_count(endpoint, bucket, prefix="") -> int:
     s3 = s3_client(endpoint)
     count = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="objects/"):
+    prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "objects/"):
         count += page.get("KeyCount", 0)
     return count
 
@@ -100,7 +101,7 @@ def test_sigkill_during_acks_all_loses_and_duplicates_nothing(tmp_path, s3_bucke
         observations = []
         for _ in range(KILLS):
             time.sleep(3.0)
-            before = (_object_count(endpoint, bucket), read_header(node.volume)["trim_offset"], len(producer.acked))
+            before = (_object_count(endpoint, bucket, cluster.s3_prefix), read_header(node.volume)["trim_offset"], len(producer.acked))
             cluster.kill_node("n1")
             observations.append(before)
             time.sleep(0.5)

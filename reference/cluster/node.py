@@ -447,14 +447,30 @@ class NodeAgent:
         try:
             log.warning("node %d: fenced (%s); dropping the engine and registering again", self.cfg.node_id, why)
             self.valid_until = 0.0
-            old, self.engine = self.engine, None
-            if old is not None:
-                if old._sync_streams in self.replica.listeners:
-                    self.replica.listeners.remove(old._sync_streams)
-                await old.abort()
-            self.wal_file = None
-            await self._reopen_wal()
-            await self._join()
+            delay = 0.5
+            while not self.stopping:
+                old, self.engine = self.engine, None
+                if old is not None:
+                    if old._sync_streams in self.replica.listeners:
+                        self.replica.listeners.remove(old._sync_streams)
+                    try:
+                        await old.abort()
+                    except Exception:
+                        log.exception("node %d: dropping the old engine", self.cfg.node_id)
+                try:
+                    # _reopen_wal closes our WAL first (a no-op if the engine
+                    # closed it): a leaked descriptor would keep its lock and
+                    # refuse every later attempt as "a second process"
+                    await self._reopen_wal()
+                    await self._join()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # e.g. the disk still fails: try again, never give up silently
+                    log.warning("node %d: registering again failed (%r); retrying in %.1fs",
+                                self.cfg.node_id, e, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
         finally:
             self._refencing = False
 

@@ -285,9 +285,16 @@ class WalFile:
         return fd
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        # The descriptor is gone after close() even when close reports an
+        # error (EIO from a detached volume): forget it first, so it is never
+        # closed twice (its number may belong to another file by then), and
+        # its lock goes with it.
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError as e:
+                log.warning("closing WAL %s: %s (the descriptor is released all the same)", self.path, e)
 
     def _physical(self, logical: int) -> int:
         return HEADER_AREA + logical % self.ring

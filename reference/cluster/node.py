@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import stat
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,7 @@ from reference.cluster.replica import MetadataReplica
 from reference.storage import metadata as M
 from reference.storage.metadata import MetadataLog
 from reference.storage.wal import WalError, WalFile
+from reference.volumes.base import label_of
 
 log = logging.getLogger("highwater.node")
 
@@ -173,8 +175,20 @@ class NodeAgent:
         path = Path(self.cfg.volume_path)
         if self.cfg.volume_id is None:
             path.mkdir(parents=True, exist_ok=True)   # a plain directory, not a provider's volume
+        def attached() -> bool:
+            if self.cfg.volume_id is None:
+                return path.is_dir()
+            try:
+                if stat.S_ISBLK(path.stat().st_mode):   # a raw device (ec2): attached when it exists
+                    return True
+            except OSError:
+                return False
+            # Our volume, labelled as such: not a dead attachment (EIO) nor the
+            # bare mount point that shows between a detach and the next attach
+            # (a WAL made there would vanish under the volume when it comes home).
+            return label_of(path) == self.cfg.volume_id
         deadline = self.clock() + self.cfg.volume_wait
-        while not path.is_dir():
+        while not attached():
             if self.clock() > deadline:
                 raise WalError(f"volume {path} is not attached here after {self.cfg.volume_wait:.0f}s")
             await asyncio.sleep(0.1)

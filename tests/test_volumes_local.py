@@ -22,13 +22,13 @@ pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse") or shutil.which(
                                 reason="needs /dev/fuse and fusermount3 (Debian package fuse3)")
 
 
-@pytest.fixture
-
 def _names(path) -> list[str]:
     """A volume's entries, without the label every volume carries."""
     from reference.volumes.base import VOLUME_LABEL
     return sorted(n for n in os.listdir(path) if n != VOLUME_LABEL)
 
+
+@pytest.fixture
 def service():
     # a short root: the control socket's path must fit AF_UNIX's 108 bytes
     root = Path(tempfile.mkdtemp(prefix="hwv-"))

@@ -12,11 +12,10 @@ from pathlib import Path
 
 from nemeses import clock as clock_mod
 from nemeses import network
+from nemeses.faketime import PYTHON_SITE as FAKETIME_SITE
 from nemeses.s3_proxy import S3FaultProxy
 
 log = logging.getLogger(__name__)
-
-FAKETIME_SITE = str(Path(__file__).resolve().parents[2] / "nemeses" / "faketime_site")
 
 
 class LocalFaultControls:
@@ -54,9 +53,7 @@ class LocalFaultControls:
 
     def start_clocks(self, node_dirs: dict[str, Path]) -> None:
         for name in self.names:
-            # re-read at most once a second: with no cache every time() call opens
-            # the offset file (and two rc files), and a node starts ten times slower
-            self.clocks[name] = clock_mod.NodeClock(Path(node_dirs[name]) / "faketime", cache_seconds=1)
+            self.clocks[name] = clock_mod.NodeClock(Path(node_dirs[name]) / "faketime")
 
     def node_environment(self, name: str, inherited: dict) -> dict:
         """What node `name` starts with: libfaketime when its clock is

@@ -47,6 +47,8 @@ from typing import Callable
 
 from crc32c import crc32c
 
+from reference import bugs
+
 log = logging.getLogger(__name__)
 
 BLOCK = 4096
@@ -721,6 +723,7 @@ class GroupCommitWal(QueuedWal):
         assert start_offset % BLOCK == 0
         super().__init__(wal, start_offset, wal.header.trim_offset, executor, "wal-io", on_space_needed)
         self.max_write_bytes = max_write_bytes
+        self._last_sync = 0.0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._writer("WAL"), name="wal-writer")
@@ -769,5 +772,13 @@ class GroupCommitWal(QueuedWal):
         group, self._queue = self._queue[:take], self._queue[take:]
         self._writing = group
         buf, spans = frame_records(self.next_offset, [p.body for p in group])
+        if bugs.enabled("ack-before-fsync"):  # planted bug: acked once written, fsynced only now and then
+            at = self.next_offset
+            await loop.run_in_executor(self.executor, self.file.pwrite, at, buf)
+            self._made_durable(group, spans, len(buf))
+            if time.monotonic() - self._last_sync >= 1.0:
+                self._last_sync = time.monotonic()
+                await loop.run_in_executor(self.executor, self.file.sync)
+            return
         await loop.run_in_executor(self.executor, self.file.write_and_sync, self.next_offset, buf)
         self._made_durable(group, spans, len(buf))

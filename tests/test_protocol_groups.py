@@ -246,6 +246,7 @@ def test_join_waits_for_the_rest_of_the_group_through_the_coordinator():
     run(scenario())
 
 
+@pytest.mark.timeout(180)
 def test_groups_left_idle_are_forgotten():
     """A client inventing group ids (the fuzz benchmark found it) must not
     grow the coordinator's table, which every tick walks: a group with no

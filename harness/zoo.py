@@ -47,7 +47,7 @@ CASES: dict[str, ZooCase] = {
     "trim-before-commit": ZooCase(
         "kill,s3-slow", LOST,
         {"broker_args": "--upload-interval 200ms --upload-bytes 64MiB", "time_limit": "32s",
-         "nemesis_options": {"s3-slow": {"latency": "1s", "ops": "put-if", "prefix": "metadata/log/"}},
+         "nemesis_options": {"s3-slow": {"latency": "300ms", "ops": "put-if", "prefix": "metadata/log/"}},
          "nemesis_plan": [{"fault": "s3-slow", "targets": ["n1"], "start_s": 2.0, "stop_s": 29.0},
                           *_kills([5, 10, 15, 20, 25])]}),
     # Every WAL fsync takes longer than the client's request timeout: each

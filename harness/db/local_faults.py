@@ -55,6 +55,9 @@ class LocalFaultControls:
         for name in self.names:
             self.clocks[name] = clock_mod.NodeClock(Path(node_dirs[name]) / "faketime")
 
+    def clock(self, name: str) -> clock_mod.NodeClock:
+        return self.clocks[name]
+
     def node_environment(self, name: str, inherited: dict) -> dict:
         """What node `name` starts with: libfaketime when its clock is
         controlled (plus the sleep work-around for Python nodes)."""

@@ -62,9 +62,11 @@ CASES: dict[str, ZooCase] = {
                                            "time_limit": "28s"}),
     # Without I/O fencing (directory volumes) only epochs and the session
     # check keep a paused broker from acknowledging once it wakes.
+    # Clients wait out the pause (their timeout is longer), so the paused
+    # broker, fenced and failed over meanwhile, answers them when it wakes.
     "no-fencing": ZooCase("pause", LOST + ("duplicate",),
                           {"nodes": 3, "volumes": "directory", "broker_args": RARE_UPLOADS,
-                           "nemesis_interval": "8s", "time_limit": "28s"}),
+                           "nemesis_interval": "8s", "time_limit": "28s", "request_timeout": "15s"}),
 }
 
 

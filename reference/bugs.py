@@ -22,9 +22,9 @@ BUGS: dict[str, str] = {
                           "(storage/upload.py)",
     "skip-wal-replay": "a restarted or failed-over node skips its WAL: what was acknowledged but not "
                        "yet uploaded is forgotten (storage/recovery.py)",
-    "no-fencing": "node and stream epochs are not checked and the ack-path session check always passes: "
-                  "a fenced broker still writes, commits and acknowledges (cluster/node.py, "
-                  "storage/metadata.py)",
+    "no-fencing": "node and stream epochs are not checked, the ack-path checks (session, stream still "
+                  "here) always pass and a broker told it is fenced carries on: a fenced broker still "
+                  "writes, commits and acknowledges (cluster/node.py, storage/engine.py, storage/metadata.py)",
     "no-dedup": "an idempotent producer's retry of a batch already stored is appended again "
                 "(storage/producer_state.py)",
     "offset-reuse": "after a failover the dead node's partitions reopen at their last uploaded offset, "

@@ -50,7 +50,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from reference import errors
+from reference import bugs, errors
 from reference.batch import assign_offset, iter_batches
 from reference.errors import KafkaError
 from reference.storage.api import AppendResult, CommittedOffset, StorageEngine, TopicInfo, Wakeup
@@ -513,7 +513,7 @@ class S3Engine(StorageEngine):
             if error is None:
                 try:
                     self._check_session(topic, partition)
-                    if self.cluster and self.streams.get(s.stream_id) is not s:
+                    if self.cluster and self.streams.get(s.stream_id) is not s and not bugs.enabled("no-fencing"):
                         raise KafkaError(errors.NOT_LEADER_OR_FOLLOWER, f"{topic}-{partition} moved away meanwhile")
                 except KafkaError as e:
                     error = e

@@ -201,3 +201,12 @@ def test_a_harness_killed_mid_run_leaves_a_checkable_history_and_the_next_run_cl
     assert not _processes_mentioning(str(run_dir))
     assert not any(str(run_dir) in line for line in open("/proc/self/mounts"))
     assert (run_dir / "harness-killed.txt").exists() and not (run_dir / "RUNNING").exists()
+
+
+def test_a_fault_aimed_at_a_path_that_never_ran_makes_the_run_unknown():
+    from harness.run_test import unexercised_paths
+    ran = {"storage_paths": {"uploads": 12, "recoveries": 0, "wal_writes": 40}, "reassignments": []}
+    assert unexercised_paths(["s3-slow", "disk-slow"], ran) == []
+    reasons = unexercised_paths(["kill", "reassign"], ran)
+    assert any("recoveries" in r for r in reasons) and any("reassign" in r for r in reasons)
+    assert unexercised_paths(["kill"], {}) == []          # a target that does not count its paths

@@ -39,6 +39,15 @@ class NodeFailedToStart(TargetUnavailable):
 
 
 FAILOVER_LINE = re.compile(r"highwater-failover (\{.*\})\s*$")
+COUNTERS_LINE = re.compile(r"highwater-counters (\{.*\})\s*$")
+RECOVERED_LINE = re.compile(r"recovered (\d+) records from WAL .*?: (\d+) replayed")
+# Settings for chaos runs (a user's --broker-args come after and win): uploads
+# by size and time, a small log cache and block cache, so that uploads,
+# commits, trims and reads that miss the caches run many times per fault
+# window instead of once at recovery; a small WAL (FUSE keeps the unsynced
+# part of a volume in memory).
+CHAOS_BROKER_ARGS = ["--upload-interval", "1s", "--upload-bytes", "256KiB", "--cache-size", "2MiB",
+                     "--block-cache-size", "512KiB", "--wal-capacity", "64MiB"]
 REASSIGN_LINE = re.compile(r"highwater-reassignment (\{.*\})\s*$")
 
 
@@ -280,7 +289,7 @@ class ReferenceCluster(Target):
                 "--heartbeat-interval", self.heartbeat_interval,
                 # the workload creates its topics; should a client's Metadata auto-create one first
                 # (the broker's default, as Kafka's), it gets the workload's partition count
-                "--default-partitions", str(PARTITIONS_PER_TOPIC), *self.broker_args]
+                "--default-partitions", str(PARTITIONS_PER_TOPIC), *CHAOS_BROKER_ARGS, *self.broker_args]
 
     def _node_env(self, name: str) -> dict:
         """What a node's process starts with, beyond its host's environment."""
@@ -428,14 +437,55 @@ class ReferenceCluster(Target):
         out.sort(key=lambda r: r["at"])
         return out
 
+    def storage_paths(self) -> dict:
+        """How often each storage path ran over the whole run: the nodes log
+        their engine's cumulative counters now and then; a counter that goes
+        down starts a new incarnation (a restart, a re-registration), so the
+        last line of each incarnation is summed."""
+        totals: dict[str, int] = {}
+
+        def add(counts):
+            for k, v in (counts or {}).items():
+                totals[k] = totals.get(k, 0) + v
+        for node in self.nodes.values():
+            if not node.log_path.exists():
+                continue
+            last = None
+            with open(node.log_path, errors="replace") as f:
+                for line in f:
+                    m = COUNTERS_LINE.search(line)
+                    if not m:
+                        continue
+                    try:
+                        now = json.loads(m.group(1))
+                    except ValueError:
+                        continue
+                    if last and any(now.get(k, 0) < v for k, v in last.items()):
+                        add(last)
+                    last = now
+            add(last)
+        return totals
+
+    def _recoveries(self) -> tuple[int, int]:
+        """WAL recoveries (own restarts and failovers) and the records they replayed."""
+        count = records = 0
+        for node in self.nodes.values():
+            if node.log_path.exists():
+                for m in RECOVERED_LINE.finditer(node.log_path.read_text(errors="replace")):
+                    count += 1
+                    records += int(m.group(2))
+        return count, records
+
     def run_info(self) -> dict:
         fo = self.failovers()
         totals = sorted(f["steps"]["total_ms"] for f in fo if "total_ms" in f.get("steps", {}))
+        paths = self.storage_paths()
+        paths["recoveries"], paths["recovered_records"] = self._recoveries()
         info = {"failovers": fo, "reassignments": self.reassignments(),
                 "failover_total_ms": {"count": len(totals),
                                       "median": totals[len(totals) // 2] if totals else None,
                                       "max": totals[-1] if totals else None},
-                "volumes": self.volume_kind}
+                "volumes": self.volume_kind, "storage_paths": paths}
         if self.controls is not None:
             info.update(self.controls.stats())
         return info

@@ -723,6 +723,7 @@ class GroupCommitWal(QueuedWal):
         assert start_offset % BLOCK == 0
         super().__init__(wal, start_offset, wal.header.trim_offset, executor, "wal-io", on_space_needed)
         self.max_write_bytes = max_write_bytes
+        self.trims = 0
         self._last_sync = 0.0
 
     def start(self) -> None:
@@ -757,6 +758,7 @@ class GroupCommitWal(QueuedWal):
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.executor, lambda: self.file.write_header(trim_offset=offset))
         self.trim_offset = offset
+        self.trims += 1
         self._space.set()
         log.info("WAL trimmed to %d (used %d of %d bytes)", offset, self.used, self.ring)
 

@@ -397,7 +397,7 @@ def cmd_cluster(args) -> int:
                 print(json.dumps({"failover": f}), flush=True)
             seen = len(failovers)
             for name, node in c.nodes.items():
-                if node.process is not None and node.process.poll() is not None:
+                if node.process is not None and node.pid is None:   # exited (killed from outside)
                     died_at.setdefault(name, time.monotonic())
                     if restart_after is not None and time.monotonic() - died_at[name] >= restart_after:
                         print(f"highwater cluster: restarting {name}", file=sys.stderr, flush=True)

@@ -109,6 +109,7 @@ class ReferenceCluster(Target):
     faults: tuple = ()              # the run's --nemesis: which fault controls to set up
     seed: int | None = None
     controls: LocalFaultControls | None = None
+    chaos_settings: bool = False    # CHAOS_BROKER_ARGS before the user's (runs do; tools and benchmarks do not)
     netns_count: int = 0            # --nodes netns:N: nodes in network namespaces, driven over SSH
     netns: object = None            # the NetnsCluster
     _volume_service: object = None
@@ -125,7 +126,7 @@ class ReferenceCluster(Target):
         return cls(run_dir, nodes_count=netns or int(nodes), netns_count=netns, s3_endpoint=options["s3_endpoint"],
                    bucket=options["bucket"], broker_args=shlex.split(options["broker_args"]) + bugs,
                    faults=tuple(options.get("nemesis") or ()), seed=options.get("seed"),
-                   volume_kind=options.get("volumes") or "local")
+                   volume_kind=options.get("volumes") or "local", chaos_settings=True)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -289,7 +290,8 @@ class ReferenceCluster(Target):
                 "--heartbeat-interval", self.heartbeat_interval,
                 # the workload creates its topics; should a client's Metadata auto-create one first
                 # (the broker's default, as Kafka's), it gets the workload's partition count
-                "--default-partitions", str(PARTITIONS_PER_TOPIC), *CHAOS_BROKER_ARGS, *self.broker_args]
+                "--default-partitions", str(PARTITIONS_PER_TOPIC),
+                *(CHAOS_BROKER_ARGS if self.chaos_settings else ()), *self.broker_args]
 
     def _node_env(self, name: str) -> dict:
         """What a node's process starts with, beyond its host's environment."""

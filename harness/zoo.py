@@ -26,7 +26,7 @@ class ZooCase:
 # Settings every zoo run shares: short, busy, and with the storage paths
 # (uploads, commits, trims, reads that miss the cache) running many times
 # per fault window.
-COMMON = {"time_limit": "24s", "final_time_limit": "12s", "nemesis_interval": "4s", "rate": 60,
+COMMON = {"nodes": 1, "time_limit": "24s", "final_time_limit": "12s", "nemesis_interval": "4s", "rate": 60,
           "recovery_wait": "2s"}
 
 # Uploads rare: the WAL is then the only copy of what was acknowledged.

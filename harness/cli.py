@@ -20,7 +20,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
                                 "SeaweedFS), external (any Kafka-compatible system, described by --recipe)")
     p.add_argument("--recipe", help="the TOML recipe of an --db external system: its nodes, the commands that "
                                     "start, kill, pause and resume them, its logs, its S3 (see examples/)")
-    p.add_argument("--nodes", help="number of nodes (default 1; an external recipe lists its own)")
+    p.add_argument("--nodes", help="number of nodes (default: 3 reference nodes, 1 Tansu; an external recipe lists its "
+                                   "own), or netns:N (reference nodes in network namespaces, driven over SSH)")
     p.add_argument("--client", help="workload client: kafka-python (default) or librdkafka (confluent-kafka)")
     p.add_argument("--sub-via", help="how consumers take keys: assign (default), subscribe (consumer groups), "
                                      "or assign,subscribe (each reassignment picks one)")

@@ -12,7 +12,7 @@ from harness.durations import parse_duration
 DEFAULTS = {
     "name": "queue",
     "db": "reference",
-    "nodes": "3",
+    "nodes": None,        # the target's own: 3 reference nodes, one of anything else
     "client": "kafka-python",
     "keys": 4,
     "max_writes_per_key": 256,
@@ -101,6 +101,8 @@ def resolve(test_file: dict | None, flags: dict) -> dict:
         raise OptionError(str(e)) from None
     if o["time_limit"] <= 0:
         raise OptionError("--time-limit must be positive")
+    if o["nodes"] is None:
+        o["nodes"] = 3 if o["db"] == "reference" else 1
     nodes = str(o["nodes"])
     if nodes.startswith("inventory:"):
         raise OptionError(f"--nodes {nodes}: remote nodes from an inventory are not wired into the reference "

@@ -96,6 +96,13 @@ class Controller:
                  self.node_id, self.epoch, self.meta.state.seq, len(self.meta.state.live_nodes()))
         self._spawn(self._ticker())
         self._spawn(self._pusher())
+        # A new controller has had no heartbeat connection to anyone yet, so a
+        # broker that died with the old controller (or was it) would only be
+        # found out when its session runs out: ask each one now instead.
+        for node in self.meta.state.live_nodes():
+            rpc = self.meta.state.node_info.get(node, {}).get("rpc")
+            if node != self.node_id and rpc:
+                self._spawn(self._probe(node, rpc))
 
     async def stop(self) -> None:
         self.active = False

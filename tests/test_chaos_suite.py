@@ -1,0 +1,33 @@
+"""The project's own chaos suite, written as its users would write theirs:
+with the pytest plugin (harness/pytest_plugin.py). Every fault of the design
+runs against the reference cluster at least once; each test must come out
+valid, and a failing one names its store directory."""
+from __future__ import annotations
+
+import pytest
+
+COMMON = dict(nodes=3, time_limit="26s", nemesis_interval="3s", final_time_limit="25s", rate=40)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.chaos(nemesis="kill,pause", nemesis_targets="primaries", **COMMON)
+def test_processes(highwater_cluster):
+    highwater_cluster.run().assert_valid()
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.chaos(nemesis="partition,clock,reassign", **COMMON)
+def test_network_clock_and_reassignment(highwater_cluster):
+    highwater_cluster.run().assert_valid()
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.chaos(nemesis="detach,lose-unsynced,disk-slow,disk-error", **{**COMMON, "time_limit": "34s"})
+def test_volumes(highwater_cluster):
+    highwater_cluster.run().assert_valid()
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.chaos(nemesis="s3-slow,s3-error,s3-reset,s3-hang,s3-ambiguous", **{**COMMON, "time_limit": "34s"})
+def test_object_store(highwater_cluster):
+    highwater_cluster.run().assert_valid()

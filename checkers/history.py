@@ -528,31 +528,47 @@ def _loads(line: bytes):
     return json.loads(line)
 
 
-# Poll results are most of a history's bytes; a poll completion line in the
-# canonical form keeps its result undecoded (a LazyPoll over the file's
-# bytes) and poll_bodies parses all of them into one PollTable. The rest of
-# such a line, its result replaced by 0, goes through the JSON decoder as
-# usual. Anything else takes the ordinary path.
+# Poll results are most of a history's bytes; a poll completion whose result
+# the compiled passes take keeps it undecoded (a LazyPoll over the file's
+# bytes) and _poll_table parses all of them into one PollTable. The rest of
+# such a line, its value replaced by 0, goes through the JSON decoder when
+# the line is read the ordinary way. Anything else takes the ordinary path.
 _POLL_INVOKE = [["poll"]]
-_MARK_LEN = len(scan.MARK)
 
 
-def _poll_table(lazy, nseg, npairs) -> PollTable:
-    """Parses the results [(op id, LazyPoll)] (validated by find_bodies,
-    with nseg keys and npairs pairs in all) into a PollTable."""
-    lazy.sort(key=_first)
-    data = lazy[0][1].data
-    lo = np.fromiter((lp.lo for _, lp in lazy), dtype=np.int64, count=len(lazy))
-    hi = np.fromiter((lp.hi for _, lp in lazy), dtype=np.int64, count=len(lazy))
-    (status, seg_body, seg_key, seg_count, off, val, key_lo, key_hi,
-     nkeys) = scan.fill_table(np.frombuffer(data, dtype=np.uint8), lo, hi,
-                                     nseg, npairs)
+def _poll_table(data, spans, nseg, npairs) -> PollTable:
+    """Parses the poll results (validated by the scan, with nseg keys and
+    npairs pairs in all) into a PollTable. spans: (op ids, result lo,
+    result hi) arrays in op id order, or a list [(op id, LazyPoll)]."""
+    if isinstance(spans, list):
+        spans.sort(key=_first)
+        n = len(spans)
+        ids = np.fromiter(map(_first, spans), dtype=np.int64, count=n)
+        lo = np.fromiter((lp.lo for _, lp in spans), dtype=np.int64, count=n)
+        hi = np.fromiter((lp.hi for _, lp in spans), dtype=np.int64, count=n)
+    else:
+        ids, lo, hi = spans
+    (status, seg_body, seg_key, seg_count, off, val, key_lo, key_hi, key_esc,
+     nkeys) = scan.fill_table(np.frombuffer(data, dtype=np.uint8), lo, hi, nseg, npairs)
     if status != scan.OK:  # a key twice in one result: JSON keeps the last
-        return _poll_table_slow(lazy)
+        return _poll_table_slow(data, ids, lo, hi)
+    # the keys' spellings, decoded (ASCII, the scan checked: escapes the
+    # only work left); two spellings of one key become one
+    escaped = key_esc[:nkeys].tolist()
+    keys = [_loads(b'"' + data[a:b] + b'"') if e else data[a:b].decode("ascii")
+            for a, b, e in zip(key_lo[:nkeys].tolist(), key_hi[:nkeys].tolist(), escaped)]
+    if any(escaped) and len(set(keys)) < nkeys:
+        key_id = {}
+        remap = np.fromiter((key_id.setdefault(k, len(key_id)) for k in keys),
+                            dtype=np.int32, count=nkeys)
+        seg_key = remap[seg_key]
+        pairs = seg_body * len(key_id) + seg_key
+        if len(np.unique(pairs)) < len(pairs):  # a key twice in one result
+            return _poll_table_slow(data, ids, lo, hi)
+        keys = list(key_id)
     t = PollTable()
-    t.keys = [data[a:b].decode("ascii") for a, b in
-              zip(key_lo[:nkeys].tolist(), key_hi[:nkeys].tolist())]
-    t.seg_op = np.array([i for i, _ in lazy], dtype=np.int64)[seg_body]
+    t.keys = keys
+    t.seg_op = ids[seg_body]
     t.seg_key = seg_key
     t.seg_lo = np.zeros(len(seg_count) + 1, dtype=np.int64)
     np.cumsum(seg_count, out=t.seg_lo[1:])
@@ -560,11 +576,12 @@ def _poll_table(lazy, nseg, npairs) -> PollTable:
     return t
 
 
-def _poll_table_slow(lazy) -> PollTable:
+def _poll_table_slow(data, ids, lo, hi) -> PollTable:
+    """_poll_table by the decoder (which keeps the last of a key given twice)."""
     keys, key_id = [], {}
     seg_op, seg_key, counts, off, val = [], [], [], [], []
-    for i, lp in lazy:
-        for k, pairs in lp.decode()[0][1].items():
+    for i, a, b in zip(ids.tolist(), lo.tolist(), hi.tolist()):
+        for k, pairs in _loads(data[a:b]).items():
             kid = key_id.get(k)
             if kid is None:
                 kid = key_id[k] = len(keys)
@@ -595,10 +612,7 @@ def parse_lines(lines, source="<memory>") -> History:
 def parse_bytes(data: bytes, source="<memory>") -> History:
     """Parses the contents of a history file."""
     buf = np.frombuffer(data, dtype=np.uint8)
-    nl = np.flatnonzero(buf == 10)
-    starts = np.concatenate(([0], nl + 1)).astype(np.int64)
-    ends = np.concatenate((nl, [len(data)])).astype(np.int64)
-    del nl
+    starts, ends = scan.line_bounds(buf)
     # A torn last line is only the final non-blank one: trailing blanks are
     # what a final newline leaves. That line is never read the fast way.
     n = len(starts)
@@ -606,33 +620,37 @@ def parse_bytes(data: bytes, source="<memory>") -> History:
         n -= 1
     m = max(n - 1, 0)
     starts, ends = starts[:n], ends[:n]
-    body, nseg, npairs = scan.find_bodies(buf, starts[:m], ends[:m], scan._MARK, scan._END)
     with no_gc():
-        scanned = _parse_scanned(data, buf, starts, ends, m, body, source)
+        scanned = _parse_scanned(data, buf, starts, ends, m, source)
         if scanned is not None:
-            b, lazy_lines = scanned
+            b, spans, nseg, npairs = scanned
             first = m
-        else:
-            b, lazy_lines, first = _Builder(source), [], 0
-        S, E, B = starts.tolist(), ends.tolist(), body.tolist() + [-1]
-        del starts, ends, body
+            bodies = None
+        else:  # the ordinary way, line by line, poll results still kept as arrays
+            b, nseg, npairs = _Builder(source), 0, 0
+            spans = b.lazy
+            first = 0
+            bodies = [x.tolist() + [-1] for x in scan.find_bodies(
+                buf, starts[:m], ends[:m], *scan.WORDS)]
+        S, E = starts.tolist(), ends.tolist()
+        del starts, ends
         add_fast = b.add_fast
         loads = _orjson.loads if _orjson is not None else json.loads
-        cut = b',"value":0}'
         for i in range(first, n):
-            j = B[i]
-            if j >= 0:
+            if bodies is not None and bodies[2][i] >= 0:
+                vlo, vhi, blo, bhi, ns, npr = (x[i] for x in bodies)
                 try:
-                    ev = loads(data[S[i]:j + 1 - _MARK_LEN] + cut)
+                    ev = loads(data[S[i]:vlo] + b"0" + data[vhi:E[i]])
                 except ValueError:
                     pass  # the ordinary path names the error
                 else:
                     k = len(b.lazy)
-                    lp = LazyPoll(data, j, E[i] - 3)
+                    lp = LazyPoll(data, blo, bhi)
                     if not add_fast(ev, lp):
                         b.add(ev, i + 1, lp)
                     if len(b.lazy) != k:
-                        lazy_lines.append(i)
+                        nseg += ns
+                        npairs += npr
                     continue
             line = data[S[i]:E[i]]
             try:
@@ -647,24 +665,22 @@ def parse_bytes(data: bytes, source="<memory>") -> History:
                 raise HistoryError(source, i + 1, f"invalid JSON: {e}") from None
             if not add_fast(ev):
                 b.add(ev, i + 1)
-        del S, E, B
-        polls = None
-        if b.lazy:
-            ll = np.array(lazy_lines, dtype=np.int64)
-            polls = _poll_table(b.lazy, int(nseg[ll].sum()), int(npairs[ll].sum()))
+        del S, E, bodies
+        polls = _poll_table(data, spans, nseg, npairs) if len(spans[0] if type(spans)
+                                                             is tuple else spans) else None
         return b.finish(polls)
 
 
-def _parse_scanned(data, buf, starts, ends, m, body, source):
+def _parse_scanned(data, buf, starts, ends, m, source):
     """The first m lines through scan.scan_lines: (a _Builder holding them,
-    lines whose poll result is a LazyPoll), or None when the scan cannot
-    vouch for them (the caller then reads them the ordinary way, which also
-    names any error exactly)."""
+    keys and pairs in its LazyPolls), or None when the scan cannot vouch
+    for them (the caller then reads them the ordinary way, which also names
+    any error exactly)."""
     if m < 1:
         return None
-    (status, _, _, time, process, type_, f, vlo, vhi, kind, extra, event, nops,
-     inv, comp) = scan.scan_lines(buf, starts[:m], ends[:m], body, *scan._LITERALS,
-                                  *scan._TYPES, *scan._FS)
+    (status, _, _, time, process, type_, f, vlo, vhi, kind, body_lo, body_hi, nseg, npairs,
+     x_lo, x_hi, x_line, event, nops, inv, comp) = scan.scan_lines(
+        buf, starts[:m], ends[:m], *scan.WORDS)
     if status != scan.SCANNED:
         return None
     loads = _orjson.loads if _orjson is not None else json.loads
@@ -672,8 +688,7 @@ def _parse_scanned(data, buf, starts, ends, m, body, source):
     # the value an op keeps: its completion's, unless that is null or missing
     keep = np.where(comp >= 0, comp, inv)
     keep = np.where(kind[keep] == scan.NULL, inv, keep)
-    lazy = (kind[keep] == scan.VALID) & ((f[keep] == scan.POLL) | (f[keep] == scan.TXN)) \
-        & (type_[keep] != scan.INVOKE)
+    lazy = kind[keep] == scan.LAZY
     client = event >= 0
     unchecked = np.flatnonzero(client & (kind == scan.UNCHECKED))
     need = np.zeros(m, dtype=bool)
@@ -693,15 +708,26 @@ def _parse_scanned(data, buf, starts, ends, m, body, source):
     for i in np.flatnonzero(client & (kind == scan.NULL)).tolist():
         if _check_value(scan.F_NAMES[f[i]], scan.TYPE_NAMES[type_[i]], None):
             return None
+    # extra fields of client lines, decoded in one call
+    xm = client[x_line]
+    extras = []
+    if xm.any():
+        x_line = x_line[xm]
+        try:
+            extras = loads(scan.join_members(buf, x_lo[xm], x_hi[xm], x_line).tobytes())
+        except ValueError:
+            return None
+        x_line = np.unique(x_line)  # (in order already: one per line with extras)
     values = np.empty(nops, dtype=object)
     kept = keep[~lazy]
     values[~lazy] = np.fromiter(map(decoded.__getitem__,
                                     np.searchsorted(decode_lines, kept).tolist()),
                                 dtype=object, count=len(kept))
+    del decoded
     lazy_ops = np.flatnonzero(lazy)
     lazy_lines = keep[lazy]
-    lazy_values = list(map(LazyPoll, [data] * len(lazy_lines), body[lazy_lines].tolist(),
-                           (ends[lazy_lines] - 3).tolist()))
+    lazy_values = list(map(LazyPoll, [data] * len(lazy_lines), body_lo[lazy_lines].tolist(),
+                           body_hi[lazy_lines].tolist()))
     values[lazy_ops] = np.fromiter(lazy_values, dtype=object, count=len(lazy_values))
     done = comp >= 0
     comp_or_none = comp.tolist()
@@ -715,36 +741,29 @@ def _parse_scanned(data, buf, starts, ends, m, body, source):
                    [c if c >= 0 else None for c in comp_or_none],
                    [tl[c] if c >= 0 else None for c in comp_or_none]))
     del values
+    # extras in file order: an invoke's, then its completion's on top
+    for line, x in zip(x_line.tolist() if len(extras) else (), extras):
+        op = ops[event[line] >> 1]
+        op.extra = {**op.extra, **x} if op.extra else x
     b = _Builder(source)
     b.ops = ops
     b.events = array("q", event[client].tobytes())
-    b.lazy = list(zip(lazy_ops.tolist(), lazy_values))
     for o in np.flatnonzero(~done).tolist():
         b.open[ops[o].process] = ops[o]
-    # extra fields and nemesis events, decoded whole, in file order
-    for i in np.flatnonzero(extra | ~client).tolist():
-        ev = loads(data[starts[i]:ends[i]])
+    # nemesis events, decoded whole, in file order
+    for i in np.flatnonzero(~client).tolist():
         b.expected_index = i
         b.last_time = int(time[i - 1]) if i else None
-        if not client[i]:
-            try:
-                b.add(ev, i + 1)
-            except HistoryError:
-                return None
-            continue
-        # the scan read the first of any repeated field, JSON keeps the last
-        if (ev["index"] != i or ev["time"] != time[i] or ev["process"] != process[i]
-                or ev["type"] != type_names[type_[i]] or ev["f"] != scan.F_NAMES[f[i]]
-                or ev["value"] != loads(data[vlo[i]:vhi[i]])):
+        try:
+            b.add(loads(data[starts[i]:ends[i]]), i + 1)
+        except (ValueError, HistoryError):  # (HistoryError is one)
             return None
-        x = {k: v for k, v in ev.items() if k not in STANDARD_FIELDS}
-        if x:
-            op = ops[event[i] >> 1]
-            op.extra = {**op.extra, **x} if op.extra else x
     b.expected_index = m
     b.last_time = int(time[m - 1])
     b.n_lines = m
-    return b, lazy_lines.tolist()
+    # the poll results in op order (lazy_ops ascend)
+    spans = (lazy_ops, body_lo[lazy_lines], body_hi[lazy_lines])
+    return b, spans, int(nseg[lazy_lines].sum()), int(npairs[lazy_lines].sum())
 
 
 def _short(line, n=60):

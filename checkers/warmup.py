@@ -9,14 +9,17 @@ this once; so does the checker benchmark, before it times anything.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
+import tempfile
 import time
 
 
 def warm_up() -> float:
-    """Reads and checks a small generated history that exercises every
-    kernel (poll tables, anomalies, cycles); returns the seconds it took."""
+    """Reads and checks small generated histories that exercise every
+    kernel (poll tables, anomalies, cycles, the linearizability search);
+    returns the seconds it took."""
     from .core import check_history
     from .history import parse_lines
     from .synth import generate, plant_anomalies
@@ -40,7 +43,30 @@ def warm_up() -> float:
     # keeps poll results as arrays (scan.find_bodies)
     lines[2] = re.sub(r'"time":(\d+)', r'"time":\1.0', lines[2], count=1)
     parse_lines(lines)
+    _warm_up_linearizability()
     return time.monotonic() - t
+
+
+def _warm_up_linearizability():
+    """The compiled linearizability search (checkers.wgl) and the compiled
+    reading of generic histories: a valid and a broken etcd-like history,
+    and a search that outgrows its first table."""
+    from .linearizable import check_operations
+    from .model_history import check_model_file
+    from .models import Operation
+    from .synth_register import cas_register_history
+
+    with tempfile.TemporaryDirectory() as d:
+        for stale in (0, 3):
+            path = os.path.join(d, f"h{stale}.jsonl")
+            with open(path, "w") as fh:
+                for e in cas_register_history(300, clients=5, seed=1, p_info=0.1,
+                                              stale_reads=stale):
+                    fh.write(json.dumps(e) + "\n")
+            check_model_file(path, "cas-register")
+    ops = [Operation(0, 100, ("write", i), None) for i in range(12)]
+    ops += [Operation(101, 102, ("read", None), 1), Operation(103, 104, ("read", None), 2)]
+    check_operations(ops, "register", max_states=5000)
 
 
 def main() -> int:

@@ -168,9 +168,8 @@ def cmd_check(args) -> int:
         fmt = _check_format(path, args.format)
         try:
             if generic:
-                from checkers.linearizable import check_model_events, read_model_events
-                events, source = read_model_events(path, fmt)
-                lin, stats = check_model_events(events, args.model, options, source)
+                from checkers.model_history import check_model_file
+                lin, stats, _ = check_model_file(path, args.model, fmt, options)
                 result = compose({"linearizable": lin}, stats)
             else:
                 if fmt == "edn":

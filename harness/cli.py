@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "search per path (default 10s)")
     check.add_argument("--no-require-activity", action="store_true",
                        help="do not demand evidence of real work (for hand-written histories)")
+    check.add_argument("--ww-deps", action=argparse.BooleanOptionalAction, default=None,
+                       help="infer write-write dependencies from each partition's log order "
+                            "(Jepsen's --ww-deps; the default), or not (--no-ww-deps: only "
+                            "write-read, process and realtime edges in the cycle search)")
 
     broker = sub.add_parser("broker", help="run one reference broker in the foreground")
     try:
@@ -155,6 +159,8 @@ def cmd_check(args) -> int:
               f"linearizable checker only; drop --checker {','.join(names)}", file=sys.stderr)
         return EXIT_CANNOT_RUN
     options = {"require_activity": not args.no_require_activity}
+    if args.ww_deps is not None:
+        options["ww_deps"] = args.ww_deps
     try:
         if args.recovery_bound:
             options["recovery_bound_s"] = parse_duration(args.recovery_bound)

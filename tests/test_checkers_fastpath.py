@@ -132,8 +132,8 @@ def test_table_not_representable_falls_back(tmp_path, monkeypatch, how):
         e["value"][0][1][k].append([10**9, 10**12])
     fast = _read(tmp_path, _lines(events))
     assert fast.polls is not None
-    from checkers.kafka import _ReadTable
-    assert _ReadTable.build(fast) is None
+    from checkers.kafka.tables import ReadTable
+    assert ReadTable.build(fast) is None
     slow = parse_events(copy.deepcopy(events))
     opts = {"recovery_bound_s": None}
     assert _strip(check_history(fast, options=opts)) == _strip(check_history(slow, options=opts))

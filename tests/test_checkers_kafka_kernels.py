@@ -1,4 +1,4 @@
-"""The Kafka analysis over arrays (kafka._ReadTable and its compiled
+"""The Kafka analysis over arrays (kafka.tables.ReadTable and the compiled
 kernels) against the list-based reference, on histories that reach the
 corners of the array code: txn ops, subscribe / crash / rewinds, rebalance
 logs, decoded polls among the lazy ones, unknown offsets, sparse or huge
@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from checkers.history import parse_events, parse_lines
-from checkers.kafka import _ReadTable, analyze
+from checkers.kafka import LISTS, analyze
+from checkers.kafka.tables import ReadTable
 from checkers.synth import build, generate, plant_anomalies, plant_many
 
 SETTINGS = settings(max_examples=int(os.environ.get("HW_CHECKER_EXAMPLES", 60)),
@@ -43,11 +44,13 @@ def same_analysis(events, table=True, loose=(), **options):
     for j in loose:  # the loose poll results were decoded
         if lines[j].endswith('["poll",{}]]}'):
             assert completed_at[j].lazy_poll() is None
-    assert (_ReadTable.build(fast) is not None) == table
+    assert (ReadTable.build(fast) is not None) == table
     slow = parse_events([json.loads(l) for l in lines])
     assert slow.polls is None
     r = analyze(fast, options)
     assert r == analyze(slow, options)
+    # the reference backend on the same history (its lazy values decoded)
+    assert r == analyze(fast, options, backend=LISTS)
     return r
 
 

@@ -14,7 +14,7 @@ version's order, so its results are the same by construction.
 from __future__ import annotations
 
 from array import array
-from itertools import repeat
+from itertools import chain, compress, repeat
 from operator import attrgetter, is_, itemgetter
 
 import numpy as np
@@ -25,6 +25,7 @@ from .extract import Analysis, op_mops, rebalanced_keys
 
 _first = itemgetter(0)
 _second = itemgetter(1)
+_third = itemgetter(2)
 
 # Per-op columns (op_columns) as small ints, for the array code.
 OK, INFO, FAIL = 0, 1, 2
@@ -284,9 +285,14 @@ class ReadTable:
         keys = list(P.keys)
         key_id = {k: i for i, k in enumerate(keys)}
         x_op, x_key, x_cnt, x_off, x_val = [], [], [], [], []
-        # poll/txn ops whose value was decoded (a send's value holds no
-        # poll: the reader checked that)
-        decoded = np.flatnonzero(((fcode == POLL) | (fcode == TXN)) & ~lazy).tolist()
+        # poll/txn ops whose reads are not in the poll table: those whose
+        # value the reader decoded (a send's value holds no poll: the
+        # reader checked that). Not "whose value is not a LazyPoll now": a
+        # LazyPoll decoded since (by another checker) has its reads in the
+        # table already.
+        in_table = lazy.copy()
+        in_table[P.seg_op] = True
+        decoded = np.flatnonzero(((fcode == POLL) | (fcode == TXN)) & ~in_table).tolist()
         for i in decoded:
             op = ops[i]
             _, r = op_mops(op)
@@ -458,6 +464,45 @@ class ReadTable:
         return [[o, v] for o, v in zip(self.rows("off", s), self.rows("val", s))]
 
 
+def _send_rows(ops, ids, keys, key_id):
+    """(op, key id, offset (-1: unknown), value) arrays of every send
+    micro-op of the send ops ids (in order), keys new to key_id added to
+    it and to keys in order of first appearance; None for a value that is
+    not an int (the reference extraction then)."""
+    values = list(map(get_value, map(ops.__getitem__, ids.tolist())))
+    if None in values:
+        values = [v or () for v in values]
+    counts = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+    mops = list(chain.from_iterable(values))
+    del values
+    names = list(map(_second, mops))
+    vs = list(map(_third, mops))
+    del mops
+    for k in dict.fromkeys(names):
+        if k not in key_id:
+            key_id[k] = len(keys)
+            keys.append(k)
+    n = len(vs)
+    kid = np.fromiter(map(key_id.__getitem__, names), dtype=np.int64, count=n)
+    del names
+    pair = np.fromiter(map(is_, map(type, vs), repeat(list)), dtype=bool, count=n)
+    pairs = list(compress(vs, pair))
+    plain = list(compress(vs, ~pair))
+    del vs
+    offs = list(map(_first, pairs))
+    if None in offs:
+        offs = [-1 if o is None else o for o in offs]
+    pvals = list(map(_second, pairs))
+    if not set(map(type, plain)) | set(map(type, pvals)) | set(map(type, offs)) <= {int}:
+        return None
+    off = np.full(n, -1, dtype=np.int64)
+    val = np.empty(n, dtype=np.int64)
+    off[pair] = np.fromiter(offs, dtype=np.int64, count=len(offs))
+    val[pair] = np.fromiter(pvals, dtype=np.int64, count=len(pvals))
+    val[~pair] = np.fromiter(plain, dtype=np.int64, count=len(plain))
+    return np.repeat(ids.astype(np.int64), counts), kid, off, val
+
+
 def extract_tables(history: History) -> Analysis | None:
     """extract over a ReadTable: the reads and the sends as flat arrays
     (None if they cannot all be: the reference extraction then), and the
@@ -475,17 +520,20 @@ def extract_tables(history: History) -> Analysis | None:
     fcode = tab.fcode
     a.has_subscribe = bool((fcode == SUBSCRIBE).any())
     a.has_txn = bool((fcode == TXN).any())
-    # The sends, into flat arrays in one tight loop (each pass over a
-    # million ops costs ~0.1 s, memory latency). The reader validated them
-    # (string keys, int values, offsets int >= 0 or null: -1 here); the
-    # int64 arrays refuse anything else that could come (TypeError,
-    # OverflowError: the list path then).
+    # The sends, into flat arrays: those of send ops by C-speed passes over
+    # all their micro-ops at once (_send_rows; a Python loop costs seconds
+    # a million sends), then those of the (decoded) txn ops, rarer, one by
+    # one. The reader validated them (string keys, int values, offsets int
+    # >= 0 or null: -1 here); the int64 arrays refuse anything else that
+    # could come (TypeError, OverflowError: the list path then).
     keys, key_id = tab.keys, tab.key_id
-    s_op, s_key, s_off, s_val = array("q"), array("q"), array("q"), array("q")
-    add_op, add_key, add_off, add_val = s_op.append, s_key.append, s_off.append, s_val.append
     txns = [i for i in tab.decoded if fcode[i] == TXN]
     try:
-        for i in np.flatnonzero(fcode == SEND).tolist() + txns:
+        rows = _send_rows(ops, np.flatnonzero(fcode == SEND), keys, key_id)
+        if rows is None:
+            return None
+        t_op, t_key, t_off, t_val = array("q"), array("q"), array("q"), array("q")
+        for i in txns:
             for m in ops[i]._value or ():  # as op_mops' writes
                 if m[0] == "send":
                     k, v = m[1], m[2]
@@ -495,18 +543,18 @@ def extract_tables(history: History) -> Analysis | None:
                         keys.append(k)
                     if v.__class__ is list:
                         o = v[0]
-                        add_off(-1 if o is None else o)
-                        add_val(v[1])
+                        t_off.append(-1 if o is None else o)
+                        t_val.append(v[1])
                     else:
-                        add_off(-1)
-                        add_val(v)
-                    add_op(i)
-                    add_key(kid)
+                        t_off.append(-1)
+                        t_val.append(v)
+                    t_op.append(i)
+                    t_key.append(kid)
     except (TypeError, OverflowError):
         return None
-    s_op, s_key, s_off, s_val = (np.frombuffer(x, dtype=np.int64) if len(x) else
-                                 np.zeros(0, dtype=np.int64)
-                                 for x in (s_op, s_key, s_off, s_val))
+    s_op, s_key, s_off, s_val = (np.concatenate((r, np.frombuffer(t, dtype=np.int64)))
+                                 if len(t) else r
+                                 for r, t in zip(rows, (t_op, t_key, t_off, t_val)))
     if txns:  # into op order (stable: an op's sends keep theirs)
         o = np.argsort(s_op, kind="stable")
         s_op, s_key, s_off, s_val = s_op[o], s_key[o], s_off[o], s_val[o]

@@ -27,7 +27,7 @@ import logging
 import os
 from array import array
 from contextlib import contextmanager
-from itertools import chain
+from itertools import chain, repeat
 from operator import itemgetter
 
 import numpy as np
@@ -124,20 +124,33 @@ class Op:
                 f"type={self.type!r}, index={self.index}, value={self.value!r})")
 
 
-class LazyPoll:
+class LazyPoll(tuple):
     """The value ``[["poll", {key: [[offset, value], ...], ...}]]`` of a poll
     completion, kept as the JSON text of its result object (``data[lo:hi]``,
     the history file's bytes): the reader validated it and parsed it into
     ``History.polls`` (flat arrays), and decodes it into lists only when
     ``Op.value`` is asked for."""
 
-    __slots__ = ("data", "lo", "hi")
+    __slots__ = ()
 
-    def __init__(self, data: bytes, lo: int, hi: int):
-        self.data, self.lo, self.hi = data, lo, hi
+    # A tuple (data, lo, hi): the reader makes hundreds of thousands, by
+    # tuple.__new__ at C speed (new_lazy_polls), where a Python __init__
+    # would cost a microsecond each.
+    def __new__(cls, data: bytes, lo: int, hi: int):
+        return tuple.__new__(cls, (data, lo, hi))
+
+    data = property(itemgetter(0))
+    lo = property(itemgetter(1))
+    hi = property(itemgetter(2))
 
     def decode(self):
-        return [["poll", _loads(self.data[self.lo:self.hi])]]
+        data, lo, hi = self
+        return [["poll", _loads(data[lo:hi])]]
+
+
+def new_lazy_polls(data, lo, hi):
+    """[LazyPoll(data, lo[j], hi[j]) ...] at C speed."""
+    return list(map(tuple.__new__, repeat(LazyPoll), zip(repeat(data), lo, hi)))
 
 
 class PollTable:
@@ -163,7 +176,7 @@ class History:
     """
 
     __slots__ = ("ops", "nemesis", "events", "warnings", "path", "n_lines",
-                 "end_time", "_cache", "polls")
+                 "end_time", "_cache", "polls", "op_codes")
 
     def __init__(self, ops, nemesis, events, warnings, path=None, n_lines=0,
                  end_time=0, polls=None):
@@ -177,6 +190,12 @@ class History:
         self._cache = {}
         # PollTable of the ops whose value is a LazyPoll (None: there are none)
         self.polls = polls
+        # (completion type code (ok 0, info 1, fail 2), f code (F_NAMES'
+        # index; 6 another), value was a LazyPoll, has extra fields,
+        # process) of every op as int arrays, when the compiled scan read
+        # the history: the array analysis' per-op columns without walking
+        # a million ops again (None: it walks them)
+        self.op_codes = None
 
     def __len__(self):
         return len(self.ops)
@@ -623,7 +642,8 @@ def parse_bytes(data: bytes, source="<memory>") -> History:
     with no_gc():
         scanned = _parse_scanned(data, buf, starts, ends, m, source)
         if scanned is not None:
-            b, spans, nseg, npairs = scanned
+            b, spans, nseg, npairs, op_codes = scanned
+            n_events = len(b.events)
             first = m
             bodies = None
         else:  # the ordinary way, line by line, poll results still kept as arrays
@@ -666,9 +686,33 @@ def parse_bytes(data: bytes, source="<memory>") -> History:
             if not add_fast(ev):
                 b.add(ev, i + 1)
         del S, E, bodies
-        polls = _poll_table(data, spans, nseg, npairs) if len(spans[0] if type(spans)
-                                                             is tuple else spans) else None
-        return b.finish(polls)
+        lazy = spans[0] if type(spans) is tuple else spans
+        polls = _poll_table(data, spans, nseg, npairs) if len(lazy) else None
+        h = b.finish(polls)
+        if scanned is not None:
+            h.op_codes = _op_codes(op_codes, h.ops, {e >> 1 for e in h.events[n_events:]})
+        return h
+
+
+_TYPE_CODES = {"ok": 0, "info": 1, "fail": 2}
+_F_CODES = {f: j for j, f in enumerate(scan.F_NAMES)}
+
+
+def _op_codes(codes, ops, touched):
+    """The scan's History.op_codes, with those of the ops the last line
+    (read the ordinary way) made or completed (touched: their ids)."""
+    n = len(codes[0])
+    if len(ops) > n:
+        codes = tuple(np.concatenate((c, np.zeros(len(ops) - n, c.dtype))) for c in codes)
+    typ, fcode, lazy, extra, process = codes
+    for i in touched:
+        op = ops[i]
+        typ[i] = _TYPE_CODES.get(op.type, 3)
+        fcode[i] = _F_CODES.get(op.f, len(scan.F_NAMES) - 1)
+        lazy[i] = op._value.__class__ is LazyPoll
+        extra[i] = op.extra is not None
+        process[i] = op.process
+    return codes
 
 
 def _parse_scanned(data, buf, starts, ends, m, source):
@@ -726,8 +770,7 @@ def _parse_scanned(data, buf, starts, ends, m, source):
     del decoded
     lazy_ops = np.flatnonzero(lazy)
     lazy_lines = keep[lazy]
-    lazy_values = list(map(LazyPoll, [data] * len(lazy_lines), body_lo[lazy_lines].tolist(),
-                           body_hi[lazy_lines].tolist()))
+    lazy_values = new_lazy_polls(data, body_lo[lazy_lines].tolist(), body_hi[lazy_lines].tolist())
     values[lazy_ops] = np.fromiter(lazy_values, dtype=object, count=len(lazy_values))
     done = comp >= 0
     comp_or_none = comp.tolist()
@@ -763,7 +806,14 @@ def _parse_scanned(data, buf, starts, ends, m, source):
     b.n_lines = m
     # the poll results in op order (lazy_ops ascend)
     spans = (lazy_ops, body_lo[lazy_lines], body_hi[lazy_lines])
-    return b, spans, int(nseg[lazy_lines].sum()), int(npairs[lazy_lines].sum())
+    # History.op_codes
+    kafka_type = np.array([1, 0, 2, 1], dtype=np.int64)  # (invoke), ok, fail, info
+    has_extra = np.zeros(nops, dtype=bool)
+    if len(extras):
+        has_extra[event[x_line] >> 1] = True
+    op_codes = (np.where(done, kafka_type[type_[np.where(done, comp, 0)]], 1),
+                f[inv].astype(np.int64), lazy, has_extra, process[inv])
+    return b, spans, int(nseg[lazy_lines].sum()), int(npairs[lazy_lines].sum()), op_codes
 
 
 def _short(line, n=60):

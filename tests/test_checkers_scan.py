@@ -240,3 +240,27 @@ def test_one_key_spelled_twice_in_a_result(monkeypatch):
     # JSON keeps the last of a key given twice
     (value,) = [o[-1] for o in ops if o[6] == i]
     assert value[0][1]["0"] == [[9, 10]]
+
+
+@pytest.mark.parametrize("last", ["invoke", "completion", "none"])
+def test_op_codes_are_those_of_the_ops(last):
+    """History.op_codes (the scan's per-op columns for the array analysis)
+    equal what the analysis would read from the ops, the last line's op
+    included (that line is read the ordinary way)."""
+    from checkers.kafka.tables import op_columns
+    events = generate(300, processes=4, keys=3, seed=8, nemesis_every=60, batch=2)
+    for e in events[::7]:
+        if e["process"] != "nemesis":
+            e["note"] = "x"
+    lines = _lines(events)
+    if last == "invoke":
+        lines.append(json.dumps({"index": len(lines), "time": 10**12, "process": 999,
+                                 "type": "invoke", "f": "poll", "value": [["poll"]]}))
+    elif last == "completion":
+        lines = lines[:-1]
+    h = parse_bytes("\n".join(lines).encode())
+    assert h.op_codes is not None
+    want = op_columns(h.ops, int_processes=True)
+    got = op_columns(h.ops, int_processes=True, codes=h.op_codes)
+    for x, y in zip(want, got):
+        assert x.tolist() == y.tolist()

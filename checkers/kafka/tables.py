@@ -43,17 +43,20 @@ _get_type, _get_f, _get_process, get_time = (attrgetter("type"), attrgetter("f")
 get_value, _get_extra = attrgetter("_value"), attrgetter("extra")
 
 
-def op_columns(ops, int_processes=False):
+def op_columns(ops, int_processes=False, codes=None):
     """(type code, f code, lazy, has extra, process number) of every op as
     arrays: lazy if its value is a LazyPoll, has extra if its ``extra`` is
     not None; process numbers count in order of first appearance.
 
     Touching a million ops costs ~0.1 s per pass (memory latency), so the
     array code takes these columns instead of walking the ops again, and
-    they come from two passes at C speed: one through _OP_CODE, one for
-    the processes (as they are if int_processes: the reader made them
-    ints)."""
+    they come from the reader's History.op_codes (codes) or from two
+    passes at C speed: one through _OP_CODE, one for the processes (as
+    they are if int_processes: the reader made them ints)."""
     n = len(ops)
+    if codes is not None:
+        typ, fcode, lazy, has_extra, p = codes
+        return (typ, fcode, lazy, has_extra) + (_process_numbers(p),)
     code = np.frombuffer(bytes(map(_OP_CODE.get, zip(
         map(_get_type, ops), map(_get_f, ops), map(type, map(get_value, ops)),
         map(is_, map(_get_extra, ops), repeat(None))), repeat(255))), dtype=np.uint8).copy()
@@ -70,15 +73,21 @@ def op_columns(ops, int_processes=False):
         except OverflowError:
             pass
     if p is not None:
-        if not n or int(p.max()) - int(p.min()) <= 4 * n:
-            return cols + (_dense_numbers(p, p.min() if n else 0),)
-        u, first, inv = np.unique(p, return_index=True, return_inverse=True)
-        number = np.empty(len(u), dtype=np.int64)
-        number[np.argsort(first)] = np.arange(len(u))
-        return cols + (number[inv],)
+        return cols + (_process_numbers(p),)
     procs = list(map(_get_process, ops))
     number = {p: j for j, p in enumerate(dict.fromkeys(procs))}
     return cols + (np.fromiter(map(number.__getitem__, procs), dtype=np.int64, count=n),)
+
+
+def _process_numbers(p):
+    """Integer processes numbered 0, 1, ... in order of first appearance."""
+    n = len(p)
+    if not n or int(p.max()) - int(p.min()) <= 4 * n:
+        return _dense_numbers(p, p.min() if n else 0)
+    u, first, inv = np.unique(p, return_index=True, return_inverse=True)
+    number = np.empty(len(u), dtype=np.int64)
+    number[np.argsort(first)] = np.arange(len(u))
+    return number[inv]
 
 
 @njit(cache=True)
@@ -281,7 +290,8 @@ class ReadTable:
         P = history.polls
         ops = history.ops
         n = len(ops)
-        typ, fcode, lazy, has_extra, proc = op_columns(ops, int_processes=True)
+        typ, fcode, lazy, has_extra, proc = op_columns(ops, int_processes=True,
+                                                       codes=history.op_codes)
         keys = list(P.keys)
         key_id = {k: i for i, k in enumerate(keys)}
         x_op, x_key, x_cnt, x_off, x_val = [], [], [], [], []

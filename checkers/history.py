@@ -26,6 +26,7 @@ import json
 import logging
 import os
 from array import array
+from collections import deque
 from contextlib import contextmanager
 from itertools import chain, repeat
 from operator import itemgetter
@@ -773,16 +774,16 @@ def _parse_scanned(data, buf, starts, ends, m, source):
     lazy_values = new_lazy_polls(data, body_lo[lazy_lines].tolist(), body_hi[lazy_lines].tolist())
     values[lazy_ops] = np.fromiter(lazy_values, dtype=object, count=len(lazy_values))
     done = comp >= 0
-    comp_or_none = comp.tolist()
-    tl = time.tolist()
-    type_names = scan.TYPE_NAMES
-    types_ = [type_names[t] if c >= 0 else "info"
-              for t, c in zip(type_[np.where(done, comp, 0)].tolist(), comp_or_none)]
-    ops = list(map(Op, range(nops), process[inv].tolist(),
-                   list(map(scan.F_NAMES.__getitem__, f[inv].tolist())), types_,
-                   values.tolist(), inv.tolist(), time[inv].tolist(),
-                   [c if c >= 0 else None for c in comp_or_none],
-                   [tl[c] if c >= 0 else None for c in comp_or_none]))
+    at = np.where(done, comp, 0)
+    none = np.array([None], dtype=object)
+    ops = new_ops(nops, id=range(nops), process=process[inv].tolist(),
+                  f=_F_OBJECTS[f[inv]].tolist(),
+                  type=np.where(done, _TYPE_OBJECTS[type_[at]], "info").tolist(),
+                  _value=values.tolist(), invoke_index=inv.tolist(),
+                  invoke_time=time[inv].tolist(),
+                  index=np.where(done, comp.astype(object), none).tolist(),
+                  time=np.where(done, time[at].astype(object), none).tolist(),
+                  extra=repeat(None))
     del values
     # extras in file order: an invoke's, then its completion's on top
     for line, x in zip(x_line.tolist() if len(extras) else (), extras):
@@ -814,6 +815,21 @@ def _parse_scanned(data, buf, starts, ends, m, source):
     op_codes = (np.where(done, kafka_type[type_[np.where(done, comp, 0)]], 1),
                 f[inv].astype(np.int64), lazy, has_extra, process[inv])
     return b, spans, int(nseg[lazy_lines].sum()), int(npairs[lazy_lines].sum()), op_codes
+
+
+_TYPE_OBJECTS = np.array(scan.TYPE_NAMES, dtype=object)
+_F_OBJECTS = np.array(scan.F_NAMES, dtype=object)
+
+
+def new_ops(n, **fields):
+    """n Ops with these fields (every one of Op's, each an iterable), made
+    at C speed: object.__new__, then each slot's descriptor over all ops
+    (Op.__init__, a Python function, costs a second a million ops)."""
+    ops = list(map(object.__new__, repeat(Op, n)))
+    assert set(fields) == set(Op.__slots__)
+    for name, values in fields.items():
+        deque(map(getattr(Op, name).__set__, ops, values), maxlen=0)
+    return ops
 
 
 def _short(line, n=60):

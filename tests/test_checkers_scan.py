@@ -233,13 +233,20 @@ def test_one_key_spelled_twice_in_a_result(monkeypatch):
     lines = _lines(generate(40, processes=2, keys=2, seed=1, batch=2))
     i = next(j for j, l in enumerate(lines) if '"type":"ok","f":"poll"' in l and '[["poll",{"' in l)
     assert lines[i].endswith("}]]}")
-    lines[i] = lines[i][:-4] + ',"\\u0030":[[7,8]],"0":[[9,10]]}]]}'
+    # (a key no other result holds: each spelling once in the file's bytes)
+    lines[i] = lines[i][:-4] + ',"\\u0039\\u0039":[[7,8]],"99":[[9,10]]}]]}'
     took, snap = _agree(lines, monkeypatch)
     assert took
     ops = snap[0]
     # JSON keeps the last of a key given twice
     (value,) = [o[-1] for o in ops if o[6] == i]
-    assert value[0][1]["0"] == [[9, 10]]
+    assert value[0][1]["99"] == [[9, 10]]
+    # and so does the poll table (both readers build it the same way)
+    keys, seg_op, seg_key, seg_lo, off, val = snap[-1]
+    (op_id,) = [o[0] for o in ops if o[6] == i]
+    rows = [list(zip(off[seg_lo[s]:seg_lo[s + 1]], val[seg_lo[s]:seg_lo[s + 1]]))
+            for s in range(len(seg_op)) if seg_op[s] == op_id and keys[seg_key[s]] == "99"]
+    assert rows == [[(9, 10)]]
 
 
 @pytest.mark.parametrize("last", ["invoke", "completion", "none"])

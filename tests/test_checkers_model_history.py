@@ -285,6 +285,9 @@ def test_compiled_file_reading_matches_the_events_way(tmp_path, monkeypatch, dat
 @pytest.mark.parametrize("line, taken", [
     ('{"process": 0, "type": "ok", "f": "read", "value": 1 "time": 3}', False),  # no comma
     ('{"process": 0, "type": "info", "f": "read", "value": [1,}', False),        # bad JSON
+    ('{"process": 0, "type": "info", "f": "read", "value": [1, tru]}', False),   # bad JSON
+    ('{"process": 0, "type": "info", "f": "read", "value": "a\\q"}', False),   # bad escape
+    ('{"process": 0, "type": "info", "f": "read", "value": 1, "x": nul}', False),
     ('{"process": 0, "type": "info", "f": "read", "value": "timed-out"}', True),
     ('{"process": 0, "type": "ok", "f": "read", "value": 1.0}', False),
     ('{"process": "n1", "type": "ok", "f": "read", "value": 1}', False),

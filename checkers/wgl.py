@@ -37,7 +37,7 @@ RUNNING, LINEARIZABLE, NOT_LINEARIZABLE, OUT_OF_STATES = 0, 1, 2, 3
 
 # registers of a paused search (regs)
 _ENTRY, _STATE, _DEPTH, _REMAINING, _DONE, _BEST_DONE, _BEST_LEN, _CANNOT, _NCACHE, \
-    _BEST_SAME = range(10)
+    _BEST_SAME, _STEPS = range(11)
 
 _STEPS_PER_CALL = 1 << 20
 # in the cache key of a state whose last operation was indeterminate
@@ -222,6 +222,7 @@ def search(ev_op, ev_ret, ret_pos, kind, a, b, cls, z1, z2, zc1, zc2, width, cnt
     regs[_DONE] = ndone
     regs[_NCACHE] = ncache
     regs[_BEST_SAME] = same
+    regs[_STEPS] += steps
     hs[0] = h1
     hs[1] = h2
     return status, t1, t2, ts
@@ -253,7 +254,7 @@ def run(ev_op, ev_ret, ret_pos, kind, a, b, init, cls, sizes, deadline, max_stat
     if n_ev:
         prv[0] = n_ev
     prv[n_ev] = -1
-    regs = np.zeros(10, dtype=np.int64)
+    regs = np.zeros(11, dtype=np.int64)
     regs[_ENTRY] = nxt[n_ev]
     regs[_STATE] = init
     regs[_REMAINING] = int((ret_pos >= 0).sum())

@@ -12,6 +12,9 @@ from checkers import check_history
 from checkers.history import HistoryError, parse_events, read_history
 from checkers.synth import generate, plant_anomalies
 
+# (a fresh clone compiles the checkers' kernels during its first tests)
+pytestmark = pytest.mark.timeout(900)
+
 
 
 def _lines(events):

@@ -17,6 +17,9 @@ from checkers.kafka import LISTS, analyze
 from checkers.kafka.tables import ReadTable
 from checkers.synth import build, generate, plant_anomalies, plant_many
 
+# (a fresh clone compiles the checkers' kernels during its first tests)
+pytestmark = pytest.mark.timeout(900)
+
 SETTINGS = settings(max_examples=int(os.environ.get("HW_CHECKER_EXAMPLES", 60)),
                     deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

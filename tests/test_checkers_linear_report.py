@@ -18,6 +18,10 @@ from checkers.linearizable import (MODELS, Operation, check_operations, log_oper
 from checkers.model_history import check_model_events
 from checkers.render_linear import render_html
 from checkers.synth import build
+import pytest
+
+# (a fresh clone compiles the checkers' kernels during its first tests)
+pytestmark = pytest.mark.timeout(900)
 
 LOG = MODELS["log"]
 

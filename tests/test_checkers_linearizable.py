@@ -11,6 +11,10 @@ from checkers import check_history
 from checkers.history import parse_events
 from checkers.linearizable import MODELS, Operation, check_operations
 from checkers.synth import build, generate
+import pytest
+
+# (a fresh clone compiles the checkers' kernels during its first tests)
+pytestmark = pytest.mark.timeout(900)
 
 
 def brute_force(ops, model):

@@ -16,6 +16,9 @@ from checkers.history import HistoryError
 from checkers.model_history import check_model_events, is_independent, read_model_events
 from checkers.synth_register import cas_register_history
 
+# (a fresh clone compiles the checkers' kernels during its first tests)
+pytestmark = pytest.mark.timeout(900)
+
 SETTINGS = settings(max_examples=int(os.environ.get("HW_CHECKER_EXAMPLES", 100)), deadline=None,
                     suppress_health_check=[HealthCheck.too_slow,
                                            HealthCheck.function_scoped_fixture])

@@ -15,6 +15,9 @@ from checkers import history
 from checkers.history import HistoryError, parse_bytes
 from checkers.synth import generate
 
+# (a fresh clone compiles the checkers' kernels during its first tests)
+pytestmark = pytest.mark.timeout(900)
+
 
 def _lines(events):
     return [json.dumps(e, separators=(",", ":")) for e in events]

@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import pytest
+
+# (a fresh clone compiles the checkers' kernels during its first tests)
+pytestmark = pytest.mark.timeout(900)
 
 
 def highwater(*args, timeout=60):

@@ -70,7 +70,9 @@ def _search(ops, model, deadline, max_states):
     effect is read). So after an indeterminate operation the next one may
     not be blind, and the cache holds (determinate operations linearized,
     count of each class of indeterminate ones linearized (info_classes),
-    state, whether the last one was indeterminate)."""
+    state, whether the last one was indeterminate). And a determinate read
+    (``model.read_only``) the state allows is taken at once, alone (see
+    below)."""
     # events: (time, is_return, op index); calls before returns at equal times
     events = []
     for i, op in enumerate(ops):
@@ -104,6 +106,7 @@ def _search(ops, model, deadline, max_states):
         radix.append(radix[-1] * (size + 1))
     weight = [(1 << i) if g < 0 else radix[g] << len(ops) for i, g in enumerate(cls)]
     blind = [hasattr(model, "blind") and model.blind(op.input) for op in ops]
+    read_only = [hasattr(model, "read_only") and model.read_only(op.input) for op in ops]
     state = model.init
     linearized = 0
     after_info = False  # the last op linearized was indeterminate
@@ -113,51 +116,93 @@ def _search(ops, model, deadline, max_states):
     best = (0, [], None)
     entry = nxt[head]
     steps = 0
+    fresh = True  # a state not looked at yet: first, a forced move?
     while True:
         if remaining == 0 or entry == -1:
             return True, {"order": order}
         steps += 1
         if steps & 1023 == 0 and (time.monotonic() > deadline or len(cache) > max_states):
             return "unknown", {"reason": "budget exhausted", "states": len(cache)}
-        _, is_ret, i = events[entry]
-        if not is_ret:
-            op = ops[i]
-            indeterminate = op.ret is None
-            if after_info and blind[i]:
-                ok = False
+        exhausted = False
+        if fresh:
+            fresh = False
+            # A determinate read (model.read_only: legal in some states,
+            # changing none) the state allows can go first: whatever
+            # linearization follows from here with it later also holds
+            # with it now. So the search takes it, and nothing else from
+            # this state.
+            p = nxt[head]
+            while p != -1 and not events[p][1]:
+                i = events[p][2]
+                op = ops[i]
+                if op.ret is not None and read_only[i]:
+                    ok, _ = model.step(state, op.input, op.output)
+                    if ok:
+                        break
+                p = nxt[p]
             else:
-                ok, new_state = model.step(state, op.input, op.output)
-                if indeterminate and new_state == state:
-                    ok = False  # changes nothing: leave it out
-            if ok:
-                new_lin = linearized + weight[i]
-                key = (new_lin, new_state, indeterminate)
-                if key not in cache:
+                p = -1
+            if p != -1:
+                key = (linearized + weight[i], state, False)
+                if key in cache:
+                    exhausted = True
+                else:
                     cache.add(key)
-                    stack.append((entry, state, linearized, after_info))
-                    state, linearized, after_info = new_state, new_lin, indeterminate
+                    stack.append((p, state, linearized, after_info, True))
+                    linearized, after_info = linearized + weight[i], False
                     order.append(i)
-                    lift(entry)
-                    if i in ret_pos:
-                        lift(ret_pos[i])
-                        remaining -= 1
+                    lift(p)
+                    lift(ret_pos[i])
+                    remaining -= 1
                     entry = nxt[head]
+                    fresh = True
                     continue
-            entry = nxt[entry]
-        else:
+        if not exhausted:
+            _, is_ret, i = events[entry]
+            if not is_ret:
+                op = ops[i]
+                indeterminate = op.ret is None
+                if after_info and blind[i]:
+                    ok = False
+                else:
+                    ok, new_state = model.step(state, op.input, op.output)
+                    if indeterminate and new_state == state:
+                        ok = False  # changes nothing: leave it out
+                if ok:
+                    new_lin = linearized + weight[i]
+                    key = (new_lin, new_state, indeterminate)
+                    if key not in cache:
+                        cache.add(key)
+                        stack.append((entry, state, linearized, after_info, False))
+                        state, linearized, after_info = new_state, new_lin, indeterminate
+                        order.append(i)
+                        lift(entry)
+                        if i in ret_pos:
+                            lift(ret_pos[i])
+                            remaining -= 1
+                        entry = nxt[head]
+                        fresh = True
+                        continue
+                entry = nxt[entry]
+                continue
             # op i returned without being linearized: backtrack
             done = sum(1 for j in order if ops[j].ret is not None)
             if done >= best[0]:
                 best = (done, list(order), i)
+        # back to the last state with moves left (past forced moves: the
+        # state before one has none)
+        while True:
             if not stack:
                 return False, {"prefix": best[1], "cannot_place": best[2]}
-            entry, state, linearized, after_info = stack.pop()
+            entry, state, linearized, after_info, forced = stack.pop()
             j = order.pop()
             if j in ret_pos:
                 unlift(ret_pos[j])
                 remaining += 1
             unlift(entry)
-            entry = nxt[entry]
+            if not forced:
+                break
+        entry = nxt[entry]
 
 
 def _search_compiled(ops, encoded, deadline, max_states):

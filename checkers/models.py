@@ -76,6 +76,11 @@ class Register:
         """A write: legal in any state, its effect independent of it."""
         return inp[0] == "write"
 
+    def read_only(self, inp):
+        """A read, or a cas from a value to itself: changes no state it is
+        legal in."""
+        return inp[0] == "read" or (inp[0] == "cas" and inp[1][0] == inp[1][1])
+
     def encode(self, ops):
         return _numbered([(o.input[0], o.input[1], o.output, False) for o in ops], self.init)
 
@@ -116,6 +121,9 @@ class KV:
     def blind(self, inp):
         return inp[0] == "write"
 
+    def read_only(self, inp):
+        return inp[0] == "read" or (inp[0] == "cas" and inp[2][0] == inp[2][1])
+
     def partition(self, ops):
         by_key = {}
         for op in ops:
@@ -149,6 +157,9 @@ class Independent:
     def blind(self, inp):
         return hasattr(self.model, "blind") and self.model.blind((inp[0], inp[2]))
 
+    def read_only(self, inp):
+        return hasattr(self.model, "read_only") and self.model.read_only((inp[0], inp[2]))
+
     def encode(self, ops):
         return _numbered([(o.input[0], o.input[2], o.output, False) for o in ops], self.init)
 
@@ -163,6 +174,9 @@ class Log:
     before the read began (the search linearizes those first)."""
     name = "log"
     init = ()
+
+    def read_only(self, inp):
+        return inp[0] != "append"
 
     def step(self, state, inp, out):
         if inp[0] == "append":

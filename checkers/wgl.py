@@ -14,7 +14,8 @@ it should reject); with a few million entries the chance of that is about
 
 It takes the same canonical linearizations as the Python search (see
 ``linearizable._search``): no indeterminate operation that changes
-nothing, none followed at once by a write.
+nothing, none followed at once by a write; and the same forced moves (a
+determinate read the state allows goes first, alone).
 
 The kernel runs a bounded number of steps per call and keeps everything it
 needs in arrays, so the caller checks its clock between calls (numba has
@@ -37,7 +38,7 @@ RUNNING, LINEARIZABLE, NOT_LINEARIZABLE, OUT_OF_STATES = 0, 1, 2, 3
 
 # registers of a paused search (regs)
 _ENTRY, _STATE, _DEPTH, _REMAINING, _DONE, _BEST_DONE, _BEST_LEN, _CANNOT, _NCACHE, \
-    _BEST_SAME, _STEPS = range(11)
+    _BEST_SAME, _STEPS, _FRESH = range(12)
 
 _STEPS_PER_CALL = 1 << 20
 # in the cache key of a state whose last operation was indeterminate
@@ -91,7 +92,8 @@ def _rehash(t1, t2, ts, size):
 
 @njit(cache=True)
 def search(ev_op, ev_ret, ret_pos, kind, a, b, cls, z1, z2, zc1, zc2, width, cnt, nxt, prv,
-           regs, hs, stk_entry, stk_state, stk_op, best, t1, t2, ts, max_steps, max_states):
+           regs, hs, stk_entry, stk_state, stk_op, stk_forced, best, t1, t2, ts, max_steps,
+           max_states):
     """Runs the search from where regs/hs left it for at most max_steps
     steps. Events are positions 0..n-1 (ev_op: the operation, ev_ret: a
     return, else a call; ret_pos: the position of an operation's return,
@@ -116,6 +118,7 @@ def search(ev_op, ev_ret, ret_pos, kind, a, b, cls, z1, z2, zc1, zc2, width, cnt
     h2 = hs[1]
     after_info = depth > 0 and ret_pos[stk_op[depth - 1]] < 0
     same = regs[_BEST_SAME]
+    fresh = regs[_FRESH] != 0
     status = RUNNING
     steps = 0
     while True:
@@ -125,58 +128,109 @@ def search(ev_op, ev_ret, ret_pos, kind, a, b, cls, z1, z2, zc1, zc2, width, cnt
         steps += 1
         if steps > max_steps:
             break
-        op = ev_op[entry]
-        if not ev_ret[entry]:
-            indeterminate = ret_pos[op] < 0
-            if after_info and kind[op] == WRITE:
-                ok = False  # (see the module's doc: canonical linearizations)
-            else:
-                ok, new_state = _step(kind[op], a[op], b[op], state)
-                if indeterminate and new_state == state:
-                    ok = False
-            if ok:
-                g = cls[op]
-                if g < 0:
-                    n1 = h1 ^ z1[op]
-                    n2 = h2 ^ z2[op]
-                else:
-                    c = g * width + cnt[g]
-                    n1 = h1 ^ zc1[c] ^ zc1[c + 1]
-                    n2 = h2 ^ zc2[c] ^ zc2[c + 1]
-                if indeterminate:  # the key says the next may not be blind
-                    n1 ^= _AFTER_INFO
+        exhausted = False
+        if fresh:
+            # a forced move (see linearizable._search): a determinate read
+            # (or cas from a value to itself) the state allows goes first,
+            # alone
+            fresh = False
+            p = nxt[head]
+            found = -1
+            while p != -1 and not ev_ret[p]:
+                o = ev_op[p]
+                if ret_pos[o] >= 0 and (kind[o] == READ or (kind[o] == CAS and a[o] == b[o])):
+                    ok, new_state = _step(kind[o], a[o], b[o], state)
+                    if ok:
+                        found = p
+                        break
+                p = nxt[p]
+            if found >= 0:
+                o = ev_op[found]
+                n1 = h1 ^ z1[o]
+                n2 = h2 ^ z2[o]
                 if ncache >= max_states:
                     status = OUT_OF_STATES
                     break
                 if 2 * (ncache + 1) > len(t1):
                     t1, t2, ts = _rehash(t1, t2, ts, 2 * len(t1))
-                if _insert(t1, t2, ts, n1, n2, new_state):
+                if _insert(t1, t2, ts, n1, n2, state):
                     ncache += 1
-                    stk_entry[depth] = entry
+                    stk_entry[depth] = found
                     stk_state[depth] = state
-                    stk_op[depth] = op
+                    stk_op[depth] = o
+                    stk_forced[depth] = True
                     depth += 1
-                    state = new_state
-                    h1 = n1 ^ _AFTER_INFO if indeterminate else n1
+                    h1 = n1
                     h2 = n2
-                    after_info = indeterminate
-                    if g >= 0:
-                        cnt[g] += 1
-                    # lift the call (and the return) out of the list
-                    nxt[prv[entry]] = nxt[entry]
-                    if nxt[entry] != -1:
-                        prv[nxt[entry]] = prv[entry]
-                    r = ret_pos[op]
-                    if r >= 0:
-                        nxt[prv[r]] = nxt[r]
-                        if nxt[r] != -1:
-                            prv[nxt[r]] = prv[r]
-                        remaining -= 1
-                        ndone += 1
+                    after_info = False
+                    nxt[prv[found]] = nxt[found]
+                    if nxt[found] != -1:
+                        prv[nxt[found]] = prv[found]
+                    r = ret_pos[o]
+                    nxt[prv[r]] = nxt[r]
+                    if nxt[r] != -1:
+                        prv[nxt[r]] = prv[r]
+                    remaining -= 1
+                    ndone += 1
                     entry = nxt[head]
+                    fresh = True
                     continue
-            entry = nxt[entry]
-        else:
+                exhausted = True  # (explored from here before: nothing)
+        if not exhausted:
+            op = ev_op[entry]
+            if not ev_ret[entry]:
+                indeterminate = ret_pos[op] < 0
+                if after_info and kind[op] == WRITE:
+                    ok = False  # (see the module's doc: canonical linearizations)
+                else:
+                    ok, new_state = _step(kind[op], a[op], b[op], state)
+                    if indeterminate and new_state == state:
+                        ok = False
+                if ok:
+                    g = cls[op]
+                    if g < 0:
+                        n1 = h1 ^ z1[op]
+                        n2 = h2 ^ z2[op]
+                    else:
+                        c = g * width + cnt[g]
+                        n1 = h1 ^ zc1[c] ^ zc1[c + 1]
+                        n2 = h2 ^ zc2[c] ^ zc2[c + 1]
+                    if indeterminate:  # the key says the next may not be blind
+                        n1 ^= _AFTER_INFO
+                    if ncache >= max_states:
+                        status = OUT_OF_STATES
+                        break
+                    if 2 * (ncache + 1) > len(t1):
+                        t1, t2, ts = _rehash(t1, t2, ts, 2 * len(t1))
+                    if _insert(t1, t2, ts, n1, n2, new_state):
+                        ncache += 1
+                        stk_entry[depth] = entry
+                        stk_state[depth] = state
+                        stk_op[depth] = op
+                        stk_forced[depth] = False
+                        depth += 1
+                        state = new_state
+                        h1 = n1 ^ _AFTER_INFO if indeterminate else n1
+                        h2 = n2
+                        after_info = indeterminate
+                        if g >= 0:
+                            cnt[g] += 1
+                        # lift the call (and the return) out of the list
+                        nxt[prv[entry]] = nxt[entry]
+                        if nxt[entry] != -1:
+                            prv[nxt[entry]] = prv[entry]
+                        r = ret_pos[op]
+                        if r >= 0:
+                            nxt[prv[r]] = nxt[r]
+                            if nxt[r] != -1:
+                                prv[nxt[r]] = prv[r]
+                            remaining -= 1
+                            ndone += 1
+                        entry = nxt[head]
+                        fresh = True
+                        continue
+                entry = nxt[entry]
+                continue
             # op returned without being linearized: backtrack
             if ndone >= regs[_BEST_DONE]:
                 regs[_BEST_DONE] = ndone
@@ -185,6 +239,8 @@ def search(ev_op, ev_ret, ret_pos, kind, a, b, cls, z1, z2, zc1, zc2, width, cnt
                 same = depth
                 regs[_BEST_LEN] = depth
                 regs[_CANNOT] = op
+        # back to the last state with moves left (past forced moves)
+        while True:
             if depth == 0:
                 status = NOT_LINEARIZABLE
                 break
@@ -214,7 +270,11 @@ def search(ev_op, ev_ret, ret_pos, kind, a, b, cls, z1, z2, zc1, zc2, width, cnt
             if nxt[entry] != -1:
                 prv[nxt[entry]] = entry
             nxt[prv[entry]] = entry
-            entry = nxt[entry]
+            if not stk_forced[depth]:
+                break
+        if status == NOT_LINEARIZABLE:
+            break
+        entry = nxt[entry]
     regs[_ENTRY] = entry
     regs[_STATE] = state
     regs[_DEPTH] = depth
@@ -223,6 +283,7 @@ def search(ev_op, ev_ret, ret_pos, kind, a, b, cls, z1, z2, zc1, zc2, width, cnt
     regs[_NCACHE] = ncache
     regs[_BEST_SAME] = same
     regs[_STEPS] += steps
+    regs[_FRESH] = 1 if fresh else 0
     hs[0] = h1
     hs[1] = h2
     return status, t1, t2, ts
@@ -254,7 +315,8 @@ def run(ev_op, ev_ret, ret_pos, kind, a, b, init, cls, sizes, deadline, max_stat
     if n_ev:
         prv[0] = n_ev
     prv[n_ev] = -1
-    regs = np.zeros(11, dtype=np.int64)
+    regs = np.zeros(12, dtype=np.int64)
+    regs[_FRESH] = 1
     regs[_ENTRY] = nxt[n_ev]
     regs[_STATE] = init
     regs[_REMAINING] = int((ret_pos >= 0).sum())
@@ -263,6 +325,7 @@ def run(ev_op, ev_ret, ret_pos, kind, a, b, init, cls, sizes, deadline, max_stat
     stk_entry = np.empty(n_ops, dtype=np.int64)
     stk_state = np.empty(n_ops, dtype=np.int64)
     stk_op = np.empty(n_ops, dtype=np.int64)
+    stk_forced = np.empty(n_ops, dtype=np.bool_)
     best = np.empty(n_ops, dtype=np.int64)
     size = 1 << max(6, int(2 * n_ops).bit_length())
     table = (np.empty(size, dtype=np.uint64), np.empty(size, dtype=np.uint64),
@@ -277,7 +340,7 @@ def run(ev_op, ev_ret, ret_pos, kind, a, b, init, cls, sizes, deadline, max_stat
     while True:
         status, *table = search(ev_op, ev_ret, ret_pos, kind, a, b, cls, z1, z2, zc1, zc2,
                                 width, cnt, nxt, prv, regs, hs, stk_entry, stk_state, stk_op,
-                                best, *table, _STEPS_PER_CALL, max_states)
+                                stk_forced, best, *table, _STEPS_PER_CALL, max_states)
         if status == LINEARIZABLE:
             return True, {"order": stk_op[:regs[_DEPTH]].tolist()}
         if status == NOT_LINEARIZABLE:

@@ -293,3 +293,13 @@ def test_stale_read_pass_is_sound(ops):
     r, _, _ = wgl.stale_read(kind, a, b, call, ret, done, init)
     if r >= 0:
         assert brute_force(ops, MODELS["cas-register"]) is False
+
+
+def test_a_write_of_the_current_value_is_not_a_read():
+    """Taking a read first from a state that allows it never loses a
+    linearization; taking a write of the value already there first would:
+    later, that write may be the one that sets the value back."""
+    ops = [Operation(0, 1, ("write", 0), None), Operation(0, 1, ("cas", (0, 1)), None),
+           Operation(0, 1, ("cas", (0, 1)), None), Operation(0, 1, ("write", 0), None)]
+    for compiled in (True, False):
+        assert check_operations(ops, "cas-register", compiled=compiled)["valid"] is True

@@ -11,13 +11,17 @@ A history file is JSON Lines, one event per line. Reading it:
 The in-memory form is deliberately small, for histories of a million events:
 one ``Op`` (a ``__slots__`` record) per invoke/completion pair, values kept
 as the decoded JSON lists, and the event order as one ``array`` of ints.
-Poll results, most of a history's bytes, are the exception: a canonical
-poll completion keeps its result as JSON text (``LazyPoll``, decoded only
-if ``Op.value`` is asked for) and its pairs go into flat arrays
-(``History.polls``, a ``PollTable``) that the Kafka analysis works on;
-``poll_bodies`` validates and parses them with compiled passes over the
-file's bytes.
-This is the only module of ``checkers`` that does I/O.
+Poll results, most of a history's bytes, are the exception: a poll
+completion whose result is integer pairs keeps it as JSON text
+(``LazyPoll``, decoded only if ``Op.value`` is asked for) and its pairs go
+into flat arrays (``History.polls``, a ``PollTable``) that the Kafka
+analysis works on. The compiled passes of ``scan`` tokenize every line, in
+any JSON layout, and vouch for what they can; the rest goes through the
+JSON decoder and the checks below (``_parse_scanned``); a file they cannot
+take at all is read line by line (``parse_bytes``), which names errors.
+Both ways give the same History (tests/test_checkers_scan.py).
+This is the only module of ``checkers`` that does I/O (with
+``model_history``, for the generic models' histories).
 """
 from __future__ import annotations
 

@@ -477,8 +477,8 @@ class ReadTable:
 def _send_rows(ops, ids, keys, key_id):
     """(op, key id, offset (-1: unknown), value) arrays of every send
     micro-op of the send ops ids (in order), keys new to key_id added to
-    it and to keys in order of first appearance; None for a value that is
-    not an int (the reference extraction then)."""
+    it and to keys in order of first appearance (OverflowError: a value
+    int64 cannot hold; the reference extraction then)."""
     values = list(map(get_value, map(ops.__getitem__, ids.tolist())))
     if None in values:
         values = [v or () for v in values]
@@ -503,8 +503,7 @@ def _send_rows(ops, ids, keys, key_id):
     if None in offs:
         offs = [-1 if o is None else o for o in offs]
     pvals = list(map(_second, pairs))
-    if not set(map(type, plain)) | set(map(type, pvals)) | set(map(type, offs)) <= {int}:
-        return None
+    # (ints, the reader checked: np.fromiter refuses those int64 cannot hold)
     off = np.full(n, -1, dtype=np.int64)
     val = np.empty(n, dtype=np.int64)
     off[pair] = np.fromiter(offs, dtype=np.int64, count=len(offs))
@@ -540,8 +539,6 @@ def extract_tables(history: History) -> Analysis | None:
     txns = [i for i in tab.decoded if fcode[i] == TXN]
     try:
         rows = _send_rows(ops, np.flatnonzero(fcode == SEND), keys, key_id)
-        if rows is None:
-            return None
         t_op, t_key, t_off, t_val = array("q"), array("q"), array("q"), array("q")
         for i in txns:
             for m in ops[i]._value or ():  # as op_mops' writes

@@ -197,9 +197,9 @@ class History:
         self.polls = polls
         # (completion type code (ok 0, info 1, fail 2), f code (F_NAMES'
         # index; 6 another), value was a LazyPoll, has extra fields,
-        # process) of every op as int arrays, when the compiled scan read
-        # the history: the array analysis' per-op columns without walking
-        # a million ops again (None: it walks them)
+        # process, completion time (-1: none)) of every op as arrays, when
+        # the compiled scan read the history: the array analysis' per-op
+        # columns without walking a million ops again (None: it walks them)
         self.op_codes = None
 
     def __len__(self):
@@ -709,7 +709,7 @@ def _op_codes(codes, ops, touched):
     n = len(codes[0])
     if len(ops) > n:
         codes = tuple(np.concatenate((c, np.zeros(len(ops) - n, c.dtype))) for c in codes)
-    typ, fcode, lazy, extra, process = codes
+    typ, fcode, lazy, extra, process, done_time = codes
     for i in touched:
         op = ops[i]
         typ[i] = _TYPE_CODES.get(op.type, 3)
@@ -717,6 +717,7 @@ def _op_codes(codes, ops, touched):
         lazy[i] = op._value.__class__ is LazyPoll
         extra[i] = op.extra is not None
         process[i] = op.process
+        done_time[i] = op.time if type(op.time) is int else -1
     return codes
 
 
@@ -817,7 +818,8 @@ def _parse_scanned(data, buf, starts, ends, m, source):
     if len(extras):
         has_extra[event[x_line] >> 1] = True
     op_codes = (np.where(done, kafka_type[type_[np.where(done, comp, 0)]], 1),
-                f[inv].astype(np.int64), lazy, has_extra, process[inv])
+                f[inv].astype(np.int64), lazy, has_extra, process[inv],
+                np.where(done, time[np.where(done, comp, 0)], -1))
     return b, spans, int(nseg[lazy_lines].sum()), int(npairs[lazy_lines].sum()), op_codes
 
 

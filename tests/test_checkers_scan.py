@@ -274,3 +274,4 @@ def test_op_codes_are_those_of_the_ops(last):
     got = op_columns(h.ops, int_processes=True, codes=h.op_codes)
     for x, y in zip(want, got):
         assert x.tolist() == y.tolist()
+    assert h.op_codes[5].tolist() == [o.time if o.time is not None else -1 for o in h.ops]

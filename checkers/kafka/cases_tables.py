@@ -370,7 +370,10 @@ def unseen_and_lag_table(a: Analysis, series_points=1000):
         else np.zeros(0, dtype=np.int64)
     comp = ev[(ev & 1) == 1] >> 1
     seq = comp[tab.okop[comp] & (tab.fcode[comp] <= TXN)]
-    times = np.array(list(map(get_time, map(ops.__getitem__, seq.tolist()))))
+    if h.op_codes is not None:  # (the reader's completion times)
+        times = h.op_codes[5][seq]
+    else:
+        times = np.array(list(map(get_time, map(ops.__getitem__, seq.tolist()))))
     step = max(1, h.end_time // max(1, series_points))
     if (len(times) and times.dtype != np.int64) or type(step) is not int:
         return unseen_and_lag(a, series_points)  # float (or huge) times

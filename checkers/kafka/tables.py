@@ -55,7 +55,7 @@ def op_columns(ops, int_processes=False, codes=None):
     they are if int_processes: the reader made them ints)."""
     n = len(ops)
     if codes is not None:
-        typ, fcode, lazy, has_extra, p = codes
+        typ, fcode, lazy, has_extra, p = codes[:5]
         return (typ, fcode, lazy, has_extra) + (_process_numbers(p),)
     code = np.frombuffer(bytes(map(_OP_CODE.get, zip(
         map(_get_type, ops), map(_get_f, ops), map(type, map(get_value, ops)),

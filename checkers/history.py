@@ -181,7 +181,7 @@ class History:
     """
 
     __slots__ = ("ops", "nemesis", "events", "warnings", "path", "n_lines",
-                 "end_time", "_cache", "polls", "op_codes")
+                 "end_time", "_cache", "polls", "op_codes", "send_rows")
 
     def __init__(self, ops, nemesis, events, warnings, path=None, n_lines=0,
                  end_time=0, polls=None):
@@ -201,6 +201,11 @@ class History:
         # the compiled scan read the history: the array analysis' per-op
         # columns without walking a million ops again (None: it walks them)
         self.op_codes = None
+        # (op, key, offset (-1: unknown), value) of every send micro-op of
+        # the send ops, as arrays in op order (keys: names[key]), when the
+        # compiled scan vouched for every send op's value: (ops, names,
+        # keys, offsets, values); None: the analysis reads Op.value
+        self.send_rows = None
 
     def __len__(self):
         return len(self.ops)
@@ -647,7 +652,7 @@ def parse_bytes(data: bytes, source="<memory>") -> History:
     with no_gc():
         scanned = _parse_scanned(data, buf, starts, ends, m, source)
         if scanned is not None:
-            b, spans, nseg, npairs, op_codes = scanned
+            b, spans, nseg, npairs, op_codes, send_rows = scanned
             n_events = len(b.events)
             first = m
             bodies = None
@@ -695,7 +700,10 @@ def parse_bytes(data: bytes, source="<memory>") -> History:
         polls = _poll_table(data, spans, nseg, npairs) if len(lazy) else None
         h = b.finish(polls)
         if scanned is not None:
-            h.op_codes = _op_codes(op_codes, h.ops, {e >> 1 for e in h.events[n_events:]})
+            touched = {e >> 1 for e in h.events[n_events:]}
+            h.op_codes = _op_codes(op_codes, h.ops, touched)
+            if send_rows is not None and not any(h.ops[i].f == "send" for i in touched):
+                h.send_rows = send_rows
         return h
 
 
@@ -820,7 +828,23 @@ def _parse_scanned(data, buf, starts, ends, m, source):
     op_codes = (np.where(done, kafka_type[type_[np.where(done, comp, 0)]], 1),
                 f[inv].astype(np.int64), lazy, has_extra, process[inv],
                 np.where(done, time[np.where(done, comp, 0)], -1))
-    return b, spans, int(nseg[lazy_lines].sum()), int(npairs[lazy_lines].sum()), op_codes
+    return (b, spans, int(nseg[lazy_lines].sum()), int(npairs[lazy_lines].sum()), op_codes,
+            _send_rows(data, buf, f, inv, keep, kind, vlo, vhi))
+
+
+def _send_rows(data, buf, f, inv, keep, kind, vlo, vhi):
+    """History.send_rows, if the scan vouched for every send op's value."""
+    sends = np.flatnonzero(f[inv] == scan.SEND)
+    kept = keep[sends]
+    if not len(sends) or not (kind[kept] == scan.VALID).all():
+        return None
+    value_of, spelling, off, val, k_lo, k_hi, k_esc, nk = scan.fill_sends(buf, vlo[kept],
+                                                                         vhi[kept])
+    if nk < 0:  # (two spellings with one hash)
+        return None
+    names = [_loads(b'"' + data[a:b] + b'"') if e else data[a:b].decode("ascii")
+             for a, b, e in zip(k_lo[:nk].tolist(), k_hi[:nk].tolist(), k_esc[:nk].tolist())]
+    return sends[value_of], names, spelling, off, val
 
 
 _TYPE_OBJECTS = np.array(scan.TYPE_NAMES, dtype=object)

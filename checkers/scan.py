@@ -1015,6 +1015,115 @@ def fill_table(buf, body_lo, body_hi, nseg_total, npairs_total):
     return OK, seg_body, seg_key, seg_count, off, val, key_lo, key_hi, key_esc, nkeys
 
 
+@njit(cache=True)
+def fill_sends(buf, lo, hi):
+    """The send micro-ops of the values buf[lo[b]:hi[b]] (validated by
+    _send_mops: [["send", key, v], ...]), in the given order, as rows: the
+    value they are in, their key's spelling id (spellings numbered by first
+    appearance), offset (-1: none, or null) and value. Returns (row value,
+    row spelling, row offset, row value, spelling lo, spelling hi,
+    spelling escaped, n spellings; -1: two spellings with one hash). One
+    loop by bracket depth, as fill_table: in a micro-op (depth 2) the
+    second string is the key and a number the value; in [offset, value]
+    (depth 3) the first is the offset."""
+    n = 0
+    for b in range(len(lo)):  # rows: one per micro-op, a '[' at depth 2
+        depth = 0
+        p = lo[b]
+        while p < hi[b]:
+            c = buf[p]
+            if c == 0x22:
+                p += 1
+                while buf[p] != 0x22:
+                    if buf[p] == 0x5c:
+                        p += 1
+                    p += 1
+            elif c == 0x5b:
+                depth += 1
+                if depth == 2:
+                    n += 1
+            elif c == 0x5d:
+                depth -= 1
+            p += 1
+    r_val_of = np.empty(n, dtype=np.int64)
+    r_key = np.empty(n, dtype=np.int64)
+    r_off = np.full(n, -1, dtype=np.int64)
+    r_v = np.empty(n, dtype=np.int64)
+    k_lo = np.empty(n, dtype=np.int64)
+    k_hi = np.empty(n, dtype=np.int64)
+    k_esc = np.zeros(n, dtype=np.bool_)
+    ids = Dict.empty(key_type=types.int64, value_type=types.int64)
+    nk = 0
+    r = -1
+    for b in range(len(lo)):
+        depth = 0
+        p = lo[b]
+        strings = 0
+        items = 0
+        while p < hi[b]:
+            c = buf[p]
+            if c == 0x5b:
+                depth += 1
+                if depth == 2:
+                    r += 1
+                    r_val_of[r] = b
+                    strings = 0
+                elif depth == 3:
+                    items = 0
+                p += 1
+            elif c == 0x5d:
+                depth -= 1
+                p += 1
+            elif c == 0x22:
+                p += 1
+                k0 = p
+                esc = False
+                h = np.uint64(14695981039346656037)
+                while buf[p] != 0x22:
+                    if buf[p] == 0x5c:
+                        esc = True
+                        h = (h ^ np.uint64(buf[p])) * np.uint64(1099511628211)
+                        p += 1
+                    h = (h ^ np.uint64(buf[p])) * np.uint64(1099511628211)
+                    p += 1
+                strings += 1
+                if strings == 2:  # the key ("send" came first)
+                    hk = np.int64(h)
+                    if hk not in ids:
+                        kid = nk
+                        ids[hk] = kid
+                        k_lo[kid] = k0
+                        k_hi[kid] = p
+                        k_esc[kid] = esc
+                        nk += 1
+                    else:
+                        kid = ids[hk]
+                        a0 = k_lo[kid]
+                        if k_hi[kid] - a0 != p - k0:
+                            return r_val_of, r_key, r_off, r_v, k_lo, k_hi, k_esc, -1
+                        for q in range(p - k0):
+                            if buf[a0 + q] != buf[k0 + q]:
+                                return r_val_of, r_key, r_off, r_v, k_lo, k_hi, k_esc, -1
+                    r_key[r] = kid
+                p += 1
+            elif c == 0x6e:  # null: an unknown offset
+                items += 1
+                p += 4
+            elif c == 0x2d or (0x30 <= c <= 0x39):
+                x, p = _parse_number(buf, p)
+                if depth == 3:
+                    items += 1
+                    if items == 1:
+                        r_off[r] = x
+                    else:
+                        r_v[r] = x
+                else:
+                    r_v[r] = x
+            else:
+                p += 1
+    return r_val_of, r_key, r_off, r_v, k_lo, k_hi, k_esc, nk
+
+
 # ------------------------------------------------------------ for the decoder
 
 @njit(cache=True)

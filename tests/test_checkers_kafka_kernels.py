@@ -247,3 +247,24 @@ def test_polls_decoded_before_the_analysis_count_once():
         op.value
     assert analyze(h) == fresh
     assert analyze(h, backend=LISTS) == fresh
+
+
+@pytest.mark.parametrize("respell", [False, True])
+def test_reader_send_rows_are_the_values(respell):
+    """The sends the reader parsed into arrays (History.send_rows) are
+    those of the ops' values: the array analysis from them equals the one
+    from Op.value and the reference; keys spelled with escapes too."""
+    import re
+    events = plant_anomalies(generate(800, processes=4, keys=3, seed=5, batch=2,
+                                      max_mops=2))
+    lines = [json.dumps(e) for e in events]  # (json.dumps' own layout)
+    if respell:  # some send keys spelled "\u0031"...
+        lines = [re.sub(r'\["send", "(\d)"', lambda m: '["send", "\\u%04x"' % ord(m.group(1)), l)
+                 if j % 3 == 0 else l for j, l in enumerate(lines)]
+    h = parse_lines(lines)
+    assert h.send_rows is not None
+    r = analyze(h)
+    h2 = parse_lines(lines)
+    h2.send_rows = None
+    assert analyze(h2) == r
+    assert analyze(parse_lines(lines), backend=LISTS) == r

@@ -538,7 +538,16 @@ def extract_tables(history: History) -> Analysis | None:
     keys, key_id = tab.keys, tab.key_id
     txns = [i for i in tab.decoded if fcode[i] == TXN]
     try:
-        rows = _send_rows(ops, np.flatnonzero(fcode == SEND), keys, key_id)
+        if history.send_rows is not None:  # (the reader's)
+            s_op, names, spelling, off, val = history.send_rows
+            for k in names:  # (spellings in order of first appearance)
+                if k not in key_id:
+                    key_id[k] = len(keys)
+                    keys.append(k)
+            rows = (s_op, np.array([key_id[k] for k in names], dtype=np.int64)[spelling],
+                    off, val)
+        else:
+            rows = _send_rows(ops, np.flatnonzero(fcode == SEND), keys, key_id)
         t_op, t_key, t_off, t_val = array("q"), array("q"), array("q"), array("q")
         for i in txns:
             for m in ops[i]._value or ():  # as op_mops' writes

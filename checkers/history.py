@@ -29,6 +29,7 @@ import gc
 import json
 import logging
 import os
+import threading
 from array import array
 from collections import deque
 from contextlib import contextmanager
@@ -565,10 +566,11 @@ def _loads(line: bytes):
 _POLL_INVOKE = [["poll"]]
 
 
-def _poll_table(data, spans, nseg, npairs) -> PollTable:
+def _poll_table(data, spans, nseg, npairs, filled=None) -> PollTable:
     """Parses the poll results (validated by the scan, with nseg keys and
     npairs pairs in all) into a PollTable. spans: (op ids, result lo,
-    result hi) arrays in op id order, or a list [(op id, LazyPoll)]."""
+    result hi) arrays in op id order, or a list [(op id, LazyPoll)];
+    filled: scan.fill_table's result on them, if done already."""
     if isinstance(spans, list):
         spans.sort(key=_first)
         n = len(spans)
@@ -577,8 +579,9 @@ def _poll_table(data, spans, nseg, npairs) -> PollTable:
         hi = np.fromiter((lp.hi for _, lp in spans), dtype=np.int64, count=n)
     else:
         ids, lo, hi = spans
-    (status, seg_body, seg_key, seg_count, off, val, key_lo, key_hi, key_esc,
-     nkeys) = scan.fill_table(np.frombuffer(data, dtype=np.uint8), lo, hi, nseg, npairs)
+    if filled is None:
+        filled = scan.fill_table(np.frombuffer(data, dtype=np.uint8), lo, hi, nseg, npairs)
+    status, seg_body, seg_key, seg_count, off, val, key_lo, key_hi, key_esc, nkeys = filled
     if status != scan.OK:  # a key twice in one result: JSON keeps the last
         return _poll_table_slow(data, ids, lo, hi)
     # the keys' spellings, decoded (ASCII, the scan checked: escapes the
@@ -652,13 +655,14 @@ def parse_bytes(data: bytes, source="<memory>") -> History:
     with no_gc():
         scanned = _parse_scanned(data, buf, starts, ends, m, source)
         if scanned is not None:
-            b, spans, nseg, npairs, op_codes, send_rows = scanned
+            b, spans, nseg, npairs, op_codes, filling = scanned
             n_events = len(b.events)
             first = m
             bodies = None
         else:  # the ordinary way, line by line, poll results still kept as arrays
             b, nseg, npairs = _Builder(source), 0, 0
             spans = b.lazy
+            filling = None
             first = 0
             bodies = [x.tolist() + [-1] for x in scan.find_bodies(
                 buf, starts[:m], ends[:m], *scan.WORDS)]
@@ -697,13 +701,16 @@ def parse_bytes(data: bytes, source="<memory>") -> History:
                 b.add(ev, i + 1)
         del S, E, bodies
         lazy = spans[0] if type(spans) is tuple else spans
-        polls = _poll_table(data, spans, nseg, npairs) if len(lazy) else None
+        if filling is not None:
+            filling.join()
+        polls = _poll_table(data, spans, nseg, npairs, filling and filling.table) \
+            if len(lazy) else None
         h = b.finish(polls)
         if scanned is not None:
             touched = {e >> 1 for e in h.events[n_events:]}
             h.op_codes = _op_codes(op_codes, h.ops, touched)
-            if send_rows is not None and not any(h.ops[i].f == "send" for i in touched):
-                h.send_rows = send_rows
+            if not any(h.ops[i].f == "send" for i in touched):
+                h.send_rows = _send_rows(data, filling)
         return h
 
 
@@ -747,6 +754,16 @@ def _parse_scanned(data, buf, starts, ends, m, source):
     keep = np.where(comp >= 0, comp, inv)
     keep = np.where(kind[keep] == scan.NULL, inv, keep)
     lazy = kind[keep] == scan.LAZY
+    # the poll table's and the sends' compiled passes (they hold no GIL)
+    # on the other core while this one decodes values and makes the ops
+    lazy_lines = keep[lazy]
+    sends = np.flatnonzero(f[inv] == scan.SEND)
+    kept = keep[sends]
+    filling = _Filling(buf, body_lo[lazy_lines], body_hi[lazy_lines],
+                       int(nseg[lazy_lines].sum()), int(npairs[lazy_lines].sum()),
+                       sends, vlo[kept], vhi[kept],
+                       len(sends) > 0 and bool((kind[kept] == scan.VALID).all()))
+    filling.start()
     client = event >= 0
     unchecked = np.flatnonzero(client & (kind == scan.UNCHECKED))
     need = np.zeros(m, dtype=bool)
@@ -783,7 +800,6 @@ def _parse_scanned(data, buf, starts, ends, m, source):
                                 dtype=object, count=len(kept))
     del decoded
     lazy_ops = np.flatnonzero(lazy)
-    lazy_lines = keep[lazy]
     lazy_values = new_lazy_polls(data, body_lo[lazy_lines].tolist(), body_hi[lazy_lines].tolist())
     values[lazy_ops] = np.fromiter(lazy_values, dtype=object, count=len(lazy_values))
     done = comp >= 0
@@ -828,23 +844,39 @@ def _parse_scanned(data, buf, starts, ends, m, source):
     op_codes = (np.where(done, kafka_type[type_[np.where(done, comp, 0)]], 1),
                 f[inv].astype(np.int64), lazy, has_extra, process[inv],
                 np.where(done, time[np.where(done, comp, 0)], -1))
-    return (b, spans, int(nseg[lazy_lines].sum()), int(npairs[lazy_lines].sum()), op_codes,
-            _send_rows(data, buf, f, inv, keep, kind, vlo, vhi))
+    return (b, spans, filling.nseg, filling.npairs, op_codes, filling)
 
 
-def _send_rows(data, buf, f, inv, keep, kind, vlo, vhi):
-    """History.send_rows, if the scan vouched for every send op's value."""
-    sends = np.flatnonzero(f[inv] == scan.SEND)
-    kept = keep[sends]
-    if not len(sends) or not (kind[kept] == scan.VALID).all():
+class _Filling(threading.Thread):
+    """scan.fill_table over the poll results and scan.fill_sends over the
+    send ops' values (if the scan vouched for all of them), in a thread:
+    compiled without the GIL, they run on the other core while the reader
+    makes the ops."""
+
+    def __init__(self, buf, lo, hi, nseg, npairs, sends, send_lo, send_hi, with_sends):
+        super().__init__(daemon=True)
+        self.args = buf, lo, hi, nseg, npairs, send_lo, send_hi, with_sends
+        self.nseg, self.npairs, self.sends = nseg, npairs, sends
+        self.table = self.send_rows = None
+
+    def run(self):
+        buf, lo, hi, nseg, npairs, send_lo, send_hi, with_sends = self.args
+        if len(lo):
+            self.table = scan.fill_table(buf, lo, hi, nseg, npairs)
+        if with_sends:
+            self.send_rows = scan.fill_sends(buf, send_lo, send_hi)
+
+
+def _send_rows(data, filling):
+    """History.send_rows from the scan's pass over the send values."""
+    if filling is None or filling.send_rows is None:
         return None
-    value_of, spelling, off, val, k_lo, k_hi, k_esc, nk = scan.fill_sends(buf, vlo[kept],
-                                                                         vhi[kept])
+    value_of, spelling, off, val, k_lo, k_hi, k_esc, nk = filling.send_rows
     if nk < 0:  # (two spellings with one hash)
         return None
     names = [_loads(b'"' + data[a:b] + b'"') if e else data[a:b].decode("ascii")
              for a, b, e in zip(k_lo[:nk].tolist(), k_hi[:nk].tolist(), k_esc[:nk].tolist())]
-    return sends[value_of], names, spelling, off, val
+    return filling.sends[value_of], names, spelling, off, val
 
 
 _TYPE_OBJECTS = np.array(scan.TYPE_NAMES, dtype=object)

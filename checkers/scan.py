@@ -899,7 +899,7 @@ def _parse_number(buf, p):
     return (-x if neg else x), p
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def fill_table(buf, body_lo, body_hi, nseg_total, npairs_total):
     """Parses the result objects buf[body_lo[b]:body_hi[b]] (validated by
     _scan_body), in the given order, into one segment per (result, key):
@@ -1015,7 +1015,7 @@ def fill_table(buf, body_lo, body_hi, nseg_total, npairs_total):
     return OK, seg_body, seg_key, seg_count, off, val, key_lo, key_hi, key_esc, nkeys
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def fill_sends(buf, lo, hi):
     """The send micro-ops of the values buf[lo[b]:hi[b]] (validated by
     _send_mops: [["send", key, v], ...]), in the given order, as rows: the

@@ -736,6 +736,11 @@ def _op_codes(codes, ops, touched):
     return codes
 
 
+# the scan of a big file runs in this many threads at once (its passes
+# hold no GIL): one per core, two at most (the machine the harness targets)
+_PARTS = max(1, min(2, os.cpu_count() or 1))
+
+
 def _parse_scanned(data, buf, starts, ends, m, source):
     """The first m lines through scan.scan_lines: (a _Builder holding them,
     keys and pairs in its LazyPolls), or None when the scan cannot vouch
@@ -745,7 +750,7 @@ def _parse_scanned(data, buf, starts, ends, m, source):
         return None
     (status, _, _, time, process, type_, f, vlo, vhi, kind, body_lo, body_hi, nseg, npairs,
      x_lo, x_hi, x_line, event, nops, inv, comp) = scan.scan_lines(
-        buf, starts[:m], ends[:m], *scan.WORDS)
+        buf, starts[:m], ends[:m], *scan.WORDS, parts=_PARTS if m >= 100_000 else 1)
     if status != scan.SCANNED:
         return None
     loads = _orjson.loads if _orjson is not None else json.loads

@@ -755,43 +755,19 @@ def line_bounds(buf):
     return starts, ends
 
 
-@njit(cache=True)
-def scan_lines(buf, starts, ends, words, off):
-    """Every line's standard fields, value span and kind, extra fields, and
-    the pairing of invokes with completions (each process's next
-    completion, with the same f).
-
-    Returns (status, bad line, index, time, process, type, f, value lo,
-    value hi, value kind, result lo, result hi (LAZY values: the poll
-    result object), keys and pairs in it, extra field spans (lo, hi, line:
-    nx of them), op of the line (2*op for an invoke, 2*op + 1 for a
-    completion, -1 for a nemesis line), number of ops, the ops' invoke and
-    completion lines (-1: open at the end))."""
-    n = len(starts)
-    index = np.empty(n, dtype=np.int64)
-    time = np.empty(n, dtype=np.int64)
-    process = np.empty(n, dtype=np.int64)
-    type_ = np.empty(n, dtype=np.int8)
-    f = np.empty(n, dtype=np.int8)
-    vlo = np.empty(n, dtype=np.int64)
-    vhi = np.empty(n, dtype=np.int64)
-    kind = np.empty(n, dtype=np.int8)
-    body_lo = np.full(n, -1, dtype=np.int64)
-    body_hi = np.full(n, -1, dtype=np.int64)
-    nseg = np.zeros(n, dtype=np.int64)
-    npairs = np.zeros(n, dtype=np.int64)
+@njit(cache=True, nogil=True)
+def scan_part(buf, starts, ends, lo, hi, words, off, index, time, process, type_, f, vlo,
+              vhi, kind, body_lo, body_hi, nseg, npairs):
+    """The lines lo..hi-1 tokenized (_scan_line) into the given arrays:
+    standard fields, value span and kind (LAZY: body_lo/body_hi, nseg,
+    npairs). No GIL: the reader runs two parts at once, one on each core.
+    Returns (first line out of form, or hi; extra field spans lo, hi and
+    their lines)."""
     x_lo = np.empty(16, dtype=np.int64)
     x_hi = np.empty(16, dtype=np.int64)
     x_line = np.empty(16, dtype=np.int64)
     nx = 0
-    event = np.empty(n, dtype=np.int64)
-    inv_line = np.empty(n, dtype=np.int64)
-    comp_line = np.empty(n, dtype=np.int64)
-    open_ops = Dict.empty(key_type=types.int64, value_type=types.int64)
-    nops = 0
-    status = SCANNED
-    bad_line = -1
-    for i in range(n):
+    for i in range(lo, hi):
         while True:
             (ok, ix, tm, pr, t, fc, p, q, shape, blo, bhi, ns, npr,
              nextra) = _scan_line(buf, starts[i], ends[i], words, off, x_lo, x_hi, nx)
@@ -799,28 +775,23 @@ def scan_lines(buf, starts, ends, words, off):
                 break
             x_lo = _grow(x_lo, 0)
             x_hi = _grow(x_hi, 0)
-        if not ok or ix != i or (i > 0 and tm < time[i - 1]):
-            status, bad_line = OUT_OF_FORM, i
-            break
+        if not ok:
+            return i, x_lo[:nx], x_hi[:nx], x_line[:nx]
         index[i] = ix
         time[i] = tm
         process[i] = pr
         vlo[i] = p
         vhi[i] = q
+        type_[i] = t
+        f[i] = fc
         if nextra:
             if len(x_line) < len(x_lo):
                 x_line = _grow(x_line, len(x_lo))
             x_line[nx:nx + nextra] = i
             nx += nextra
-        type_[i] = t
-        f[i] = fc
-        if pr == NEMESIS_PROCESS:
-            event[i] = -1
+        if pr == NEMESIS_PROCESS or fc < 0:
             kind[i] = UNCHECKED
             continue
-        if fc < 0:  # an unknown f: the ordinary path names it
-            status, bad_line = OUT_OF_FORM, i
-            break
         k = _value_kind(shape, t, fc)
         kind[i] = k
         if k == LAZY:
@@ -828,11 +799,36 @@ def scan_lines(buf, starts, ends, words, off):
             body_hi[i] = bhi
             nseg[i] = ns
             npairs[i] = npr
-        # pairing
-        if t == INVOKE:
+    return hi, x_lo[:nx], x_hi[:nx], x_line[:nx]
+
+
+@njit(cache=True)
+def pair_lines(index, time, process, type_, f, bad):
+    """The checks across lines and the pairing of invokes with completions
+    (each process's next completion, with the same f) of lines scan_part
+    tokenized, the first ``bad`` of them (the rest are out of form).
+    Returns (status, bad line, op of each line (2*op for an invoke, 2*op +
+    1 for a completion, -1 for a nemesis line), number of ops, the ops'
+    invoke and completion lines (-1: open at the end))."""
+    n = len(index)
+    event = np.empty(n, dtype=np.int64)
+    inv_line = np.empty(n, dtype=np.int64)
+    comp_line = np.empty(n, dtype=np.int64)
+    open_ops = Dict.empty(key_type=types.int64, value_type=types.int64)
+    nops = 0
+    for i in range(n):
+        if i >= bad or index[i] != i or (i > 0 and time[i] < time[i - 1]):
+            return OUT_OF_FORM, i, event, nops, inv_line, comp_line
+        pr = process[i]
+        if pr == NEMESIS_PROCESS:
+            event[i] = -1
+            continue
+        fc = f[i]
+        if fc < 0:  # an unknown f: the ordinary path names it
+            return OUT_OF_FORM, i, event, nops, inv_line, comp_line
+        if type_[i] == INVOKE:
             if pr in open_ops:
-                status, bad_line = BAD_PAIRING, i
-                break
+                return BAD_PAIRING, i, event, nops, inv_line, comp_line
             open_ops[pr] = nops
             inv_line[nops] = i
             comp_line[nops] = -1
@@ -840,18 +836,57 @@ def scan_lines(buf, starts, ends, words, off):
             nops += 1
         else:
             if pr not in open_ops:
-                status, bad_line = BAD_PAIRING, i
-                break
+                return BAD_PAIRING, i, event, nops, inv_line, comp_line
             op = open_ops[pr]
             del open_ops[pr]
             if f[inv_line[op]] != fc:
-                status, bad_line = BAD_PAIRING, i
-                break
+                return BAD_PAIRING, i, event, nops, inv_line, comp_line
             comp_line[op] = i
             event[i] = 2 * op + 1
+    return SCANNED, -1, event, nops, inv_line, comp_line
+
+
+def scan_lines(buf, starts, ends, words, off, parts=1):
+    """Every line's standard fields, value span and kind, extra fields, and
+    the pairing of invokes with completions: scan_part over the lines
+    (parts: that many at once, in threads) then pair_lines.
+
+    Returns (status, bad line, index, time, process, type, f, value lo,
+    value hi, value kind, result lo, result hi (LAZY values: the poll
+    result object), keys and pairs in it, extra field spans (lo, hi, line),
+    op of the line (2*op for an invoke, 2*op + 1 for a completion, -1 for
+    a nemesis line), number of ops, the ops' invoke and completion lines
+    (-1: open at the end))."""
+    import threading
+    n = len(starts)
+    cols = (np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64),
+            np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int8),
+            np.empty(n, dtype=np.int8), np.empty(n, dtype=np.int64),
+            np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int8),
+            np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64),
+            np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64))
+    bounds = np.linspace(0, n, max(1, parts) + 1).astype(np.int64).tolist()
+    results = [None] * (len(bounds) - 1)
+
+    def run(j):
+        results[j] = scan_part(buf, starts, ends, bounds[j], bounds[j + 1], words, off, *cols)
+    threads = [threading.Thread(target=run, args=(j,)) for j in range(1, len(results))]
+    for t in threads:
+        t.start()
+    run(0)
+    for t in threads:
+        t.join()
+    bad = n
+    for j, (first_bad, _, _, _) in enumerate(results):
+        if first_bad < bounds[j + 1]:
+            bad = first_bad
+            break
+    x_lo, x_hi, x_line = (np.concatenate([r[k] for r in results]) for k in (1, 2, 3))
+    index, time, process, type_, f, vlo, vhi, kind, body_lo, body_hi, nseg, npairs = cols
+    status, bad_line, event, nops, inv_line, comp_line = pair_lines(index, time, process,
+                                                                    type_, f, bad)
     return (status, bad_line, index, time, process, type_, f, vlo, vhi, kind, body_lo,
-            body_hi, nseg, npairs, x_lo[:nx], x_hi[:nx], x_line[:nx], event, nops,
-            inv_line, comp_line)
+            body_hi, nseg, npairs, x_lo, x_hi, x_line, event, nops, inv_line, comp_line)
 
 
 @njit(cache=True)

@@ -275,3 +275,36 @@ def test_op_codes_are_those_of_the_ops(last):
     for x, y in zip(want, got):
         assert x.tolist() == y.tolist()
     assert h.op_codes[5].tolist() == [o.time if o.time is not None else -1 for o in h.ops]
+
+
+@pytest.mark.parametrize("edit", [None, "bad-late", "bad-early", "time-back"])
+def test_scan_in_parts_is_the_scan_in_one(edit):
+    """The reader scans a big file in threads, a part each: the result is
+    the one scan's, out-of-form lines and extra fields included."""
+    from checkers import scan
+    events = generate(400, processes=4, keys=3, seed=9, nemesis_every=80, batch=2)
+    for e in events[::5]:
+        e["note"] = [1, {"x": "y"}]
+    lines = _lines(events)
+    if edit == "bad-late":
+        lines[int(len(lines) * 0.8)] = "{not json"
+    elif edit == "bad-early":
+        lines[len(lines) // 5] = lines[len(lines) // 5].replace('"index":', '"index":-')
+    elif edit == "time-back":
+        lines[len(lines) // 2] = re.sub(r'"time":\d+', '"time":0', lines[len(lines) // 2])
+    data = "\n".join(lines).encode()
+    buf = np.frombuffer(data, dtype=np.uint8)
+    starts, ends = scan.line_bounds(buf)
+    one = scan.scan_lines(buf, starts, ends, *scan.WORDS, parts=1)
+    for parts in (2, 3, 7):
+        many = scan.scan_lines(buf, starts, ends, *scan.WORDS, parts=parts)
+        assert many[:2] == one[:2]  # status, bad line
+        if one[0] == scan.SCANNED:
+            nops = one[18]
+            for x, y in zip(one[2:19] + (one[19][:nops], one[20][:nops]),
+                            many[2:19] + (many[19][:nops], many[20][:nops])):
+                if isinstance(x, np.ndarray):
+                    assert x.tolist() == y.tolist()
+                else:
+                    assert x == y
+    assert (one[0] == scan.SCANNED) == (edit is None)

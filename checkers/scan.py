@@ -31,7 +31,8 @@ of at most 18 digits, offsets >= 0.
 
 numba compiles the passes (``cache=True`` keeps the machine code next to this
 file, so only the first run on a machine pays for compiling): a byte at a
-time in Python would be far slower than the decoder they replace.
+time in Python would be far slower than the decoder they replace. The token
+functions (``_ws``, ``_string_end``, ``_int``, ...) serve ``model_scan`` too.
 """
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ _F_INDEX, _F_TIME, _F_PROCESS, _F_TYPE, _F_F, _F_VALUE = range(6)
 _ALL_FIELDS = (1 << 6) - 1
 
 
-def _words(names):
+def words_table(names):
     """names as one byte array and their offsets, for _which."""
     raw = [n.encode() if isinstance(n, str) else n for n in names]
     off = np.zeros(len(raw) + 1, dtype=np.int64)
@@ -75,7 +76,7 @@ def _words(names):
 # every word the passes recognise, one table: the field names, the types,
 # the fs, then these
 _WORD_LIST = FIELD_NAMES + TYPE_NAMES + F_NAMES + ("nemesis", "send", "poll")
-WORDS = _words(_WORD_LIST)
+WORDS = words_table(_WORD_LIST)
 _W_FIELD = 0
 _W_TYPE = len(FIELD_NAMES)
 _W_F = _W_TYPE + len(TYPE_NAMES)

@@ -11,13 +11,17 @@ A history file is JSON Lines, one event per line. Reading it:
 The in-memory form is deliberately small, for histories of a million events:
 one ``Op`` (a ``__slots__`` record) per invoke/completion pair, values kept
 as the decoded JSON lists, and the event order as one ``array`` of ints.
-Poll results, most of a history's bytes, are the exception: a canonical
-poll completion keeps its result as JSON text (``LazyPoll``, decoded only
-if ``Op.value`` is asked for) and its pairs go into flat arrays
-(``History.polls``, a ``PollTable``) that the Kafka analysis works on;
-``poll_bodies`` validates and parses them with compiled passes over the
-file's bytes.
-This is the only module of ``checkers`` that does I/O.
+Poll results, most of a history's bytes, are the exception: a poll
+completion whose result is integer pairs keeps it as JSON text
+(``LazyPoll``, decoded only if ``Op.value`` is asked for) and its pairs go
+into flat arrays (``History.polls``, a ``PollTable``) that the Kafka
+analysis works on. The compiled passes of ``scan`` tokenize every line, in
+any JSON layout, and vouch for what they can; the rest goes through the
+JSON decoder and the checks below (``_parse_scanned``); a file they cannot
+take at all is read line by line (``parse_bytes``), which names errors.
+Both ways give the same History (tests/test_checkers_scan.py).
+This is the only module of ``checkers`` that does I/O (with
+``model_history``, for the generic models' histories).
 """
 from __future__ import annotations
 
@@ -25,9 +29,11 @@ import gc
 import json
 import logging
 import os
+import threading
 from array import array
+from collections import deque
 from contextlib import contextmanager
-from itertools import chain
+from itertools import chain, repeat
 from operator import itemgetter
 
 import numpy as np
@@ -124,20 +130,33 @@ class Op:
                 f"type={self.type!r}, index={self.index}, value={self.value!r})")
 
 
-class LazyPoll:
+class LazyPoll(tuple):
     """The value ``[["poll", {key: [[offset, value], ...], ...}]]`` of a poll
     completion, kept as the JSON text of its result object (``data[lo:hi]``,
     the history file's bytes): the reader validated it and parsed it into
     ``History.polls`` (flat arrays), and decodes it into lists only when
     ``Op.value`` is asked for."""
 
-    __slots__ = ("data", "lo", "hi")
+    __slots__ = ()
 
-    def __init__(self, data: bytes, lo: int, hi: int):
-        self.data, self.lo, self.hi = data, lo, hi
+    # A tuple (data, lo, hi): the reader makes hundreds of thousands, by
+    # tuple.__new__ at C speed (new_lazy_polls), where a Python __init__
+    # would cost a microsecond each.
+    def __new__(cls, data: bytes, lo: int, hi: int):
+        return tuple.__new__(cls, (data, lo, hi))
+
+    data = property(itemgetter(0))
+    lo = property(itemgetter(1))
+    hi = property(itemgetter(2))
 
     def decode(self):
-        return [["poll", _loads(self.data[self.lo:self.hi])]]
+        data, lo, hi = self
+        return [["poll", _loads(data[lo:hi])]]
+
+
+def new_lazy_polls(data, lo, hi):
+    """[LazyPoll(data, lo[j], hi[j]) ...] at C speed."""
+    return list(map(tuple.__new__, repeat(LazyPoll), zip(repeat(data), lo, hi)))
 
 
 class PollTable:
@@ -163,7 +182,7 @@ class History:
     """
 
     __slots__ = ("ops", "nemesis", "events", "warnings", "path", "n_lines",
-                 "end_time", "_cache", "polls")
+                 "end_time", "_cache", "polls", "op_codes", "send_rows")
 
     def __init__(self, ops, nemesis, events, warnings, path=None, n_lines=0,
                  end_time=0, polls=None):
@@ -177,6 +196,17 @@ class History:
         self._cache = {}
         # PollTable of the ops whose value is a LazyPoll (None: there are none)
         self.polls = polls
+        # (completion type code (ok 0, info 1, fail 2), f code (F_NAMES'
+        # index; 6 another), value was a LazyPoll, has extra fields,
+        # process, completion time (-1: none)) of every op as arrays, when
+        # the compiled scan read the history: the array analysis' per-op
+        # columns without walking a million ops again (None: it walks them)
+        self.op_codes = None
+        # (op, key, offset (-1: unknown), value) of every send micro-op of
+        # the send ops, as arrays in op order (keys: names[key]), when the
+        # compiled scan vouched for every send op's value: (ops, names,
+        # keys, offsets, values); None: the analysis reads Op.value
+        self.send_rows = None
 
     def __len__(self):
         return len(self.ops)
@@ -528,31 +558,49 @@ def _loads(line: bytes):
     return json.loads(line)
 
 
-# Poll results are most of a history's bytes; a poll completion line in the
-# canonical form keeps its result undecoded (a LazyPoll over the file's
-# bytes) and poll_bodies parses all of them into one PollTable. The rest of
-# such a line, its result replaced by 0, goes through the JSON decoder as
-# usual. Anything else takes the ordinary path.
+# Poll results are most of a history's bytes; a poll completion whose result
+# the compiled passes take keeps it undecoded (a LazyPoll over the file's
+# bytes) and _poll_table parses all of them into one PollTable. The rest of
+# such a line, its value replaced by 0, goes through the JSON decoder when
+# the line is read the ordinary way. Anything else takes the ordinary path.
 _POLL_INVOKE = [["poll"]]
-_MARK_LEN = len(scan.MARK)
 
 
-def _poll_table(lazy, nseg, npairs) -> PollTable:
-    """Parses the results [(op id, LazyPoll)] (validated by find_bodies,
-    with nseg keys and npairs pairs in all) into a PollTable."""
-    lazy.sort(key=_first)
-    data = lazy[0][1].data
-    lo = np.fromiter((lp.lo for _, lp in lazy), dtype=np.int64, count=len(lazy))
-    hi = np.fromiter((lp.hi for _, lp in lazy), dtype=np.int64, count=len(lazy))
-    (status, seg_body, seg_key, seg_count, off, val, key_lo, key_hi,
-     nkeys) = scan.fill_table(np.frombuffer(data, dtype=np.uint8), lo, hi,
-                                     nseg, npairs)
+def _poll_table(data, spans, nseg, npairs, filled=None) -> PollTable:
+    """Parses the poll results (validated by the scan, with nseg keys and
+    npairs pairs in all) into a PollTable. spans: (op ids, result lo,
+    result hi) arrays in op id order, or a list [(op id, LazyPoll)];
+    filled: scan.fill_table's result on them, if done already."""
+    if isinstance(spans, list):
+        spans.sort(key=_first)
+        n = len(spans)
+        ids = np.fromiter(map(_first, spans), dtype=np.int64, count=n)
+        lo = np.fromiter((lp.lo for _, lp in spans), dtype=np.int64, count=n)
+        hi = np.fromiter((lp.hi for _, lp in spans), dtype=np.int64, count=n)
+    else:
+        ids, lo, hi = spans
+    if filled is None:
+        filled = scan.fill_table(np.frombuffer(data, dtype=np.uint8), lo, hi, nseg, npairs)
+    status, seg_body, seg_key, seg_count, off, val, key_lo, key_hi, key_esc, nkeys = filled
     if status != scan.OK:  # a key twice in one result: JSON keeps the last
-        return _poll_table_slow(lazy)
+        return _poll_table_slow(data, ids, lo, hi)
+    # the keys' spellings, decoded (ASCII, the scan checked: escapes the
+    # only work left); two spellings of one key become one
+    escaped = key_esc[:nkeys].tolist()
+    keys = [_loads(b'"' + data[a:b] + b'"') if e else data[a:b].decode("ascii")
+            for a, b, e in zip(key_lo[:nkeys].tolist(), key_hi[:nkeys].tolist(), escaped)]
+    if any(escaped) and len(set(keys)) < nkeys:
+        key_id = {}
+        remap = np.fromiter((key_id.setdefault(k, len(key_id)) for k in keys),
+                            dtype=np.int32, count=nkeys)
+        seg_key = remap[seg_key]
+        pairs = seg_body * len(key_id) + seg_key
+        if len(np.unique(pairs)) < len(pairs):  # a key twice in one result
+            return _poll_table_slow(data, ids, lo, hi)
+        keys = list(key_id)
     t = PollTable()
-    t.keys = [data[a:b].decode("ascii") for a, b in
-              zip(key_lo[:nkeys].tolist(), key_hi[:nkeys].tolist())]
-    t.seg_op = np.array([i for i, _ in lazy], dtype=np.int64)[seg_body]
+    t.keys = keys
+    t.seg_op = ids[seg_body]
     t.seg_key = seg_key
     t.seg_lo = np.zeros(len(seg_count) + 1, dtype=np.int64)
     np.cumsum(seg_count, out=t.seg_lo[1:])
@@ -560,11 +608,12 @@ def _poll_table(lazy, nseg, npairs) -> PollTable:
     return t
 
 
-def _poll_table_slow(lazy) -> PollTable:
+def _poll_table_slow(data, ids, lo, hi) -> PollTable:
+    """_poll_table by the decoder (which keeps the last of a key given twice)."""
     keys, key_id = [], {}
     seg_op, seg_key, counts, off, val = [], [], [], [], []
-    for i, lp in lazy:
-        for k, pairs in lp.decode()[0][1].items():
+    for i, a, b in zip(ids.tolist(), lo.tolist(), hi.tolist()):
+        for k, pairs in _loads(data[a:b]).items():
             kid = key_id.get(k)
             if kid is None:
                 kid = key_id[k] = len(keys)
@@ -595,10 +644,7 @@ def parse_lines(lines, source="<memory>") -> History:
 def parse_bytes(data: bytes, source="<memory>") -> History:
     """Parses the contents of a history file."""
     buf = np.frombuffer(data, dtype=np.uint8)
-    nl = np.flatnonzero(buf == 10)
-    starts = np.concatenate(([0], nl + 1)).astype(np.int64)
-    ends = np.concatenate((nl, [len(data)])).astype(np.int64)
-    del nl
+    starts, ends = scan.line_bounds(buf)
     # A torn last line is only the final non-blank one: trailing blanks are
     # what a final newline leaves. That line is never read the fast way.
     n = len(starts)
@@ -606,33 +652,39 @@ def parse_bytes(data: bytes, source="<memory>") -> History:
         n -= 1
     m = max(n - 1, 0)
     starts, ends = starts[:n], ends[:n]
-    body, nseg, npairs = scan.find_bodies(buf, starts[:m], ends[:m], scan._MARK, scan._END)
     with no_gc():
-        scanned = _parse_scanned(data, buf, starts, ends, m, body, source)
+        scanned = _parse_scanned(data, buf, starts, ends, m, source)
         if scanned is not None:
-            b, lazy_lines = scanned
+            b, spans, nseg, npairs, op_codes, filling = scanned
+            n_events = len(b.events)
             first = m
-        else:
-            b, lazy_lines, first = _Builder(source), [], 0
-        S, E, B = starts.tolist(), ends.tolist(), body.tolist() + [-1]
-        del starts, ends, body
+            bodies = None
+        else:  # the ordinary way, line by line, poll results still kept as arrays
+            b, nseg, npairs = _Builder(source), 0, 0
+            spans = b.lazy
+            filling = None
+            first = 0
+            bodies = [x.tolist() + [-1] for x in scan.find_bodies(
+                buf, starts[:m], ends[:m], *scan.WORDS)]
+        S, E = starts.tolist(), ends.tolist()
+        del starts, ends
         add_fast = b.add_fast
         loads = _orjson.loads if _orjson is not None else json.loads
-        cut = b',"value":0}'
         for i in range(first, n):
-            j = B[i]
-            if j >= 0:
+            if bodies is not None and bodies[2][i] >= 0:
+                vlo, vhi, blo, bhi, ns, npr = (x[i] for x in bodies)
                 try:
-                    ev = loads(data[S[i]:j + 1 - _MARK_LEN] + cut)
+                    ev = loads(data[S[i]:vlo] + b"0" + data[vhi:E[i]])
                 except ValueError:
                     pass  # the ordinary path names the error
                 else:
                     k = len(b.lazy)
-                    lp = LazyPoll(data, j, E[i] - 3)
+                    lp = LazyPoll(data, blo, bhi)
                     if not add_fast(ev, lp):
                         b.add(ev, i + 1, lp)
                     if len(b.lazy) != k:
-                        lazy_lines.append(i)
+                        nseg += ns
+                        npairs += npr
                     continue
             line = data[S[i]:E[i]]
             try:
@@ -647,24 +699,58 @@ def parse_bytes(data: bytes, source="<memory>") -> History:
                 raise HistoryError(source, i + 1, f"invalid JSON: {e}") from None
             if not add_fast(ev):
                 b.add(ev, i + 1)
-        del S, E, B
-        polls = None
-        if b.lazy:
-            ll = np.array(lazy_lines, dtype=np.int64)
-            polls = _poll_table(b.lazy, int(nseg[ll].sum()), int(npairs[ll].sum()))
-        return b.finish(polls)
+        del S, E, bodies
+        lazy = spans[0] if type(spans) is tuple else spans
+        if filling is not None:
+            filling.join()
+        polls = _poll_table(data, spans, nseg, npairs, filling and filling.table) \
+            if len(lazy) else None
+        h = b.finish(polls)
+        if scanned is not None:
+            touched = {e >> 1 for e in h.events[n_events:]}
+            h.op_codes = _op_codes(op_codes, h.ops, touched)
+            if not any(h.ops[i].f == "send" for i in touched):
+                h.send_rows = _send_rows(data, filling)
+        return h
 
 
-def _parse_scanned(data, buf, starts, ends, m, body, source):
+_TYPE_CODES = {"ok": 0, "info": 1, "fail": 2}
+_F_CODES = {f: j for j, f in enumerate(scan.F_NAMES)}
+
+
+def _op_codes(codes, ops, touched):
+    """The scan's History.op_codes, with those of the ops the last line
+    (read the ordinary way) made or completed (touched: their ids)."""
+    n = len(codes[0])
+    if len(ops) > n:
+        codes = tuple(np.concatenate((c, np.zeros(len(ops) - n, c.dtype))) for c in codes)
+    typ, fcode, lazy, extra, process, done_time = codes
+    for i in touched:
+        op = ops[i]
+        typ[i] = _TYPE_CODES.get(op.type, 3)
+        fcode[i] = _F_CODES.get(op.f, len(scan.F_NAMES) - 1)
+        lazy[i] = op._value.__class__ is LazyPoll
+        extra[i] = op.extra is not None
+        process[i] = op.process
+        done_time[i] = op.time if type(op.time) is int else -1
+    return codes
+
+
+# the scan of a big file runs in this many threads at once (its passes
+# hold no GIL): one per core, two at most (the machine the harness targets)
+_PARTS = max(1, min(2, os.cpu_count() or 1))
+
+
+def _parse_scanned(data, buf, starts, ends, m, source):
     """The first m lines through scan.scan_lines: (a _Builder holding them,
-    lines whose poll result is a LazyPoll), or None when the scan cannot
-    vouch for them (the caller then reads them the ordinary way, which also
-    names any error exactly)."""
+    keys and pairs in its LazyPolls), or None when the scan cannot vouch
+    for them (the caller then reads them the ordinary way, which also names
+    any error exactly)."""
     if m < 1:
         return None
-    (status, _, _, time, process, type_, f, vlo, vhi, kind, extra, event, nops,
-     inv, comp) = scan.scan_lines(buf, starts[:m], ends[:m], body, *scan._LITERALS,
-                                  *scan._TYPES, *scan._FS)
+    (status, _, _, time, process, type_, f, vlo, vhi, kind, body_lo, body_hi, nseg, npairs,
+     x_lo, x_hi, x_line, event, nops, inv, comp) = scan.scan_lines(
+        buf, starts[:m], ends[:m], *scan.WORDS, parts=_PARTS if m >= 100_000 else 1)
     if status != scan.SCANNED:
         return None
     loads = _orjson.loads if _orjson is not None else json.loads
@@ -672,8 +758,17 @@ def _parse_scanned(data, buf, starts, ends, m, body, source):
     # the value an op keeps: its completion's, unless that is null or missing
     keep = np.where(comp >= 0, comp, inv)
     keep = np.where(kind[keep] == scan.NULL, inv, keep)
-    lazy = (kind[keep] == scan.VALID) & ((f[keep] == scan.POLL) | (f[keep] == scan.TXN)) \
-        & (type_[keep] != scan.INVOKE)
+    lazy = kind[keep] == scan.LAZY
+    # the poll table's and the sends' compiled passes (they hold no GIL)
+    # on the other core while this one decodes values and makes the ops
+    lazy_lines = keep[lazy]
+    sends = np.flatnonzero(f[inv] == scan.SEND)
+    kept = keep[sends]
+    filling = _Filling(buf, body_lo[lazy_lines], body_hi[lazy_lines],
+                       int(nseg[lazy_lines].sum()), int(npairs[lazy_lines].sum()),
+                       sends, vlo[kept], vhi[kept],
+                       len(sends) > 0 and bool((kind[kept] == scan.VALID).all()))
+    filling.start()
     client = event >= 0
     unchecked = np.flatnonzero(client & (kind == scan.UNCHECKED))
     need = np.zeros(m, dtype=bool)
@@ -693,58 +788,115 @@ def _parse_scanned(data, buf, starts, ends, m, body, source):
     for i in np.flatnonzero(client & (kind == scan.NULL)).tolist():
         if _check_value(scan.F_NAMES[f[i]], scan.TYPE_NAMES[type_[i]], None):
             return None
+    # extra fields of client lines, decoded in one call
+    xm = client[x_line]
+    extras = []
+    if xm.any():
+        x_line = x_line[xm]
+        try:
+            extras = loads(scan.join_members(buf, x_lo[xm], x_hi[xm], x_line).tobytes())
+        except ValueError:
+            return None
+        x_line = np.unique(x_line)  # (in order already: one per line with extras)
     values = np.empty(nops, dtype=object)
     kept = keep[~lazy]
     values[~lazy] = np.fromiter(map(decoded.__getitem__,
                                     np.searchsorted(decode_lines, kept).tolist()),
                                 dtype=object, count=len(kept))
+    del decoded
     lazy_ops = np.flatnonzero(lazy)
-    lazy_lines = keep[lazy]
-    lazy_values = list(map(LazyPoll, [data] * len(lazy_lines), body[lazy_lines].tolist(),
-                           (ends[lazy_lines] - 3).tolist()))
+    lazy_values = new_lazy_polls(data, body_lo[lazy_lines].tolist(), body_hi[lazy_lines].tolist())
     values[lazy_ops] = np.fromiter(lazy_values, dtype=object, count=len(lazy_values))
     done = comp >= 0
-    comp_or_none = comp.tolist()
-    tl = time.tolist()
-    type_names = scan.TYPE_NAMES
-    types_ = [type_names[t] if c >= 0 else "info"
-              for t, c in zip(type_[np.where(done, comp, 0)].tolist(), comp_or_none)]
-    ops = list(map(Op, range(nops), process[inv].tolist(),
-                   list(map(scan.F_NAMES.__getitem__, f[inv].tolist())), types_,
-                   values.tolist(), inv.tolist(), time[inv].tolist(),
-                   [c if c >= 0 else None for c in comp_or_none],
-                   [tl[c] if c >= 0 else None for c in comp_or_none]))
+    at = np.where(done, comp, 0)
+    none = np.array([None], dtype=object)
+    ops = new_ops(nops, id=range(nops), process=process[inv].tolist(),
+                  f=_F_OBJECTS[f[inv]].tolist(),
+                  type=np.where(done, _TYPE_OBJECTS[type_[at]], "info").tolist(),
+                  _value=values.tolist(), invoke_index=inv.tolist(),
+                  invoke_time=time[inv].tolist(),
+                  index=np.where(done, comp.astype(object), none).tolist(),
+                  time=np.where(done, time[at].astype(object), none).tolist(),
+                  extra=repeat(None))
     del values
+    # extras in file order: an invoke's, then its completion's on top
+    for line, x in zip(x_line.tolist() if len(extras) else (), extras):
+        op = ops[event[line] >> 1]
+        op.extra = {**op.extra, **x} if op.extra else x
     b = _Builder(source)
     b.ops = ops
     b.events = array("q", event[client].tobytes())
-    b.lazy = list(zip(lazy_ops.tolist(), lazy_values))
     for o in np.flatnonzero(~done).tolist():
         b.open[ops[o].process] = ops[o]
-    # extra fields and nemesis events, decoded whole, in file order
-    for i in np.flatnonzero(extra | ~client).tolist():
-        ev = loads(data[starts[i]:ends[i]])
+    # nemesis events, decoded whole, in file order
+    for i in np.flatnonzero(~client).tolist():
         b.expected_index = i
         b.last_time = int(time[i - 1]) if i else None
-        if not client[i]:
-            try:
-                b.add(ev, i + 1)
-            except HistoryError:
-                return None
-            continue
-        # the scan read the first of any repeated field, JSON keeps the last
-        if (ev["index"] != i or ev["time"] != time[i] or ev["process"] != process[i]
-                or ev["type"] != type_names[type_[i]] or ev["f"] != scan.F_NAMES[f[i]]
-                or ev["value"] != loads(data[vlo[i]:vhi[i]])):
+        try:
+            b.add(loads(data[starts[i]:ends[i]]), i + 1)
+        except (ValueError, HistoryError):  # (HistoryError is one)
             return None
-        x = {k: v for k, v in ev.items() if k not in STANDARD_FIELDS}
-        if x:
-            op = ops[event[i] >> 1]
-            op.extra = {**op.extra, **x} if op.extra else x
     b.expected_index = m
     b.last_time = int(time[m - 1])
     b.n_lines = m
-    return b, lazy_lines.tolist()
+    # the poll results in op order (lazy_ops ascend)
+    spans = (lazy_ops, body_lo[lazy_lines], body_hi[lazy_lines])
+    # History.op_codes
+    kafka_type = np.array([1, 0, 2, 1], dtype=np.int64)  # (invoke), ok, fail, info
+    has_extra = np.zeros(nops, dtype=bool)
+    if len(extras):
+        has_extra[event[x_line] >> 1] = True
+    op_codes = (np.where(done, kafka_type[type_[np.where(done, comp, 0)]], 1),
+                f[inv].astype(np.int64), lazy, has_extra, process[inv],
+                np.where(done, time[np.where(done, comp, 0)], -1))
+    return (b, spans, filling.nseg, filling.npairs, op_codes, filling)
+
+
+class _Filling(threading.Thread):
+    """scan.fill_table over the poll results and scan.fill_sends over the
+    send ops' values (if the scan vouched for all of them), in a thread:
+    compiled without the GIL, they run on the other core while the reader
+    makes the ops."""
+
+    def __init__(self, buf, lo, hi, nseg, npairs, sends, send_lo, send_hi, with_sends):
+        super().__init__(daemon=True)
+        self.args = buf, lo, hi, nseg, npairs, send_lo, send_hi, with_sends
+        self.nseg, self.npairs, self.sends = nseg, npairs, sends
+        self.table = self.send_rows = None
+
+    def run(self):
+        buf, lo, hi, nseg, npairs, send_lo, send_hi, with_sends = self.args
+        if len(lo):
+            self.table = scan.fill_table(buf, lo, hi, nseg, npairs)
+        if with_sends:
+            self.send_rows = scan.fill_sends(buf, send_lo, send_hi)
+
+
+def _send_rows(data, filling):
+    """History.send_rows from the scan's pass over the send values."""
+    if filling is None or filling.send_rows is None:
+        return None
+    value_of, spelling, off, val, k_lo, k_hi, k_esc, nk = filling.send_rows
+    if nk < 0:  # (two spellings with one hash)
+        return None
+    names = [_loads(b'"' + data[a:b] + b'"') if e else data[a:b].decode("ascii")
+             for a, b, e in zip(k_lo[:nk].tolist(), k_hi[:nk].tolist(), k_esc[:nk].tolist())]
+    return filling.sends[value_of], names, spelling, off, val
+
+
+_TYPE_OBJECTS = np.array(scan.TYPE_NAMES, dtype=object)
+_F_OBJECTS = np.array(scan.F_NAMES, dtype=object)
+
+
+def new_ops(n, **fields):
+    """n Ops with these fields (every one of Op's, each an iterable), made
+    at C speed: object.__new__, then each slot's descriptor over all ops
+    (Op.__init__, a Python function, costs a second a million ops)."""
+    ops = list(map(object.__new__, repeat(Op, n)))
+    assert set(fields) == set(Op.__slots__)
+    for name, values in fields.items():
+        deque(map(getattr(Op, name).__set__, ops, values), maxlen=0)
+    return ops
 
 
 def _short(line, n=60):

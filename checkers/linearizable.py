@@ -1,111 +1,78 @@
 """Linearizability: Wing & Gong's search with Lowe's memoisation (as in
-Porcupine), P-compositional (each key checked on its own, stopping at the
-first violation), within a time and state budget ("unknown" past it).
+Porcupine), P-compositional (each part a model's ``partition`` makes is
+checked on its own, stopping at the first violation), within a time and
+state budget ("unknown" past it).
 
 An operation is ``Operation(call, ret, input, output)`` with ``ret`` None
 for an indeterminate (info) op: it may take effect at any point after its
-call, or never. Failed ops are left out by the caller. A model is an object
-with ``init`` (a hashable state), ``step(state, input, output) -> (ok,
-state')`` and optionally ``partition(ops) -> [ops, ...]``.
+call, or never. Failed ops are left out by the caller. The models
+(``checkers.models``): ``register``, ``cas-register``, ``kv`` (a register
+per key, with append) and ``log``, the Kafka partition.
 
-Models: ``register``, ``cas-register``, ``kv`` (a register per key) and
-``log``, the Kafka partition: ``("append", value, offset|None)`` appends
-(and must land at the reported offset), ``("read", [(offset, value), ...])``
-must match the log at that moment, and ``("read-end", start, [(offset,
-value), ...])`` is a read to the end: exactly the log's slice from ``start``
-to its end at that moment, so it must include every append acknowledged
-before the read began (the search linearizes those first).
+The search runs compiled (``checkers.wgl``) on the parts a model can
+``encode`` as integer arrays (the register family); ``_search`` below is
+the same search in Python, the reference the compiled one is tested
+against, and the one for the other models (the log, kv appends).
 
 On a violation the result names the longest linearizable prefix found and
 the operation that cannot be placed after it; ``render_linear`` draws it.
+Histories of the generic models given as events: ``checkers.model_history``.
 """
 from __future__ import annotations
 
 import time
-from collections import namedtuple
 
+import numpy as np
+
+from . import wgl
 from .history import History
-
-Operation = namedtuple("Operation", "call ret input output ref")
-Operation.__new__.__defaults__ = (None,)
+from .models import MODELS, Operation  # noqa: F401  (Operation: part of this API)
 
 INF = float("inf")
 
 
-class Register:
-    name = "register"
-    init = None
-
-    def step(self, state, inp, out):
-        f, v = inp
-        if f == "write":
-            return True, v
-        return out == state, state          # read: output is the value read
-
-
-class CasRegister(Register):
-    name = "cas-register"
-
-    def step(self, state, inp, out):
-        f, v = inp
-        if f == "cas":
-            old, new = v
-            return (state == old, new) if state == old else (False, state)
-        return Register.step(self, state, inp, out)
-
-
-class KV:
-    """A register per key: inputs (f, key, value)."""
-    name = "kv"
-    init = None
-
-    def step(self, state, inp, out):
-        f, _, v = inp
-        return CasRegister().step(state, (f, v), out)
-
-    def partition(self, ops):
-        by_key = {}
-        for op in ops:
-            by_key.setdefault(op.input[1], []).append(op)
-        return list(by_key.values())
-
-
-class Log:
-    """One Kafka partition: an append-only tuple of values."""
-    name = "log"
-    init = ()
-
-    def step(self, state, inp, out):
-        if inp[0] == "append":
-            _, v, offset = inp
-            if offset is not None and offset != len(state):
-                return False, state
-            return True, state + (v,)
-        n = len(state)
-        if inp[0] == "read-end":
-            _, start, pairs = inp
-            if start + len(pairs) != n:
-                return False, state      # missed (or invented) the tail
-            for j, (o, v) in enumerate(pairs):
-                if (o is not None and o != start + j) or state[start + j] != v:
-                    return False, state
-            return True, state
-        pairs = inp[1]
-        for o, v in pairs:
-            if o is None:
-                if v not in state:
-                    return False, state
-            elif o >= n or state[o] != v:
-                return False, state
-        return True, state
-
-
-MODELS = {m.name: m for m in (Register(), CasRegister(), KV(), Log())}
+def info_classes(ops):
+    """Indeterminate operations by what they do: (class of each op, -1 for
+    a determinate one; size of each class). Two indeterminate operations
+    with the same input and output are interchangeable once both have been
+    called (either may still take effect, at any time), so the search's
+    cache counts how many of each class it linearized rather than which:
+    the same answer, far fewer states where many operations timed out."""
+    cls = [-1] * len(ops)
+    ids = {}
+    sizes = []
+    for i, op in enumerate(ops):
+        if op.ret is None:
+            try:
+                g = ids.setdefault((op.input, op.output), len(ids))
+            except TypeError:  # unhashable: a class of its own
+                g = len(ids)
+                ids[object()] = g
+            if g == len(sizes):
+                sizes.append(0)
+            sizes[g] += 1
+            cls[i] = g
+    return cls, sizes
 
 
 def _search(ops, model, deadline, max_states):
-    """Lowe's just-in-time linearization over one partition.
-    Returns (True|False|"unknown", info)."""
+    """Lowe's just-in-time linearization over one partition: the
+    reference checkers.wgl is tested against. Returns (True|False|
+    "unknown", info).
+
+    Indeterminate operations (which may take effect at any time after
+    their call, or never) are what makes such searches explode, so the
+    search only tries linearizations in a canonical form that every
+    linearizable history also has: none where an indeterminate operation
+    leaves the state as it was, or is followed at once by a blind one
+    (``model.blind``: a write, whose effect does not depend on the state;
+    the indeterminate one can then be left out, or taken later: where its
+    effect is read). So after an indeterminate operation the next one may
+    not be blind, and the cache holds (determinate operations linearized,
+    count of each class of indeterminate ones linearized (info_classes),
+    state, whether the last one was indeterminate). And a determinate read
+    (``model.read_only``) the state allows is taken at once, alone (see
+    below)."""
     # events: (time, is_return, op index); calls before returns at equal times
     events = []
     for i, op in enumerate(ops):
@@ -131,73 +98,176 @@ def _search(ops, model, deadline, max_states):
             prv[nxt[p]] = p
         nxt[prv[p]] = p
 
+    # what linearizing op i adds to the cache key: a bit, or one more of
+    # its class (counts in mixed radix)
+    cls, sizes = info_classes(ops)
+    radix = [1]
+    for size in sizes:
+        radix.append(radix[-1] * (size + 1))
+    weight = [(1 << i) if g < 0 else radix[g] << len(ops) for i, g in enumerate(cls)]
+    blind = [hasattr(model, "blind") and model.blind(op.input) for op in ops]
+    read_only = [hasattr(model, "read_only") and model.read_only(op.input) for op in ops]
     state = model.init
     linearized = 0
+    after_info = False  # the last op linearized was indeterminate
     cache = set()
     stack = []
     order = []
     best = (0, [], None)
     entry = nxt[head]
     steps = 0
+    fresh = True  # a state not looked at yet: first, a forced move?
     while True:
         if remaining == 0 or entry == -1:
             return True, {"order": order}
         steps += 1
         if steps & 1023 == 0 and (time.monotonic() > deadline or len(cache) > max_states):
             return "unknown", {"reason": "budget exhausted", "states": len(cache)}
-        _, is_ret, i = events[entry]
-        if not is_ret:
-            op = ops[i]
-            ok, new_state = model.step(state, op.input, op.output)
-            if ok:
-                new_lin = linearized | (1 << i)
-                key = (new_lin, new_state)
-                if key not in cache:
+        exhausted = False
+        if fresh:
+            fresh = False
+            # A determinate read (model.read_only: legal in some states,
+            # changing none) the state allows can go first: whatever
+            # linearization follows from here with it later also holds
+            # with it now. So the search takes it, and nothing else from
+            # this state.
+            p = nxt[head]
+            while p != -1 and not events[p][1]:
+                i = events[p][2]
+                op = ops[i]
+                if op.ret is not None and read_only[i]:
+                    ok, _ = model.step(state, op.input, op.output)
+                    if ok:
+                        break
+                p = nxt[p]
+            else:
+                p = -1
+            if p != -1:
+                key = (linearized + weight[i], state, False)
+                if key in cache:
+                    exhausted = True
+                else:
                     cache.add(key)
-                    stack.append((entry, state, linearized))
-                    state, linearized = new_state, new_lin
+                    stack.append((p, state, linearized, after_info, True))
+                    linearized, after_info = linearized + weight[i], False
                     order.append(i)
-                    lift(entry)
-                    if i in ret_pos:
-                        lift(ret_pos[i])
-                        remaining -= 1
+                    lift(p)
+                    lift(ret_pos[i])
+                    remaining -= 1
                     entry = nxt[head]
+                    fresh = True
                     continue
-            entry = nxt[entry]
-        else:
+        if not exhausted:
+            _, is_ret, i = events[entry]
+            if not is_ret:
+                op = ops[i]
+                indeterminate = op.ret is None
+                if after_info and blind[i]:
+                    ok = False
+                else:
+                    ok, new_state = model.step(state, op.input, op.output)
+                    if indeterminate and new_state == state:
+                        ok = False  # changes nothing: leave it out
+                if ok:
+                    new_lin = linearized + weight[i]
+                    key = (new_lin, new_state, indeterminate)
+                    if key not in cache:
+                        cache.add(key)
+                        stack.append((entry, state, linearized, after_info, False))
+                        state, linearized, after_info = new_state, new_lin, indeterminate
+                        order.append(i)
+                        lift(entry)
+                        if i in ret_pos:
+                            lift(ret_pos[i])
+                            remaining -= 1
+                        entry = nxt[head]
+                        fresh = True
+                        continue
+                entry = nxt[entry]
+                continue
             # op i returned without being linearized: backtrack
             done = sum(1 for j in order if ops[j].ret is not None)
             if done >= best[0]:
                 best = (done, list(order), i)
+        # back to the last state with moves left (past forced moves: the
+        # state before one has none)
+        while True:
             if not stack:
                 return False, {"prefix": best[1], "cannot_place": best[2]}
-            entry, state, linearized = stack.pop()
+            entry, state, linearized, after_info, forced = stack.pop()
             j = order.pop()
             if j in ret_pos:
                 unlift(ret_pos[j])
                 remaining += 1
             unlift(entry)
-            entry = nxt[entry]
+            if not forced:
+                break
+        entry = nxt[entry]
 
 
-def check_operations(ops, model, budget_s: float = 10.0, max_states: int = 2_000_000):
-    """{"valid": True|False|"unknown", ...} for a list of Operations."""
+def _search_compiled(ops, encoded, deadline, max_states):
+    """_search by checkers.wgl over a part the model encoded as
+    (init, kind, a, b): the same events in the same order, the same
+    verdict and information."""
+    init, kind, a, b = encoded
+    events = []
+    for i, op in enumerate(ops):
+        events.append((op.call, 0, i))
+        if op.ret is not None:
+            events.append((op.ret, 1, i))
+    events.sort(key=lambda e: (e[0], e[1]))
+    ev_op = np.fromiter((e[2] for e in events), dtype=np.int64, count=len(events))
+    ev_ret = np.fromiter((e[1] == 1 for e in events), dtype=np.bool_, count=len(events))
+    ret_pos = np.full(len(ops), -1, dtype=np.int64)
+    pos = np.flatnonzero(ev_ret)
+    ret_pos[ev_op[pos]] = pos
+    cls, sizes = info_classes(ops)
+    try:  # the first pass wants integer times
+        call = np.array([op.call for op in ops], dtype=np.int64)
+        ret = np.array([op.ret if op.ret is not None else 0 for op in ops], dtype=np.int64)
+        done = ret_pos >= 0
+        if any(type(op.call) is not int or type(op.ret) not in (int, type(None)) for op in ops):
+            call = None
+    except (TypeError, OverflowError, ValueError):
+        call = ret = done = None
+    return wgl.check(ev_op, ev_ret, ret_pos, kind, a, b, init, cls, sizes, call, ret, done,
+                     deadline, max_states)
+
+
+def search_part(part, model, deadline, max_states, compiled=True):
+    """One part's search: compiled if the model encodes it, else _search."""
+    encoded = model.encode(part) if compiled and hasattr(model, "encode") else None
+    if encoded is not None:
+        return _search_compiled(part, encoded, deadline, max_states)
+    return _search(part, model, deadline, max_states)
+
+
+def violation(part, model, info):
+    """check_operations' result for a part whose search said False."""
+    prefix = [part[j] for j in info["prefix"]]
+    state = model.init
+    for o in prefix:
+        _, state = model.step(state, o.input, o.output)
+    r = {"valid": False, "model": model.name, "prefix": prefix,
+         "cannot_place": part[info["cannot_place"]], "state": state, "partition": part}
+    if "stale" in info:  # found by wgl.stale_read, not by the search
+        r["stale"] = {k: part[j] if j >= 0 else None for k, j in info["stale"].items()}
+    return r
+
+
+def check_operations(ops, model, budget_s: float = 10.0, max_states: int = 2_000_000,
+                     compiled: bool = True):
+    """{"valid": True|False|"unknown", ...} for a list of Operations
+    (compiled: False runs the Python search on every part, for tests)."""
     if isinstance(model, str):
         model = MODELS[model]
     deadline = time.monotonic() + budget_s
     parts = model.partition(ops) if hasattr(model, "partition") else [ops]
     unknown = None
     for part in parts:
-        verdict, info = _search(part, model, deadline, max_states)
+        verdict, info = search_part(part, model, deadline, max_states, compiled)
         if verdict is False:
-            prefix = [part[j] for j in info["prefix"]]
-            state = model.init
-            for o in prefix:
-                _, state = model.step(state, o.input, o.output)
-            return {"valid": False, "model": model.name,
-                    "prefix": prefix,
-                    "cannot_place": part[info["cannot_place"]],
-                    "state": state, "partition": part}
+            return violation(part, model, info)
         if verdict == "unknown":
             unknown = info
     if unknown:
@@ -292,11 +362,21 @@ def violation_witness(r, key=None, time_unit="ns") -> dict:
     tail_ids = {id(o) for o in prefix[-MAX_TIMELINE // 2:]}
     shown = [o for o in part if id(o) in tail_ids or o is bad or
              (id(o) not in pos and o.call <= horizon)]
+    stale = r.get("stale")
+    if stale:  # the ops from the last write of the value to the read
+        must = [o for o in (stale["writer"], stale["overwriter"], bad) if o is not None]
+        lo = min(o.call for o in must)
+        shown = [o for o in part if o.call <= horizon and (o.ret is None or o.ret >= lo)]
     shown.sort(key=lambda o: (o.call, o.ret if o.ret is not None else float("inf")))
     if len(shown) > MAX_TIMELINE:
-        keep = shown[:MAX_TIMELINE]
-        if bad not in keep:
-            keep[-1] = bad
+        if stale:  # the latest, and the ops the reason names
+            keep = [o for o in shown[-MAX_TIMELINE:] if all(o is not m for m in must)]
+            keep = sorted(keep[len(must):] + must,
+                          key=lambda o: (o.call, o.ret if o.ret is not None else INF))
+        else:
+            keep = shown[:MAX_TIMELINE]
+            if bad not in keep:
+                keep[-1] = bad
         shown = keep
 
     def entry(o):
@@ -316,6 +396,16 @@ def violation_witness(r, key=None, time_unit="ns") -> dict:
          "timeline": [entry(o) for o in shown]}
     if bad.output is not None:
         w["op"]["output"] = _jsonable(bad.output)
+    if stale:
+        def ref(o):
+            return o.ref if o.ref is not None else {"input": _jsonable(o.input)}
+        w["reason"] = ("stale read: every operation that could have set the value it read "
+                       "was followed by one that set another value and completed before "
+                       "the read began" if stale["overwriter"] is not None else
+                       "no operation ever set the value it read")
+        w["written_by"] = ref(stale["writer"]) if stale["writer"] is not None else None
+        w["overwritten_by"] = (ref(stale["overwriter"]) if stale["overwriter"] is not None
+                               else None)
     if key is not None:
         w = {"key": key, **w}
     return w
@@ -347,160 +437,3 @@ class LinearizableChecker:
             return {"valid": "unknown", "model": "log",
                     "reason": f"search budget exhausted on keys {unknown[:10]}"}
         return {"valid": True, "model": "log"}
-
-
-# ------------------------------------------- register / cas / kv histories
-
-def _s(x):
-    return str(x) if x is not None else None
-
-
-def model_operations(events, model: str, source="<memory>"):
-    """Operations of a register, cas-register or kv history given as
-    Jepsen/Knossos-style event dicts (``process``, ``type``
-    invoke/ok/fail/info, ``f`` read/write/cas, ``value``; kv values are
-    ``[key, value]`` as Jepsen's independent checker writes them; times from
-    ``time``, else the event's position). Invoke/completion pairs per
-    process; fail ops are dropped, info ops (and invokes never completed)
-    are indeterminate. Returns (operations, stats)."""
-    from .history import HistoryError
-    open_ = {}
-    ops = []
-    stats = {"ok": 0, "fail": 0, "info": 0}
-    for n, ev in enumerate(events):
-        if not isinstance(ev, dict):
-            raise HistoryError(source, n + 1, f"event must be a map, got {ev!r}")
-        p = ev.get("process")
-        if _s(p) == "nemesis":
-            continue
-        t = ev.get("time", n)
-        typ = _s(ev.get("type"))
-        f = _s(ev.get("f"))
-        if typ == "invoke":
-            if p in open_:
-                raise HistoryError(source, n + 1, f"process {p} invokes while an op is open")
-            open_[p] = (t, f, ev.get("value"), ev.get("index", n))
-            continue
-        if typ not in ("ok", "fail", "info"):
-            raise HistoryError(source, n + 1, f"unknown type {typ!r}")
-        if p not in open_:
-            raise HistoryError(source, n + 1, f"{typ} of process {p} without an invoke")
-        call, f0, v_in, idx = open_.pop(p)
-        stats[typ] += 1
-        if typ == "fail":
-            continue
-        ret = t if typ == "ok" else None
-        v_out = ev.get("value")
-        ops.append(_model_op(model, f0, v_in, v_out if typ == "ok" else None, call, ret,
-                             {"process": _jsonable(p), "f": f0, "type": typ,
-                              "index": ev.get("index", n), "invoke_index": idx},
-                             source, n + 1))
-    for p, (call, f0, v_in, idx) in open_.items():
-        stats["info"] += 1
-        ops.append(_model_op(model, f0, v_in, None, call, None,
-                             {"process": _jsonable(p), "f": f0, "type": "info",
-                              "index": idx, "invoke_index": idx}, source, None))
-    return ops, stats
-
-
-def _model_op(model, f, v_in, v_out, call, ret, ref, source, line):
-    from .history import HistoryError
-    key = None
-    if model == "kv":
-        kv_in = v_in if isinstance(v_in, (list, tuple)) and len(v_in) == 2 else None
-        kv_out = v_out if isinstance(v_out, (list, tuple)) and len(v_out) == 2 else None
-        if kv_in is None and kv_out is None:
-            raise HistoryError(source, line, f"kv value must be [key, value], got {v_in!r}")
-        key = _jsonable((kv_in or kv_out)[0])
-        v_in = kv_in[1] if kv_in else None
-        v_out = kv_out[1] if kv_out else None
-        ref = {**ref, "key": key}
-    v_in, v_out = _hashable(v_in), _hashable(v_out)
-    if f == "read":
-        inp = ("read", None)
-        out = v_out
-        if ret is None:        # an indeterminate read constrains nothing
-            out = None
-    elif f == "write":
-        inp, out = ("write", v_in), None
-    elif f == "cas" and model in ("cas-register", "kv"):
-        if not isinstance(v_in, tuple) or len(v_in) != 2:
-            raise HistoryError(source, line, f"cas value must be [old, new], got {v_in!r}")
-        inp, out = ("cas", v_in), None
-    else:
-        raise HistoryError(source, line, f"f {f!r} is not an operation of the {model} model")
-    if model == "kv":
-        inp = (inp[0], key, inp[1])
-    return Operation(call, ret, inp, out, ref)
-
-
-def _hashable(x):
-    if isinstance(x, list):
-        return tuple(_hashable(y) for y in x)
-    return x
-
-
-def check_model_events(events, model: str, options=None, source="<memory>") -> dict:
-    """A linearizable checker result (plus "stats") for a register,
-    cas-register or kv history of event dicts."""
-    options = options or {}
-    ops, stats = model_operations(events, model, source)
-    # an indeterminate read tells nothing: leave it out
-    ops = [o for o in ops if not (o.input[0] == "read" and o.ret is None)]
-    r = check_operations(ops, model, options.get("linearizable_budget_s", 10.0),
-                         options.get("linearizable_max_states", 2_000_000))
-    if r["valid"] is False:
-        w = violation_witness(r, key=r["cannot_place"].input[1] if model == "kv" else None)
-        out = {"valid": False, "model": model, "anomaly_types": ["nonlinearizable"],
-               "anomalies": {"nonlinearizable": [w]}}
-    else:
-        out = {k: v for k, v in r.items() if k in ("valid", "model", "reason", "states",
-                                                  "partitions")}
-    out["operations"] = len(ops)
-    return out, stats
-
-
-def read_model_events(path, fmt=None):
-    """Event dicts of a generic (register/cas/kv) history file: JSON Lines,
-    or Jepsen EDN (a vector of op maps, or one map per line)."""
-    import json
-    import os
-    from .history import HistoryError
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        for name in ("history.jsonl", "history.edn"):
-            if os.path.exists(os.path.join(path, name)):
-                path = os.path.join(path, name)
-                break
-    if fmt is None:
-        fmt = "edn" if path.endswith(".edn") else "jsonl"
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as e:
-        raise HistoryError(path, None, f"cannot read: {e.strerror or e}") from None
-    if fmt == "edn":
-        from .edn import EdnError, Tagged, read_all
-        try:
-            forms = read_all(text)
-        except EdnError as e:
-            raise HistoryError(path, None, f"EDN: {e}") from None
-        if len(forms) == 1 and isinstance(forms[0], list):
-            forms = forms[0]
-        events = []
-        for f in forms:
-            while isinstance(f, Tagged):
-                f = f.value
-            if isinstance(f, dict):
-                f = {str(k): v for k, v in f.items()}
-            events.append(f)
-        return events, path
-    events = []
-    for n, line in enumerate(text.splitlines()):
-        if not line.strip():
-            continue
-        try:
-            events.append(json.loads(line))
-        except ValueError as e:
-            raise HistoryError(path, n + 1, f"invalid JSON: {e}") from None
-    return events, path

@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "search per path (default 10s)")
     check.add_argument("--no-require-activity", action="store_true",
                        help="do not demand evidence of real work (for hand-written histories)")
+    check.add_argument("--ww-deps", action=argparse.BooleanOptionalAction, default=None,
+                       help="infer write-write dependencies from each partition's log order "
+                            "(Jepsen's --ww-deps; the default), or not (--no-ww-deps: only "
+                            "write-read, process and realtime edges in the cycle search)")
 
     rep = sub.add_parser("replay", help="run a stored test again: same options, seed and fault schedule; "
                                          "exit 0 when its verdict came back in most replays")
@@ -285,6 +289,8 @@ def cmd_check(args) -> int:
               f"linearizable checker only; drop --checker {','.join(names)}", file=sys.stderr)
         return EXIT_CANNOT_RUN
     options = {"require_activity": not args.no_require_activity}
+    if args.ww_deps is not None:
+        options["ww_deps"] = args.ww_deps
     try:
         if args.recovery_bound:
             options["recovery_bound_s"] = parse_duration(args.recovery_bound)
@@ -298,9 +304,8 @@ def cmd_check(args) -> int:
         fmt = _check_format(path, args.format)
         try:
             if generic:
-                from checkers.linearizable import check_model_events, read_model_events
-                events, source = read_model_events(path, fmt)
-                lin, stats = check_model_events(events, args.model, options, source)
+                from checkers.model_history import check_model_file
+                lin, stats, _ = check_model_file(path, args.model, fmt, options)
                 result = compose({"linearizable": lin}, stats)
             else:
                 if fmt == "edn":

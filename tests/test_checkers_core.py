@@ -12,6 +12,9 @@ from checkers import check_history, compose, exit_code, merge_valid
 from checkers.history import parse_events
 from checkers.synth import build, generate
 
+# (a fresh clone compiles the checkers' kernels during its first tests)
+pytestmark = pytest.mark.timeout(900)
+
 S = 1_000_000_000
 
 

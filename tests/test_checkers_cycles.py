@@ -13,6 +13,9 @@ from checkers.cycles import (CYCLE_SPECS, PROCESS, REALTIME, WR, WW, Graph,
                              _bfs_cycle, _bfs_cycle_arrays, _component_adjacency,
                              _component_arrays, find_cycles, sccs)
 
+# (a fresh clone compiles the checkers' kernels during its first tests)
+pytestmark = pytest.mark.timeout(900)
+
 RELS = (WW, WR, PROCESS, REALTIME)
 
 

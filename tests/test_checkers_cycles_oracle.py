@@ -9,6 +9,10 @@ import networkx as nx
 from hypothesis import given, settings, strategies as st
 
 from checkers.cycles import CYCLE_SPECS, PROCESS, REALTIME, WR, WW, Graph, find_cycles
+import pytest
+
+# (a fresh clone compiles the checkers' kernels during its first tests)
+pytestmark = pytest.mark.timeout(900)
 
 RELS = (WW, WR, PROCESS, REALTIME)
 

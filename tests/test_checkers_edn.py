@@ -11,6 +11,9 @@ from checkers.edn import EdnError, Keyword, convert, read_all, read_edn_history
 from checkers.history import HistoryError
 from checkers.synth import generate
 
+# (a fresh clone compiles the checkers' kernels during its first tests)
+pytestmark = pytest.mark.timeout(900)
+
 DATA = os.path.join(os.path.dirname(__file__), "data", "histories")
 
 

@@ -14,6 +14,9 @@ from checkers.cycles import (CYCLE_SPECS, PROCESS, REALTIME, WR, WW, Graph,
 from checkers.history import parse_events
 from checkers.synth import generate
 
+# (a fresh clone compiles the checkers' kernels during its first tests)
+pytestmark = pytest.mark.timeout(900)
+
 
 def _random_graph(rng, n, m):
     src = [rng.randrange(n) for _ in range(m)]

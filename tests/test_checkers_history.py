@@ -9,6 +9,9 @@ import pytest
 from checkers.history import HistoryError, parse_events, read_history
 from checkers.synth import build, generate
 
+# (a fresh clone compiles the checkers' kernels during its first tests)
+pytestmark = pytest.mark.timeout(900)
+
 GOOD = [
     {"index": 0, "time": 1200, "process": 0, "type": "invoke", "f": "send", "value": [["send", "x", 1]]},
     {"index": 1, "time": 5100, "process": 0, "type": "ok", "f": "send", "value": [["send", "x", [0, 1]]]},

@@ -8,6 +8,9 @@ from checkers.history import parse_events
 from checkers.kafka import analyze
 from checkers.synth import build
 
+# (a fresh clone compiles the checkers' kernels during its first tests)
+pytestmark = pytest.mark.timeout(900)
+
 
 def kafka(lines, **options):
     return analyze(parse_events(build(lines)), options)

@@ -11,6 +11,10 @@ from checkers import check_history
 from checkers.history import parse_events
 from checkers.kafka import analyze
 from checkers.synth import generate
+import pytest
+
+# (a fresh clone compiles the checkers' kernels during its first tests)
+pytestmark = pytest.mark.timeout(900)
 
 # HW_CHECKER_EXAMPLES=1000 for a longer hunt; 60 keeps the suite quick.
 SETTINGS = settings(max_examples=int(os.environ.get("HW_CHECKER_EXAMPLES", 60)),

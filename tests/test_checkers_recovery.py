@@ -6,6 +6,10 @@ from __future__ import annotations
 from checkers import check_history
 from checkers.history import parse_events
 from checkers.synth import build
+import pytest
+
+# (a fresh clone compiles the checkers' kernels during its first tests)
+pytestmark = pytest.mark.timeout(900)
 
 S = 1_000_000_000
 

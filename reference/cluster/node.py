@@ -19,19 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from reference import clock as clocks, ids
 from reference.cluster import rpc as R
 from reference.cluster.controller import Controller
 from reference.cluster.core import ClusterConfig
 from reference.cluster.lease import Lease, LeaseStore, may_take_over
 from reference.cluster.replica import MetadataReplica
-from reference.storage import metadata as M
+from reference.storage import disk, metadata as M
 from reference.storage.metadata import MetadataLog
 from reference.storage.wal import WalError, WalFile
 
@@ -56,14 +55,14 @@ class NodeConfig:
 
 class NodeAgent:
     def __init__(self, cfg: NodeConfig, store, engine_factory: Callable, volumes=None,
-                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = clocks.monotonic, wall: Callable[[], float] = clocks.wall):
         self.cfg = cfg
         self.store = store
         self.engine_factory = engine_factory   # (node_id, volume_dir) -> S3Engine (not started)
         self.volumes = volumes
         self.clock, self.wall = clock, wall
         self.executor = ThreadPoolExecutor(4, thread_name_prefix=f"cluster-n{cfg.node_id}")
-        self.incarnation = uuid.uuid4().hex[:12]
+        self.incarnation = ids.uuid4().hex[:12]
         self.pool = R.RpcPool()
         self.rpc_server: R.RpcServer | None = None
         self.reader = MetadataLog(store, cfg.metadata_prefix, executor=self.executor)
@@ -172,9 +171,9 @@ class NodeAgent:
         loop = asyncio.get_running_loop()
         path = Path(self.cfg.volume_path)
         if self.cfg.volume_id is None:
-            path.mkdir(parents=True, exist_ok=True)   # a plain directory, not a provider's volume
+            disk.io.mkdir(path)   # a plain directory, not a provider's volume
         deadline = self.clock() + self.cfg.volume_wait
-        while not path.is_dir():
+        while not disk.io.is_dir(path):
             if self.clock() > deadline:
                 raise WalError(f"volume {path} is not attached here after {self.cfg.volume_wait:.0f}s")
             await asyncio.sleep(0.1)

@@ -44,10 +44,10 @@ import asyncio
 import bisect
 import json
 import logging
-import uuid
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
+from reference import ids
 from reference.storage.s3io import ObjectExists, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -460,7 +460,7 @@ class MetadataLog:
         self.snapshot_every = snapshot_every
         self.executor = executor
         self.state = MetadataState()
-        self.writer_id = uuid.uuid4().hex
+        self.writer_id = ids.uuid4().hex
         self.fenced: MetadataFenced | None = None
         self._lock = asyncio.Lock()
         self._snapshot_task: asyncio.Task | None = None

@@ -223,8 +223,11 @@ class World:
         self.history = History(self.loop)
         self.harness = SimProcess(self.loop, HARNESS, HARNESS)
         self.buggify = BuggifyPolicy(self.rngs["buggify"], options.buggify)
+        # faults while the workload runs, healed early enough that it can show
+        # the cluster recovered (an ok send after every heal)
+        quiet = max(8.0, 3 * options.session_timeout)
         self.schedule = options.schedule if options.schedule is not None else F.generate(
-            self.rngs["faults"], options.faults, [n.name for n in self.nodes], 5.0, 5.0 + options.sim_time,
+            self.rngs["faults"], options.faults, [n.name for n in self.nodes], 1.0, max(1.0, options.sim_time - quiet),
             options.interval)
         self.workers: list[Worker] = []
         self.stopping = False
@@ -344,7 +347,7 @@ class World:
         start = self.loop.time()
         tasks = [w.proc.spawn(w.loop(o.rate / o.concurrency), name=f"worker-{w.slot}") for w in self.workers]
         nemesis = self.harness.spawn(self._nemesis(start), name="nemesis")
-        await asyncio.sleep(o.sim_time + 5.0)
+        await asyncio.sleep(o.sim_time)
         self.stopping = True
         await asyncio.wait(tasks, timeout=o.request_timeout * 4 + 5)
         nemesis.cancel()

@@ -25,6 +25,7 @@ FAULT_CLASSES = {
     "lose-unsynced": "nemeses.volume:LoseUnsyncedFault",
     "disk-slow": "nemeses.volume:DiskSlowFault",
     "disk-error": "nemeses.volume:DiskErrorFault",
+    "reassign": "nemeses.reassign:ReassignFault",
 }
 
 

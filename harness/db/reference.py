@@ -131,6 +131,8 @@ class ReferenceCluster(Target):
             if not Path("/dev/fuse").exists():
                 return "FUSE volumes need /dev/fuse (apt-get install fuse3; in a container, --device /dev/fuse)"
             return None
+        if control == "reassign" and self.nodes_count < 2:
+            return "reassign moves partitions between brokers: it needs --nodes 2 or more"
         if control in self.OFFERS:
             return None
         if control in ("s3_proxy", "network", "clock"):
@@ -160,6 +162,19 @@ class ReferenceCluster(Target):
     def node_s3_endpoint(self, name: str) -> str:
         proxy = self.controls.proxies.get(name) if self.controls else None
         return proxy.endpoint if proxy is not None else self.s3_endpoint
+
+    def partition_owners(self) -> dict[tuple[str, int], str | None]:
+        """Which node holds each partition's stream open now (None: closed)."""
+        info = self.controller_call("cluster", timeout=10.0)
+        names = {n.node_id: n.name for n in self.nodes.values()}
+        return {(topic, partition): names.get(owner) for topic, partition, owner, _epoch in info["streams"]}
+
+    def live_brokers(self) -> dict[str, int]:
+        """Registered, unfenced nodes whose process runs: name -> node id."""
+        info = self.controller_call("cluster", timeout=10.0)
+        alive = {n.node_id: n.name for n in self.nodes.values() if n.pid is not None}
+        return {alive[int(nid)]: int(nid) for nid, v in info["nodes"].items()
+                if not v["fenced"] and int(nid) in alive}
 
     def reassign(self, moves: list[tuple[str, int, int]]) -> dict:
         """Move partitions ([topic, partition, target node id], ...) between

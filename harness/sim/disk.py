@@ -337,6 +337,18 @@ class SimDisk:
             return False
         return name == ""
 
+    def is_block_device(self, path) -> bool:
+        self._resolve(path)
+        return False
+
+    def volume_label(self, path) -> str | None:
+        """A volume shows its label only where it is attached."""
+        try:
+            v, name = self._resolve(path)
+        except OSError:
+            return None
+        return v.id if name == "" else None
+
     def mkdir(self, path) -> None:
         v, name = self._resolve(path)
         if name:

@@ -172,8 +172,21 @@ class NodeAgent:
         path = Path(self.cfg.volume_path)
         if self.cfg.volume_id is None:
             disk.io.mkdir(path)   # a plain directory, not a provider's volume
+
+        def attached() -> bool:
+            if self.cfg.volume_id is None:
+                return disk.io.is_dir(path)
+            try:
+                if disk.io.is_block_device(path):   # a raw device (ec2): attached when it exists
+                    return True
+            except OSError:
+                return False
+            # Our volume, labelled as such: not a dead attachment (EIO) nor the
+            # bare mount point that shows between a detach and the next attach
+            # (a WAL made there would vanish under the volume when it comes home).
+            return disk.io.volume_label(path) == self.cfg.volume_id
         deadline = self.clock() + self.cfg.volume_wait
-        while not disk.io.is_dir(path):
+        while not attached():
             if self.clock() > deadline:
                 raise WalError(f"volume {path} is not attached here after {self.cfg.volume_wait:.0f}s")
             await asyncio.sleep(0.1)

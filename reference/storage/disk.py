@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 
@@ -48,6 +49,16 @@ class OsDisk:
     @staticmethod
     def is_dir(path) -> bool:
         return Path(path).is_dir()
+
+    @staticmethod
+    def is_block_device(path) -> bool:
+        return stat.S_ISBLK(Path(path).stat().st_mode)
+
+    @staticmethod
+    def volume_label(path) -> str | None:
+        """The volume id labelled at a mount point (`reference.volumes.base`)."""
+        from reference.volumes.base import label_of
+        return label_of(path)
 
     @staticmethod
     def mkdir(path) -> None:

@@ -6,6 +6,41 @@ import abc
 from dataclasses import dataclass
 
 
+# Written at the root of every volume when it is made: a node checks it before
+# using a path as its volume, so a bare mount point (between a detach and the
+# next attach, the directory under the mount shows through) is never taken
+# for the volume and written to.
+VOLUME_LABEL = ".highwater-volume"
+
+
+def write_label(root, volume_id: str) -> None:
+    import os
+    from pathlib import Path
+    path = Path(root) / VOLUME_LABEL
+    if path.exists():
+        return
+    tmp = path.with_name(path.name + ".new")
+    with open(tmp, "w") as f:
+        f.write(volume_id + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, path)
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def label_of(root) -> str | None:
+    """The volume id labelled at `root`, or None (no label, not readable)."""
+    from pathlib import Path
+    try:
+        return (Path(root) / VOLUME_LABEL).read_text().strip() or None
+    except OSError:
+        return None
+
+
 class VolumeError(RuntimeError):
     """An attach or detach that could not be done; the message says why."""
 

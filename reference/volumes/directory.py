@@ -21,7 +21,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from reference.volumes.base import Attachment, VolumeError, VolumeProvider
+from reference.volumes.base import Attachment, VolumeError, VolumeProvider, write_label
 
 
 class DirectoryVolumeProvider(VolumeProvider):
@@ -34,7 +34,9 @@ class DirectoryVolumeProvider(VolumeProvider):
 
     def create(self, volume_id: str) -> None:
         """Make a new empty volume (the harness does, before attaching)."""
-        (self.root / "volumes" / volume_id).mkdir(parents=True, exist_ok=True)
+        backing = self.root / "volumes" / volume_id
+        backing.mkdir(parents=True, exist_ok=True)
+        write_label(backing, volume_id)
 
     def mount_point(self, volume_id: str, node: str) -> Path:
         return self.root / "mnt" / node / volume_id

@@ -80,7 +80,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reference.volumes.base import Attachment, VolumeControl, VolumeError, VolumeProvider
+from reference.volumes.base import Attachment, VolumeControl, VolumeError, VolumeProvider, write_label
 from reference.volumes.fusefs import DelaySpec, ErrorSpec, lazy_unmount
 
 log = logging.getLogger("highwater.volumes")
@@ -235,6 +235,7 @@ class VolumeService:
             if state is None:
                 backing = self.root / "volumes" / name
                 backing.mkdir(parents=True, exist_ok=True)
+                write_label(backing, name)
                 state = self.volumes[name] = VolumeState(backing, lazy=bool(req.get("lazy", True)))
         return {"backing": str(state.backing)}
 

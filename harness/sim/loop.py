@@ -51,13 +51,11 @@ class SimProcess:
     """One simulated OS process on a simulated machine (`node`): a broker
     incarnation, or a client. Its callbacks run only while it is running."""
 
-    _ids = itertools.count(1)
-
     def __init__(self, loop: "SimLoop", node: str, name: str):
         self.loop = loop
         self.node = node              # the machine: network address, disk mounts, wall clock
         self.name = name              # for logs: n1#2, c3
-        self.pid = next(self._ids)
+        self.pid = next(loop._pids)   # numbered per run: a run's numbers never depend on earlier runs
         self.state = RUNNING
         self.held: list = []          # callbacks that came due while paused
         self.tasks: set = set()
@@ -109,11 +107,9 @@ class SimTask(asyncio.Task):
     """A task whose hash is its creation number, not its address, so that
     sets of tasks iterate in the same order in every run."""
 
-    _numbers = itertools.count()
-
-    def __init__(self, *args, **kwargs):
-        self._sim_number = next(SimTask._numbers)   # before __init__: it adds the task to a weak set
-        super().__init__(*args, **kwargs)
+    def __init__(self, coro, *, loop, **kwargs):
+        self._sim_number = next(loop._task_numbers)   # before __init__: it adds the task to a weak set
+        super().__init__(coro, loop=loop, **kwargs)
 
     def __hash__(self) -> int:
         return self._sim_number
@@ -157,6 +153,8 @@ class SimLoop(asyncio.BaseEventLoop):
         self.steps = 0
         self._burying = False
         self._task_names = 0
+        self._task_numbers = itertools.count()
+        self._pids = itertools.count(1)
 
     # -- the clock ---------------------------------------------------------
     def time(self) -> float:

@@ -25,7 +25,7 @@ from collections import deque
 from concurrent.futures import Executor
 from typing import Callable
 
-from reference import clock as clocks, ids
+from reference import buggify, clock as clocks, ids
 from reference.cluster import rpc as R
 from reference.cluster.core import ClusterConfig, ControllerCore
 from reference.storage.metadata import (BROKER_RECORDS, CommitRejected, MetadataFenced, MetadataLog,
@@ -289,6 +289,7 @@ class Controller:
                 log.exception("controller tick failed")
 
     async def tick(self) -> None:
+        await buggify.delay("controller.tick.slow")
         state = self.meta.state
         now = self.clock()
         for node, epoch, why in self.core.to_fence(state, now):
@@ -416,6 +417,7 @@ class Controller:
                 steps["attach_ms"] = _ms(self.clock() - t)
                 t = self.clock()
                 fenced_epoch = self.meta.state.nodes[node]
+                await buggify.delay("failover.step.slow")
                 result = await self.call(hinfo["rpc"], "recover_wal",
                                          {"node": node, "epoch": fenced_epoch,
                                           "token": self.meta.state.node_info[node]["token"],

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from reference import clock as clocks, ids
+from reference import buggify, clock as clocks, ids
 from reference.cluster import rpc as R
 from reference.cluster.controller import Controller
 from reference.cluster.core import ClusterConfig
@@ -421,6 +421,7 @@ class NodeAgent:
         while not self.stopping:
             sent = self.clock()
             try:
+                await buggify.delay("heartbeat.slow")   # after `sent`: as a slow network would
                 r = await self.controller_call("heartbeat", {"node": self.cfg.node_id, "epoch": self.epoch,
                                                              "seq": self.replica.state.seq},
                                                max(interval * 2, 0.5))

@@ -14,7 +14,7 @@ import logging
 from concurrent.futures import Executor
 from typing import Callable
 
-from reference import clock
+from reference import buggify, clock
 from reference.cluster import rpc as R
 from reference.storage.metadata import (COMMITTED, CommitRejected, ControllerUnavailable, MetadataLog,
                                         MetadataState, NodeFenced, apply)
@@ -86,6 +86,7 @@ class MetadataReplica:
         params = {"node": self.node, "epoch": self.epoch, "record": rec, "seq": self.state.seq}
         if self.recovery:
             params["recovery"] = self.recovery
+        await buggify.delay("replica.append.slow")
         deadline = clock.monotonic() + self.append_timeout
         delay = 0.05
         ambiguous = False

@@ -47,7 +47,7 @@ import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
-from reference import ids
+from reference import buggify, ids
 from reference.storage.s3io import ObjectExists, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -527,6 +527,7 @@ class MetadataLog:
             body = json.dumps(rec, separators=(",", ":"), sort_keys=True).encode()
             loop = asyncio.get_running_loop()
             delay = 0.05
+            await buggify.delay("metadata.append.slow")
             while True:
                 try:
                     await loop.run_in_executor(self.executor, self.store.put_if_absent, self.log_key(seq), body)

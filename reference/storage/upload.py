@@ -25,7 +25,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from reference import clock
+from reference import buggify, clock
 from reference.batch import parse_header
 from reference.storage.log_cache import CachedBatch
 from reference.storage.metadata import CommitRejected, ControllerUnavailable, MetadataFenced, object_key
@@ -163,6 +163,7 @@ class Uploader:
         tables = {sid: advance_producers(e.streams[sid].committed_producers, bs)
                   for sid, bs in pending.items() if sid in e.streams}
         producers = {str(sid): t.snapshot() for sid, t in tables.items() if t.producers}
+        await buggify.delay("upload.before-commit.slow")
         try:
             await e.meta.append({"type": "commit_objects", "node": e.node_id, "objects": objects,
                                  "producers": producers, "ts": clock.wall(),
@@ -191,6 +192,8 @@ class Uploader:
         delay = 0.05
         while True:
             try:
+                if buggify.fire("upload.put.fail"):
+                    raise OSError("BUGGIFY: the object PUT failed")
                 await loop.run_in_executor(self.engine.s3_executor, self.engine.store.put, key, body)
                 return
             except Exception as ex:

@@ -46,7 +46,7 @@ from typing import Callable
 
 from crc32c import crc32c
 
-from reference import clock
+from reference import buggify, clock
 from reference.storage import disk
 
 log = logging.getLogger(__name__)
@@ -768,5 +768,6 @@ class GroupCommitWal(QueuedWal):
         group, self._queue = self._queue[:take], self._queue[take:]
         self._writing = group
         buf, spans = frame_records(self.next_offset, [p.body for p in group])
+        await buggify.delay("wal.write.slow")
         await loop.run_in_executor(self.executor, self.file.write_and_sync, self.next_offset, buf)
         self._made_durable(group, spans, len(buf))

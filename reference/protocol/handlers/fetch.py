@@ -10,8 +10,7 @@ import asyncio
 
 from kafka.protocol.consumer import FetchResponse
 
-from reference import clock
-from reference import errors
+from reference import buggify, clock, errors
 from reference.errors import KafkaError
 from reference.protocol.context import FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH
 
@@ -83,6 +82,7 @@ async def _read_all(ctx, request):
 
 
 async def handle(request, ctx):
+    await buggify.delay("fetch.slow")
     deadline = clock.monotonic() + max(request.max_wait_ms, 0) / 1000
     while True:
         # Subscribe to the next append *before* reading: the waiter task starts

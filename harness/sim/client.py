@@ -237,6 +237,7 @@ class SimKafkaClient:
         loop = asyncio.get_running_loop()
         P = ProduceRequest.TopicProduceData
         last = None
+        backoff = 0.1
         while True:
             if loop.time() >= deadline:
                 raise ClientCrashed(f"send {key}={value}: delivery timeout ({last})")
@@ -264,7 +265,9 @@ class SimKafkaClient:
                     self.leaders.pop(tp, None)
             else:
                 last = "no leader"
-            await asyncio.sleep(0.1)   # retry.backoff.ms
+            # retry.backoff.ms, growing to retry.backoff.max.ms (the Java client's, since 3.7)
+            await asyncio.sleep(backoff)
+            backoff = min(1.0, backoff * 2)
 
     # -- consuming -------------------------------------------------------------------
     def assign(self, keys: list[str], seek_to_beginning: bool = False) -> None:

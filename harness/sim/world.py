@@ -290,11 +290,13 @@ class World:
                     error = f"simulation deadlock: {e}"
                 except NondeterminismError as e:
                     error = str(e)
+                except Exception as e:   # the harness side gave up (e.g. the cluster never came up)
+                    error = f"{type(e).__name__}: {e}"
                 finally:
                     root.handlers = [logging.NullHandler()]   # what closing the leftovers says is no part of the run
                     self.loop.bury()
-            if guard.violations and error is None:
-                error = "nondeterminism: " + guard.violations[0]
+            if guard.violations:   # first: whatever else went wrong may be its consequence
+                error = "nondeterminism: " + guard.violations[0] + (f"\n(then: {error})" if error else "")
         finally:
             asyncio.set_event_loop(None)
             self.loop.close()
@@ -518,14 +520,23 @@ class World:
             k = str(rng.randrange(max(1, self.o.keys * 2)))
             t, p = key_topic_partition(k)
             plan.append([t, p, rng.choice(live)])
-        client = R.RpcClient(lease.rpc, connect_timeout=1.0)
-        try:
-            r = await client.call("reassign", {"moves": plan}, 30.0)
-            log.info("nemesis: reassign %s: %s", plan, r)
-        except Exception as e:
-            log.info("nemesis: reassign %s failed: %r", plan, e)
-        finally:
-            await client.close()
+        address = lease.rpc
+        for _ in range(3):   # the lease may name a node that is not (or no longer) the controller: follow its hint
+            client = R.RpcClient(address, connect_timeout=1.0)
+            try:
+                r = await client.call("reassign", {"moves": plan}, 30.0)
+                log.info("nemesis: reassign %s: %s", plan, r)
+                return
+            except R.RpcError as e:
+                log.info("nemesis: reassign %s at %s: %r", plan, address, e)
+                if e.code != R.NOT_CONTROLLER or not e.message or e.message == address:
+                    return
+                address = e.message
+            except Exception as e:
+                log.info("nemesis: reassign %s at %s failed: %r", plan, address, e)
+                return
+            finally:
+                await client.close()
 
     def _max_offsets(self) -> dict[str, int]:
         best: dict[str, int] = {}

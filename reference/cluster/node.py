@@ -282,8 +282,16 @@ class NodeAgent:
         try:
             await c.start()
         except Exception as e:
-            log.error("node %d could not start as controller: %r", me, e)
+            log.error("node %d could not start as controller: %r; giving the lease up", me, e)
             await c.stop()
+            # we hold the lease but lead nothing: give it up now (as a clean close
+            # does), or every other candidate waits for it to expire, and this
+            # process never takes it again (the lease names its own incarnation)
+            self.lease_valid_until = 0.0
+            try:
+                await self._write_lease(Lease(me, epoch, self.rpc_address, self.incarnation, 0), won.etag)
+            except Exception as e2:
+                log.warning("giving up the controller lease: %r", e2)
             return
         self.controller = c
         self.controller_addr = self.rpc_address

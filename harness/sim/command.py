@@ -109,6 +109,18 @@ def _run_one(task):
             "stats": r.stats, "reason": _reason(r)}
 
 
+def _expected_anomalies(bug: str | None) -> tuple:
+    """What the zoo says the bug must produce (harness/zoo.py), if it says."""
+    if not bug:
+        return ()
+    try:
+        from harness.zoo import CASES
+    except ImportError:
+        return ()
+    case = CASES.get(bug)
+    return tuple(case.expect) if case is not None else ()
+
+
 def _reason(r) -> str:
     if r.error:
         return r.error.splitlines()[0]
@@ -142,6 +154,9 @@ def main(args, out=print) -> int:
     counts = {"valid": 0, "invalid": 0, "unknown": 0}
     sim_seconds = 0.0
     failed = None
+    expected = _expected_anomalies(args.bug)
+    if expected:
+        out(f"hunting {args.bug}: expected anomaly {' or '.join(expected)} (the zoo's table)")
     tasks = [(s, options) for s in seeds]
     if args.jobs > 1 and len(seeds) > 1:
         import multiprocessing
@@ -161,6 +176,9 @@ def main(args, out=print) -> int:
                 out(f"seed {s['seed']:>6}  {shown:<44} sim {s['stats']['sim_seconds']:7.1f}s  "
                     f"real {s['stats']['real_seconds']:6.2f}s  digest {s['digest'][:12]}")
             if key == "invalid" and failed is None:
+                if expected and not set(expected) & set(s["anomalies"]):
+                    out(f"  (seed {s['seed']}: not the expected anomaly {' or '.join(expected)}; hunting on)")
+                    continue
                 failed = s
                 if not args.keep_going:
                     break
@@ -175,7 +193,9 @@ def main(args, out=print) -> int:
         return 0 if counts["unknown"] == 0 else 3
     seed = failed["seed"]
     command = replay_command(seed, args)
-    out(f"FAILED: seed {seed}: {', '.join(failed['anomalies'])}")
+    hit = [a for a in failed["anomalies"] if a in expected]
+    out(f"FAILED: seed {seed}: {', '.join(failed['anomalies'])}"
+        + (f" (the expected anomaly of {args.bug}: {hit[0]})" if hit else ""))
     out(f"replay: {command}")
     r = run_seed(seed, options)      # again, here: the replay, and what to store
     run_dir = Path(args.store) / "sim" / f"seed-{seed}{'-' + args.bug if args.bug else ''}"

@@ -79,7 +79,7 @@ def generate(rng: random.Random, kinds: list[str], nodes: list[str], start: floa
         else:
             n = 1 if len(nodes) < 3 or rng.random() < 0.7 else rng.randint(1, len(nodes) // 2 + 1)
             targets = sorted(rng.sample(nodes, n))
-        length = rng.uniform(0.3, 2.0) * interval if kind != "reassign" else 0.0
+        length = rng.uniform(0.3, 2.0) * interval   # (a reassignment's window: the moves, then nothing to heal)
         length = max(0.0, min(length, end - t))
         out.append({"at": round(t, 3), "fault": kind, "targets": targets, "for": round(length, 3),
                     "params": _params(kind, rng, nodes, targets)})

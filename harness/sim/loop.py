@@ -47,6 +47,10 @@ class SimDeadlock(RuntimeError):
     """Nothing is ready and no timer is pending: the simulation cannot go on."""
 
 
+class SimLivelock(RuntimeError):
+    """Callbacks keep running while virtual time stands still (a busy loop)."""
+
+
 class SimProcess:
     """One simulated OS process on a simulated machine (`node`): a broker
     incarnation, or a client. Its callbacks run only while it is running."""
@@ -58,7 +62,6 @@ class SimProcess:
         self.pid = next(loop._pids)   # numbered per run: a run's numbers never depend on earlier runs
         self.state = RUNNING
         self.held: list = []          # callbacks that came due while paused
-        self.tasks: set = set()
         self.context = contextvars.Context()
         self.context.run(PROC.set, self)
         self.on_crash: list = []      # called when it crashes (sockets closed, locks released)
@@ -93,8 +96,9 @@ class SimProcess:
             return
         self.state = DEAD
         self.held = []
-        self.loop.graveyard.extend(self.tasks)
-        self.tasks = set()
+        # its tasks, kept referenced: dropped, they would be closed by the garbage
+        # collector at some arbitrary later moment, running their finally blocks
+        self.loop.graveyard.extend(t for t in asyncio.all_tasks(self.loop) if getattr(t, "_sim_proc", None) is self)
         for fn in self.on_crash:
             fn()
         self.on_crash = []
@@ -108,6 +112,7 @@ class SimTask(asyncio.Task):
     sets of tasks iterate in the same order in every run."""
 
     def __init__(self, coro, *, loop, **kwargs):
+        self._sim_proc = None
         self._sim_number = next(loop._task_numbers)   # before __init__: it adds the task to a weak set
         super().__init__(coro, loop=loop, **kwargs)
 
@@ -153,6 +158,8 @@ class SimLoop(asyncio.BaseEventLoop):
         self.steps = 0
         self._burying = False
         self._task_names = 0
+        self._last_now = -1.0
+        self._still = 0
         self._task_numbers = itertools.count()
         self._pids = itertools.count(1)
 
@@ -169,40 +176,55 @@ class SimLoop(asyncio.BaseEventLoop):
 
     def _run_once(self) -> None:
         sched = self._scheduled
-        while sched and sched[0]._cancelled:
-            self._timer_cancelled_count -= 1
-            heapq.heappop(sched)._scheduled = False
-        if len(sched) > 512 and self._timer_cancelled_count * 2 > len(sched):
-            live = [h for h in sched if not h._cancelled]
-            for h in sched:
-                if h._cancelled:
-                    h._scheduled = False
-            heapq.heapify(live)
-            self._scheduled = sched = live
-            self._timer_cancelled_count = 0
-        if not self._ready and not self._stopping:
+        if self._timer_cancelled_count:
+            while sched and sched[0]._cancelled:
+                self._timer_cancelled_count -= 1
+                heapq.heappop(sched)._scheduled = False
+            if len(sched) > 512 and self._timer_cancelled_count * 2 > len(sched):
+                live = [h for h in sched if not h._cancelled]
+                for h in sched:
+                    if h._cancelled:
+                        h._scheduled = False
+                heapq.heapify(live)
+                self._scheduled = sched = live
+                self._timer_cancelled_count = 0
+        ready = self._ready
+        if not ready and not self._stopping:
             if not sched:
                 raise SimDeadlock("no callback is ready and no timer is pending")
             when = sched[0]._when
             if when > self._now:
-                self._now = when
-        end = self._now + self._clock_resolution
-        while sched and sched[0]._when < end:
-            h = heapq.heappop(sched)
+                self._now = when       # nothing to do until then: jump
+        # a timer fires when its time has come, not a little before: a loop that
+        # waits out "the rest" of a deadline would otherwise spin for ever with
+        # the clock standing still (real time always moves on)
+        end = self._now
+        pop = heapq.heappop
+        while sched and sched[0]._when <= end:
+            h = pop(sched)
             h._scheduled = False
-            self._ready.append(h)
-        ready = self._ready
+            ready.append(h)
+        popleft = ready.popleft
+        steps = 0
         for _ in range(len(ready)):
-            h = ready.popleft()
+            h = popleft()
             if h._cancelled:
                 continue
             proc = h._context.get(PROC)
-            if proc is not None and proc.state != RUNNING:
-                if proc.state == PAUSED:
+            if proc is not None and proc.state is not RUNNING:
+                if proc.state is PAUSED:
                     proc.held.append(h)
                 continue            # dead: dropped
-            self.steps += 1
+            steps += 1
             h._run()
+        self.steps += steps
+        if end == self._last_now:
+            self._still += steps
+            if self._still > 1_000_000:
+                raise SimLivelock(f"a million callbacks ran with the virtual clock standing at {end:.6f}: "
+                                  f"something spins without waiting")
+        else:
+            self._last_now, self._still = end, 0
 
     # -- tasks ---------------------------------------------------------------
     def create_task(self, coro, *, name=None, context=None):
@@ -217,12 +239,9 @@ class SimLoop(asyncio.BaseEventLoop):
             name = f"Task-{self._task_names}"
         task = SimTask(coro, loop=self, name=name, context=context)
         proc = PROC.get() if context is None else context.get(PROC)
-        if proc is not None:
-            if proc.state == DEAD:
-                self.graveyard.append(task)
-            else:
-                proc.tasks.add(task)
-                task.add_done_callback(proc.tasks.discard)
+        task._sim_proc = proc
+        if proc is not None and proc.state == DEAD:
+            self.graveyard.append(task)
         return task
 
     # -- executors -------------------------------------------------------------

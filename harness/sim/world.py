@@ -21,7 +21,7 @@ from harness.sim import faults as F
 from harness.sim.client import ClientCrashed, SimKafkaClient
 from harness.sim.disk import SimDisk, SimVolumes
 from harness.sim.guard import Guard, NondeterminismError
-from harness.sim.loop import PROC, SimDeadlock, SimLoop, SimProcess
+from harness.sim.loop import PROC, SimDeadlock, SimLivelock, SimLoop, SimProcess
 from harness.sim.net import SimNetwork
 from harness.sim.s3 import ENDPOINT, S3Faults, SimBucket, SimS3Client
 from harness.workloads.queue import QueueGenerator, key_topic_partition
@@ -223,12 +223,13 @@ class World:
         self.history = History(self.loop)
         self.harness = SimProcess(self.loop, HARNESS, HARNESS)
         self.buggify = BuggifyPolicy(self.rngs["buggify"], options.buggify)
-        # faults while the workload runs, healed early enough that it can show
-        # the cluster recovered (an ok send after every heal)
-        quiet = max(8.0, 3 * options.session_timeout)
+        # faults while the workload runs; after the last heal the workload goes
+        # on for a tail long enough to show the cluster recovered (an ok send
+        # after every heal): detection, a failover's volume moves, reopening
         self.schedule = options.schedule if options.schedule is not None else F.generate(
-            self.rngs["faults"], options.faults, [n.name for n in self.nodes], 1.0, max(1.0, options.sim_time - quiet),
+            self.rngs["faults"], options.faults, [n.name for n in self.nodes], 1.0, max(1.0, options.sim_time - 1.0),
             options.interval)
+        self.tail = 3 * options.session_timeout + 6 * 1.5 * self.volumes.attach_latency + 5.0
         self.workers: list[Worker] = []
         self.stopping = False
         self.fault_ids = 0
@@ -288,6 +289,8 @@ class World:
                     self.loop.run_until_complete(main)
                 except SimDeadlock as e:
                     error = f"simulation deadlock: {e}"
+                except SimLivelock as e:
+                    error = f"simulation livelock: {e}"
                 except NondeterminismError as e:
                     error = str(e)
                 except Exception as e:   # the harness side gave up (e.g. the cluster never came up)
@@ -349,7 +352,8 @@ class World:
         start = self.loop.time()
         tasks = [w.proc.spawn(w.loop(o.rate / o.concurrency), name=f"worker-{w.slot}") for w in self.workers]
         nemesis = self.harness.spawn(self._nemesis(start), name="nemesis")
-        await asyncio.sleep(o.sim_time)
+        last_heal = max([f["at"] + f["for"] for f in self.schedule], default=0.0)
+        await asyncio.sleep(max(o.sim_time, last_heal) + self.tail)
         self.stopping = True
         await asyncio.wait(tasks, timeout=o.request_timeout * 4 + 5)
         nemesis.cancel()

@@ -315,7 +315,8 @@ class SimKafkaClient:
         seen: dict[str, list] = {}
         F = FetchRequest.FetchTopic
         wait_ms = int(min(0.5, self.poll_timeout) * 1000)
-        for address, ks in by_leader.items():
+
+        async def fetch(address, ks):
             topics: dict = {}
             for k in ks:
                 t, p = key_topic_partition(k)
@@ -327,13 +328,19 @@ class SimKafkaClient:
                                    topics=[F(topic=t, partitions=ps) for t, ps in topics.items()],
                                    forgotten_topics_data=[], rack_id="")
             try:
-                r = await self._call(address, request, self.request_timeout + wait_ms / 1000)
+                return await self._call(address, request, self.request_timeout + wait_ms / 1000)
             except (ConnectionError, OSError, asyncio.TimeoutError):
+                return None
+
+        # one fetch per leader, all at once (as kafka-python's fetcher sends them)
+        answers = await asyncio.gather(*(fetch(a, ks) for a, ks in by_leader.items()))
+        for r in answers:
+            if r is None:
                 continue
             for t in r.responses:
                 for p in t.partitions:
                     k = topic_partition_key(t.topic, p.partition_index)
-                    if k not in self.positions:
+                    if k not in self.positions or self.positions[k] is None:
                         continue
                     if p.error_code == E.OFFSET_OUT_OF_RANGE:
                         self.positions[k] = None

@@ -313,9 +313,12 @@ class SimDisk:
         return self._fd(fd).file.size
 
     def lock_exclusive(self, fd: int) -> None:
+        """flock is the kernel's: a lock taken through an attachment that has
+        been detached since is gone with it (another machine's kernel never
+        knew of it)."""
         f = self._fd(fd)
-        holder = f.file.lock_fd
-        if holder is not None and holder != fd and holder in self.fds:
+        holder = self.fds.get(f.file.lock_fd) if f.file.lock_fd is not None else None
+        if holder is not None and f.file.lock_fd != fd and holder.generation == holder.volume.generation:
             raise BlockingIOError(errno.EWOULDBLOCK, "Resource temporarily unavailable")
         f.file.lock_fd = fd
 

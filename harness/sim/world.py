@@ -358,6 +358,7 @@ class World:
         await asyncio.wait(tasks, timeout=o.request_timeout * 4 + 5)
         nemesis.cancel()
         await self._heal_all()
+        self.buggify.enabled = False   # the final reads run on a healed, quiet cluster (as FoundationDB's checks do)
         await asyncio.sleep(o.recovery_wait)
         targets = self._max_offsets()
         keys = sorted(generator.written_keys, key=int)

@@ -259,3 +259,18 @@ def test_a_crash_during_a_slow_fsync_loses_the_write_on_power_loss():
         disk.lose_unsynced("n1")
         assert "f" not in disk.volumes["v1"].names   # its name was never made durable either
     loop.run_until_complete(SimProcess(loop, "h", "h").spawn(main()))
+
+
+# --- CI: a few hundred seeds ---------------------------------------------------------------
+
+@pytest.mark.timeout(300)
+def test_ci_the_clean_reference_passes_a_few_hundred_simulated_seeds():
+    """Every fault the simulator has, BUGGIFY on, 200 seeds of 20 virtual
+    seconds each (plus recovery and final reads), in two processes: all
+    valid. Deterministic: a failure here replays with the command printed."""
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "sim", "--seed", "100000", "--seeds", "200",
+                          "--sim-time", "20s", "--jobs", "2", "--quiet", "--keep-going", "--no-shrink",
+                          "--store", "/tmp/highwater-sim-ci"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=290)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    assert "200 seeds: 200 valid" in out.stdout, out.stdout[-2000:]

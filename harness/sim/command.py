@@ -175,6 +175,10 @@ def main(args, out=print) -> int:
                     f"INVALID {','.join(s['anomalies'])}" if key == "invalid" else f"unknown: {s['reason']}")
                 out(f"seed {s['seed']:>6}  {shown:<44} sim {s['stats']['sim_seconds']:7.1f}s  "
                     f"real {s['stats']['real_seconds']:6.2f}s  digest {s['digest'][:12]}")
+            done = sum(counts.values())
+            if args.quiet and done % 100 == 0 and done < len(seeds):
+                out(f"... {done} seeds: {counts['valid']} valid, {counts['invalid']} invalid, "
+                    f"{counts['unknown']} unknown ({time.perf_counter() - started:.0f} s)")
             if key == "invalid" and failed is None:
                 if expected and not set(expected) & set(s["anomalies"]):
                     out(f"  (seed {s['seed']}: not the expected anomaly {' or '.join(expected)}; hunting on)")

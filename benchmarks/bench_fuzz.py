@@ -452,6 +452,8 @@ def partitions_with_data(bootstrap: str) -> dict[tuple[str, int], tuple[int, int
             return response_class.decode(struct.pack(">i", size) + _exactly(s, size), version=version,
                                          header=True, framed=True)
         meta = call(MetadataRequest(topics=None, allow_auto_topic_creation=False), 8, MetadataResponse)
+        print(f"topics at the end: {len(meta.topics)} ({sum(len(t.partitions) for t in meta.topics)} partitions)",
+              flush=True)
         out = {}
         L = ListOffsetsRequest.ListOffsetsTopic
         for t in meta.topics:

@@ -20,7 +20,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
                                 "SeaweedFS), external (any Kafka-compatible system, described by --recipe)")
     p.add_argument("--recipe", help="the TOML recipe of an --db external system: its nodes, the commands that "
                                     "start, kill, pause and resume them, its logs, its S3 (see examples/)")
-    p.add_argument("--nodes", help="number of nodes (default 1; an external recipe lists its own)")
+    p.add_argument("--nodes", help="number of nodes (default: 3 reference nodes, 1 Tansu; an external recipe lists its "
+                                   "own), or netns:N (reference nodes in network namespaces, driven over SSH)")
     p.add_argument("--client", help="workload client: kafka-python (default) or librdkafka (confluent-kafka)")
     p.add_argument("--sub-via", help="how consumers take keys: assign (default), subscribe (consumer groups), "
                                      "or assign,subscribe (each reassignment picks one)")
@@ -409,7 +410,7 @@ def cmd_cluster(args) -> int:
                 print(json.dumps({"failover": f}), flush=True)
             seen = len(failovers)
             for name, node in c.nodes.items():
-                if node.process is not None and node.process.poll() is not None:
+                if node.process is not None and node.pid is None:   # exited (killed from outside)
                     died_at.setdefault(name, time.monotonic())
                     if restart_after is not None and time.monotonic() - died_at[name] >= restart_after:
                         print(f"highwater cluster: restarting {name}", file=sys.stderr, flush=True)

@@ -94,7 +94,8 @@ def _target_section(run: dict) -> str:
 
 
 def _log_section(run_dir: Path) -> str:
-    logs = sorted((run_dir / "nodes").glob("*/*.log")) if (run_dir / "nodes").is_dir() else []
+    logs = sorted([*(run_dir / "nodes").glob("*/*.log"), *(run_dir / "nodes").glob("*/procs/*.out")]) \
+        if (run_dir / "nodes").is_dir() else []
     if not logs:
         return ""
     parts = ["<h2>Node logs</h2>"]

@@ -36,6 +36,30 @@ def _file_logging(run_dir) -> logging.Handler:
     return handler
 
 
+# The storage paths each fault is aimed at: a run in which the target reports
+# how often its paths ran (the reference does) must show each one ran.
+FAULT_PATHS = {
+    "kill": ("recoveries",), "lose-unsynced": ("recoveries",), "detach": ("recoveries",),
+    "disk-error": ("recoveries",), "disk-slow": ("wal_writes",),
+    "s3-slow": ("uploads",), "s3-error": ("uploads",), "s3-reset": ("uploads",), "s3-hang": ("uploads",),
+    "s3-ambiguous": ("uploads",),
+}
+
+
+def unexercised_paths(faults, target_info: dict) -> list[str]:
+    paths = target_info.get("storage_paths")
+    if not paths:
+        return []
+    reasons = []
+    for fault in faults:
+        for path in FAULT_PATHS.get(fault, ()):
+            if paths.get(path, 0) == 0:
+                reasons.append(f"fault {fault} is aimed at the {path} path, which never ran in this run")
+    if "reassign" in faults and not target_info.get("reassignments"):
+        reasons.append("fault reassign moved no partition in this run")
+    return reasons
+
+
 def run_test(options: dict) -> int:
     return execute_test(options)[0]
 
@@ -91,6 +115,11 @@ def execute_test(options: dict, announce: bool = True):
         progress.phase("teardown", None)
         db.teardown()
         mark_finished(run_dir)
+    if run_info:
+        try:  # again after the teardown: a clean stop logs what the nodes did last
+            run_info["target"] = db.run_info()
+        except Exception as e:
+            log.warning("target run info after teardown: %r", e)
 
     progress.phase("check", None)
     try:
@@ -112,6 +141,11 @@ def execute_test(options: dict, announce: bool = True):
         results["valid"] = "unknown"
         results.setdefault("reasons", []).append("the harness itself hit errors: "
                                                  + "; ".join(run_info["harness_errors"][:5]))
+    quiet_paths = unexercised_paths(options["nemesis"], (run_info.get("target") or {}))
+    if quiet_paths and results.get("valid") is True:
+        # A fault aimed at a path that never ran proved nothing about it.
+        results["valid"] = "unknown"
+        results.setdefault("reasons", []).extend(quiet_paths)
     write_json(run_dir / "results.json", results)
     try:
         from harness.plots import write_plots

@@ -60,22 +60,24 @@ class SeaweedS3:
     # (off by default: SeaweedFS without identities accepts anonymous requests).
     auth: bool = False
 
+    host: str = "127.0.0.1"   # where it listens (a netns run binds the bridge's address)
+
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 60.0) -> "SeaweedS3":
         weed = find_weed()
         self.data_dir = Path(self.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        ports = free_ports(8)
+        ports = free_ports(8, self.host)
         if self.port is None:
             self.port = ports[0]
         master, volume, filer = ports[1:4]
         # SeaweedFS derives gRPC ports as http port + 10000 unless told; give
         # each its own free port so two servers never collide.
         g_master, g_volume, g_filer, g_s3 = ports[4:8]
-        args = [weed, "server", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        args = [weed, "server", f"-dir={self.data_dir}", f"-ip={self.host}", f"-ip.bind={self.host}",
                 f"-master.port={master}", f"-master.port.grpc={g_master}",
                 f"-volume.port={volume}", f"-volume.port.grpc={g_volume}",
                 f"-filer.port={filer}", f"-filer.port.grpc={g_filer}",

@@ -26,12 +26,47 @@ class ZooCase:
 # Settings every zoo run shares: short, busy, and with the storage paths
 # (uploads, commits, trims, reads that miss the cache) running many times
 # per fault window.
-COMMON = {"time_limit": "24s", "final_time_limit": "12s", "nemesis_interval": "4s", "rate": 60,
+COMMON = {"nodes": 1, "time_limit": "24s", "final_time_limit": "12s", "nemesis_interval": "4s", "rate": 60,
           "recovery_wait": "2s"}
 
+# Uploads rare: the WAL is then the only copy of what was acknowledged.
+RARE_UPLOADS = "--upload-interval 30s --upload-bytes 64MiB"
+LOST = ("lost-write", "inconsistent-offsets", "unseen")
+
+
+def _kills(times, down=1.5, node="n1"):
+    return [{"fault": "kill", "targets": [node], "start_s": t, "stop_s": t + down} for t in times]
+
+
 CASES: dict[str, ZooCase] = {
-    "skip-wal-replay": ZooCase("kill", ("lost-write", "inconsistent-offsets", "unseen"),
-                               {"broker_args": "--upload-interval 30s --upload-bytes 64MiB"}),
+    "skip-wal-replay": ZooCase("kill", LOST, {"broker_args": RARE_UPLOADS}),
+    "ack-before-fsync": ZooCase("lose-unsynced", LOST, {"broker_args": RARE_UPLOADS}),
+    # Every metadata write slowed to a second, object PUTs not: each upload
+    # spends about half its time between its PUT and its commit, where the
+    # bug has already trimmed the WAL; kills land there.
+    "trim-before-commit": ZooCase(
+        "kill,s3-slow", LOST,
+        {"broker_args": "--upload-interval 200ms --upload-bytes 64MiB", "time_limit": "32s",
+         "nemesis_options": {"s3-slow": {"latency": "300ms", "ops": "put-if", "prefix": "metadata/log/"}},
+         "nemesis_plan": [{"fault": "s3-slow", "targets": ["n1"], "start_s": 2.0, "stop_s": 29.0},
+                          *_kills([5, 10, 15, 20, 25])]}),
+    # Every WAL fsync takes longer than the client's request timeout: each
+    # produce is retried while the first try is still on its way.
+    "no-dedup": ZooCase("disk-slow", ("duplicate",),
+                        {"nemesis_options": {"disk-slow": {"spec": {"distribution": "fixed", "ms": 6000,
+                                                                    "ops": ["sync"]}}},
+                         "nemesis_interval": "8s", "time_limit": "28s"}),
+    # A broker down past its session: its partitions fail over, and with the
+    # bug reopen where the last upload left them.
+    "offset-reuse": ZooCase("kill", LOST, {"nodes": 3, "broker_args": RARE_UPLOADS, "nemesis_interval": "5s",
+                                           "time_limit": "28s"}),
+    # Without I/O fencing (directory volumes) only epochs and the session
+    # check keep a paused broker from acknowledging once it wakes.
+    # Clients wait out the pause (their timeout is longer), so the paused
+    # broker, fenced and failed over meanwhile, answers them when it wakes.
+    "no-fencing": ZooCase("pause", LOST + ("duplicate",),
+                          {"nodes": 3, "volumes": "directory", "broker_args": RARE_UPLOADS,
+                           "nemesis_interval": "8s", "time_limit": "28s", "request_timeout": "15s"}),
 }
 
 

@@ -148,20 +148,15 @@ def check_fakeable(program: str) -> None:
 
 # --- one node's clock ---------------------------------------------------------------
 
-def faketime_environment(timestamp_file: str | os.PathLike, *, cache_seconds: int = 0,
+def faketime_environment(timestamp_file: str | os.PathLike, *, cache_seconds: int = 1,
                          library: str | None = None, inherited: dict | None = None) -> dict[str, str]:
-    """The variables a node's process needs: preload libfaketime and read
-    the offset from `timestamp_file` at every call (`cache_seconds=0`) or at
-    most every `cache_seconds`; the monotonic clock untouched."""
+    """The variables a node's process needs (nemeses.faketime.preload_env,
+    keeping any LD_PRELOAD the node already has)."""
+    from nemeses.faketime import preload_env
     library = library or find_libfaketime()
     inherited = os.environ if inherited is None else inherited
-    preload = " ".join(p for p in (library, inherited.get("LD_PRELOAD", "")) if p)
-    env = {"LD_PRELOAD": preload, "FAKETIME_TIMESTAMP_FILE": str(timestamp_file),
-           "FAKETIME_DONT_FAKE_MONOTONIC": "1", "DONT_FAKE_MONOTONIC": "1"}   # (0.9.7's name)
-    if cache_seconds <= 0:
-        env["FAKETIME_NO_CACHE"] = "1"
-    else:
-        env["FAKETIME_CACHE_DURATION"] = str(int(cache_seconds))
+    env = preload_env(library, str(timestamp_file), cache_seconds=cache_seconds)
+    env["LD_PRELOAD"] = " ".join(p for p in (library, inherited.get("LD_PRELOAD", "")) if p)
     return env
 
 
@@ -169,7 +164,7 @@ class NodeClock:
     """The clock control of one node (`target.clock(node)`): its offset file,
     the environment its process starts with, and run-time changes."""
 
-    def __init__(self, timestamp_file: str | os.PathLike, *, cache_seconds: int = 0):
+    def __init__(self, timestamp_file: str | os.PathLike, *, cache_seconds: int = 1):
         self.path = Path(timestamp_file)
         self.cache_seconds = cache_seconds
         self._lock = threading.Lock()

@@ -14,7 +14,7 @@ class ClockFault(Fault):
     requires = "clock"
 
     def __init__(self, db, *, mode: str = "mixed", max_skew: float = 300.0, min_skew: float = 1.0,
-                 strobe_interval: float = 0.2, rng: random.Random | None = None):
+                 strobe_interval: float = 1.0, rng: random.Random | None = None):
         super().__init__(db)
         if mode not in MODES:
             raise ValueError(f"unknown clock mode {mode!r}; known: {', '.join(MODES)}")

@@ -16,8 +16,19 @@ log = logging.getLogger(__name__)
 
 # name -> what it does (the zoo's table says what exposes it and what it must produce)
 BUGS: dict[str, str] = {
+    "ack-before-fsync": "the WAL acknowledges a group once it is written and fsyncs only once a second "
+                        "(storage/wal.py)",
+    "trim-before-commit": "the WAL is trimmed when an upload's PUT returns, before its metadata commit "
+                          "(storage/upload.py)",
     "skip-wal-replay": "a restarted or failed-over node skips its WAL: what was acknowledged but not "
-                       "yet uploaded is forgotten",
+                       "yet uploaded is forgotten (storage/recovery.py)",
+    "no-fencing": "node and stream epochs are not checked, the ack-path checks (session, stream still "
+                  "here) always pass and a broker told it is fenced carries on: a fenced broker still "
+                  "writes, commits and acknowledges (cluster/node.py, storage/engine.py, storage/metadata.py)",
+    "no-dedup": "an idempotent producer's retry of a batch already stored is appended again "
+                "(storage/producer_state.py)",
+    "offset-reuse": "after a failover the dead node's partitions reopen at their last uploaded offset, "
+                    "without recovering its WAL (cluster/controller.py)",
 }
 
 _enabled: set[str] = set()

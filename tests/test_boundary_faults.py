@@ -217,11 +217,11 @@ def test_clock_fault_skews_and_strobes_its_targets_and_heals(tmp_path):
     assert t.clock("n2").offset == 0
     skew.stop(["n1", "n3"])
     assert all(t.clock(n).offset == 0 for n in NODES)
-    strobe = ClockFault(t, mode="strobe", strobe_interval=0.05, rng=random.Random(6))
+    strobe = ClockFault(t, mode="strobe", strobe_interval=1.0, rng=random.Random(6))
     params = strobe.start(["n2"])
-    assert params["mode"] == "strobe" and params["interval"] == 0.05
+    assert params["mode"] == "strobe" and params["interval"] == 1.0
     seen = set()
-    for _ in range(200):
+    for _ in range(300):
         seen.add(t.clock("n2").offset)
         if len(seen) == 2:
             break

@@ -17,6 +17,7 @@ from reference import errors
 from reference.broken_batches import BROKEN, CODECS, COMPRESSED_ONLY, EXPECTED, bomb, build
 from test_clients import BrokerProcess, RawClient, create_topic
 
+pytestmark = pytest.mark.timeout(300)
 COMPRESSIONS = ["gzip", "snappy", "lz4", "zstd"]
 # every kind plain, and each under one codec (taking the codecs in turn); undecompressable under all four
 CASES = ([(kind, "none") for kind in BROKEN if kind not in COMPRESSED_ONLY]

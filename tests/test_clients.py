@@ -265,6 +265,7 @@ def test_kcat_produce_and_consume(broker):
 
 
 @pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat not installed (apt-get install kcat)")
+@pytest.mark.timeout(180)
 def test_kcat_produces_to_a_new_topic_which_is_auto_created(broker):
     """As with Kafka's defaults, producing to a topic nobody created creates it."""
     lines = [f"new-{i}" for i in range(50)]
@@ -276,6 +277,7 @@ def test_kcat_produces_to_a_new_topic_which_is_auto_created(broker):
 
 
 @pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat not installed (apt-get install kcat)")
+@pytest.mark.timeout(180)
 def test_no_auto_create_topics_turns_it_off(tmp_path, storage_args):
     process = BrokerProcess(tmp_path, storage_args, extra_args=["--no-auto-create-topics"])
     process.start()

@@ -270,6 +270,7 @@ def test_produce_errors_are_per_partition():
 
 
 @pytest.mark.parametrize("version", [3, 8])
+@pytest.mark.timeout(180)
 def test_produce_of_two_batches_for_one_partition_is_refused(version):
     """Produce v3+ carries exactly one batch per partition (Kafka answers
     INVALID_RECORD otherwise); none of them is appended."""

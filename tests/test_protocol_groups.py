@@ -244,3 +244,31 @@ def test_join_waits_for_the_rest_of_the_group_through_the_coordinator():
         b_answer = await asyncio.wait_for(b_join, 1)
         assert a_join.generation_id == b_answer.generation_id == 2
     run(scenario())
+
+
+@pytest.mark.timeout(180)
+def test_groups_left_idle_are_forgotten():
+    """A client inventing group ids (the fuzz benchmark found it) must not
+    grow the coordinator's table, which every tick walks: a group with no
+    member and none pending is dropped; one with a member stays."""
+    from reference.protocol.groups import GroupCoordinator
+    now = [0.0]
+    coordinator = GroupCoordinator(engine=None, clock=lambda: now[0])
+
+    async def scenario():
+        for i in range(100):  # join attempts that never complete: MEMBER_ID_REQUIRED, or refused outright
+            result = await coordinator.join(f"made-up-{i}", member_id="", client_id="c", client_host="",
+                                            group_instance_id=None, session_timeout_ms=SESSION_MS if i % 2 else 1,
+                                            rebalance_timeout_ms=REBALANCE_MS, protocol_type="consumer",
+                                            protocols=[("range", b"m")], require_known_member_id=True)
+            assert result.error_code in (errors.MEMBER_ID_REQUIRED, errors.INVALID_SESSION_TIMEOUT)
+        kept = coordinator.group("kept")
+        member_id, _token, _out = join_new_member(kept, now[0])
+        now[0] += SESSION_MS / 1000 / 2
+        coordinator.tick()
+        assert set(coordinator.groups) == {"kept"} | {f"made-up-{i}" for i in range(1, 100, 2)}  # ids pending
+        now[0] += SESSION_MS / 1000  # pending ids expire; so does the silent member of "kept"
+        kept.heartbeat(now[0] - 1, member_id, kept.generation_id)
+        coordinator.tick()
+        assert set(coordinator.groups) == {"kept"}
+    run(scenario())

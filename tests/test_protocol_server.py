@@ -293,6 +293,7 @@ class HeldEngine(MemoryEngine):
         return durable
 
 
+@pytest.mark.timeout(180)
 def test_a_reset_in_the_middle_of_produce_leaves_no_unretrieved_exception(caplog):
     """Pipelined idempotent Produce requests; one has a sequence gap, one
     waits for room; the client resets the connection while the others wait

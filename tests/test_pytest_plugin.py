@@ -14,12 +14,12 @@ pytest_plugins = ["pytester"]
 CHAOS_TESTS = '''
 import pytest
 
-@pytest.mark.chaos(nemesis="none", time_limit="4s", final_time_limit="10s", rate=30)
+@pytest.mark.chaos(nodes=1, nemesis="none", time_limit="4s", final_time_limit="10s", rate=30)
 def test_quiet_reference_is_valid(highwater_cluster):
     result = highwater_cluster.run().assert_valid()
     assert result.run_dir.is_dir()
 
-@pytest.mark.chaos(nemesis="kill", nemesis_interval="3s", time_limit="14s", final_time_limit="8s", rate=40,
+@pytest.mark.chaos(nodes=1, nemesis="kill", nemesis_interval="3s", time_limit="14s", final_time_limit="8s", rate=40,
                    bug="skip-wal-replay", seed=9)
 def test_broken_reference_fails(highwater_cluster):
     highwater_cluster.run().assert_valid()

@@ -32,7 +32,7 @@ def test_a_node_that_dies_by_itself_is_reported_not_hidden(cluster):
     node = cluster.nodes["n1"]
     assert cluster.died_on_their_own() == {}
     os.kill(node.process.pid, signal.SIGKILL)   # not the harness: "the broker crashed"
-    node.process.wait(10)
+    node.process.process.wait(10)
     assert cluster.died_on_their_own() == {"n1": -signal.SIGKILL}
     cluster.start_node("n1")
     assert cluster.died_on_their_own() == {} and _serves(node)
@@ -47,7 +47,7 @@ def test_kill_and_pause_are_real_signals(cluster):
     assert state == "T"                          # stopped, holding its socket
     cluster.signal_node("n1", signal.SIGCONT)
     cluster.kill_node("n1")
-    assert node.process.returncode == -signal.SIGKILL
+    assert node.process.process.returncode == -signal.SIGKILL
     assert cluster.died_on_their_own() == {}      # the harness did it: not a finding
     assert not _serves(node)
     cluster.start_node("n1")

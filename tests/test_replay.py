@@ -95,7 +95,7 @@ def test_a_broken_runs_verdict_comes_back_in_a_replay(tmp_path):
     the replay, with its faults at the same offsets on the same node."""
     store = tmp_path / "store"
     common = ["--store", str(store), "--quiet"]
-    r = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--time-limit", "18s", "--nemesis", "kill",
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--nodes", "1", "--time-limit", "18s", "--nemesis", "kill",
                         "--nemesis-interval", "3s", "--final-time-limit", "8s", "--rate", "40", "--seed", "9",
                         "--bug", "skip-wal-replay", *common], capture_output=True, text=True, timeout=140)
     original = (store / "latest").resolve()

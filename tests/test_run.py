@@ -66,7 +66,7 @@ def test_run_kill_chaos_is_valid_and_stores_everything(tmp_path, s3_server):
     t0 = time.monotonic()
     # 28 s: two kill cycles (5 s + 5 s + the restart, which registers with the controller and recovers
     # the node's own WAL: about a second) and the schedule's settle time
-    r = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--time-limit", "28s",
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--nodes", "1", "--time-limit", "28s",
                         "--nemesis", "kill", "--nemesis-interval", "5s", "--final-time-limit", "20s",
                         "--rate", "40", "--store", str(store), "--s3-endpoint", s3_server.endpoint,
                         "--bucket", bucket, "--seed", "7",
@@ -114,7 +114,7 @@ def test_interrupted_run_leaves_no_process_behind(tmp_path):
     """Ctrl-C in the middle of the workload: the embedded SeaweedFS and the
     broker are gone afterwards, and what was recorded is kept."""
     store = tmp_path / "store"
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--time-limit", "60s",
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--nodes", "1", "--time-limit", "60s",
                              "--store", str(store), "--nemesis", "none"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=_like_a_terminal)
@@ -152,7 +152,7 @@ def test_librdkafka_clients_in_consumer_groups_under_kills_are_valid(tmp_path, s
     bucket = "run-librdkafka"
     s3_client(s3_server.endpoint).create_bucket(Bucket=bucket)
     store = tmp_path / "store"
-    r = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--time-limit", "22s",
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--nodes", "1", "--time-limit", "22s",
                         "--nemesis", "kill", "--nemesis-interval", "5s", "--final-time-limit", "20s",
                         "--client", "librdkafka", "--sub-via", "subscribe", "--rate", "40",
                         "--store", str(store), "--s3-endpoint", s3_server.endpoint, "--bucket", bucket,
@@ -174,7 +174,7 @@ def test_a_harness_killed_mid_run_leaves_a_checkable_history_and_the_next_run_cl
     broker, SeaweedFS running): its history is still checkable, and the next
     `highwater run` stops what it left and unmounts its volumes."""
     store = tmp_path / "store"
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--time-limit", "60s",
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--nodes", "1", "--time-limit", "60s",
                              "--store", str(store), "--nemesis", "lose-unsynced", "--nemesis-interval", "30s",
                              "--broker-args", "--wal-capacity 16MiB"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -195,9 +195,18 @@ def test_a_harness_killed_mid_run_leaves_a_checkable_history_and_the_next_run_cl
     # read and judged (a run cut short has unseen writes: no final polls), not refused
     assert r.returncode in (0, 1, 3), r.stdout + r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1])["stats"]["ok"] > 0
-    r = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--time-limit", "5s", "--nemesis", "none",
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--nodes", "1", "--time-limit", "5s", "--nemesis", "none",
                         "--store", str(store), "--quiet"], capture_output=True, text=True, timeout=150)
     assert "cleaned up after a killed harness" in r.stderr and str(run_dir) in r.stderr, r.stderr[-2000:]
     assert not _processes_mentioning(str(run_dir))
     assert not any(str(run_dir) in line for line in open("/proc/self/mounts"))
     assert (run_dir / "harness-killed.txt").exists() and not (run_dir / "RUNNING").exists()
+
+
+def test_a_fault_aimed_at_a_path_that_never_ran_makes_the_run_unknown():
+    from harness.run_test import unexercised_paths
+    ran = {"storage_paths": {"uploads": 12, "recoveries": 0, "wal_writes": 40}, "reassignments": []}
+    assert unexercised_paths(["s3-slow", "disk-slow"], ran) == []
+    reasons = unexercised_paths(["kill", "reassign"], ran)
+    assert any("recoveries" in r for r in reasons) and any("reassign" in r for r in reasons)
+    assert unexercised_paths(["kill"], {}) == []          # a target that does not count its paths

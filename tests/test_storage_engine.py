@@ -355,6 +355,7 @@ def test_stream_object_compaction_merges_contiguous_stream_objects(s3_bucket, tm
     asyncio.run(main())
 
 
+@pytest.mark.timeout(180)
 def test_concurrent_appends_larger_than_the_wal_all_complete(s3_bucket, tmp_path):
     """A 1 MiB WAL and three concurrent 500 KB appends: together they exceed
     the ring, so they must go in several groups (an upload trimming between
@@ -372,6 +373,7 @@ def test_concurrent_appends_larger_than_the_wal_all_complete(s3_bucket, tmp_path
     asyncio.run(main())
 
 
+@pytest.mark.timeout(180)
 def test_recovery_refuses_a_stream_whose_wal_records_start_past_its_committed_end(s3_bucket, tmp_path, caplog):
     """The WAL's first record of a stream lies past the stream's committed
     end (here: the WAL was trimmed past records never uploaded). Serving
@@ -408,6 +410,7 @@ def test_recovery_refuses_a_stream_whose_wal_records_start_past_its_committed_en
         assert W.read_header(vol) == header, "the WAL is not reset: the evidence stays"
 
 
+@pytest.mark.timeout(180)
 def test_recovery_of_a_full_wal_holds_one_chunk_at_a_time(s3_bucket, tmp_path):
     """16 MiB of acknowledged, never uploaded records in the WAL (as after a
     long S3 outage), recovered with a 2 MiB log cache: replayed and uploaded
@@ -462,6 +465,7 @@ def _records_run_short(values) -> bytes:
     return bytes(b)
 
 
+@pytest.mark.timeout(180)
 def test_a_stored_batch_that_fails_validation_is_never_served_from_s3(s3_bucket, tmp_path):
     vol = tmp_path / "v"
 
@@ -488,6 +492,7 @@ def test_a_stored_batch_that_fails_validation_is_never_served_from_s3(s3_bucket,
     asyncio.run(read())
 
 
+@pytest.mark.timeout(180)
 def test_a_wal_record_that_fails_validation_is_never_replayed(s3_bucket, tmp_path):
     vol = tmp_path / "v"
 

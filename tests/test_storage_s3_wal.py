@@ -95,6 +95,7 @@ def test_s3_wal_batches_by_bytes(s3_bucket, tmp_path):
     asyncio.run(main())
 
 
+@pytest.mark.timeout(180)
 def test_s3_wal_appends_larger_than_its_capacity_all_complete(s3_bucket, tmp_path):
     """At most 1 MiB un-uploaded, 8 MiB batches, three concurrent 500 KB
     appends: one WAL object of all three would wait for ever for room."""

@@ -99,6 +99,7 @@ def test_plan_replay_drops_committed_and_detects_gaps():
     assert decode_body(rec(3, 4, 2)).end_offset == 6
 
 
+@pytest.mark.timeout(180)
 def test_plan_replay_stops_a_stream_at_a_batch_that_fails_validation():
     """A WAL record whose CRCs are right but whose batch no client could read
     (written by a broker that did not validate) is never replayed: the

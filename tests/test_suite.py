@@ -48,8 +48,8 @@ def test_a_suite_runs_each_test_and_prints_a_line_each(tmp_path, s3_server):
     s3_client(s3_server.endpoint).create_bucket(Bucket="suite")
     suite = tmp_path / "suite"
     suite.mkdir()
-    (suite / "one.toml").write_text('time_limit = "5s"\nnemesis = "none"\nrate = 30\nfinal_time_limit = "10s"\n')
-    (suite / "two.toml").write_text('time_limit = "5s"\nnemesis = "none"\nrate = 30\nfinal_time_limit = "10s"\n'
+    (suite / "one.toml").write_text('time_limit = "5s"\nnemesis = "none"\nnodes = 1\nrate = 30\nfinal_time_limit = "10s"\n')
+    (suite / "two.toml").write_text('time_limit = "5s"\nnemesis = "none"\nnodes = 1\nrate = 30\nfinal_time_limit = "10s"\n'
                                     'client = "librdkafka"\n')
     r = _run(suite, "--store", tmp_path / "store", "--s3-endpoint", s3_server.endpoint, "--bucket", "suite",
              timeout=230)

@@ -17,6 +17,7 @@ from reference import errors
 from reference.broken_batches import BROKEN, CODECS, COMPRESSED_ONLY, EXPECTED, bomb, build, compress, frame, record
 from reference.validation import GZIP, LZ4, NONE, ZSTD, InvalidBatch, validate_batch
 
+pytestmark = pytest.mark.timeout(300)
 VALUES = [b"value-%d" % i for i in range(5)]
 CASES = [(kind, codec) for kind in BROKEN for codec in CODECS if not (codec == "none" and kind in COMPRESSED_ONLY)]
 

@@ -204,6 +204,7 @@ def test_write_error_fails_pending_appends(tmp_path):
     asyncio.run(main())
 
 
+@pytest.mark.timeout(180)
 def test_group_larger_than_the_ring_is_split_not_stuck(tmp_path):
     """Three concurrent 500 KB appends on a 1 MiB WAL: one group of all three
     would need more than the whole ring, and wait for space for ever."""
@@ -229,6 +230,7 @@ def test_group_larger_than_the_ring_is_split_not_stuck(tmp_path):
     asyncio.run(main())
 
 
+@pytest.mark.timeout(180)
 def test_new_wal_file_is_renamed_into_place_and_its_directory_fsynced(tmp_path):
     """Watched with strace: the WAL is made whole under a temporary name and
     fsynced, renamed into place, and then its directory is fsynced, without

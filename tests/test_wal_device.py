@@ -170,6 +170,7 @@ def formattable(request, tmp_path):
     yield str(path)
 
 
+@pytest.mark.timeout(180)
 def test_formatting_clears_the_records_of_an_earlier_wal(formattable):
     """An operator zeroes the header area of a device that held a WAL (as the
     refusal to format says to): its old records must not come back as

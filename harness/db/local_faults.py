@@ -12,11 +12,10 @@ from pathlib import Path
 
 from nemeses import clock as clock_mod
 from nemeses import network
+from nemeses.faketime import PYTHON_SITE as FAKETIME_SITE
 from nemeses.s3_proxy import S3FaultProxy
 
 log = logging.getLogger(__name__)
-
-FAKETIME_SITE = str(Path(__file__).resolve().parents[2] / "nemeses" / "faketime_site")
 
 
 class LocalFaultControls:
@@ -55,6 +54,9 @@ class LocalFaultControls:
     def start_clocks(self, node_dirs: dict[str, Path]) -> None:
         for name in self.names:
             self.clocks[name] = clock_mod.NodeClock(Path(node_dirs[name]) / "faketime")
+
+    def clock(self, name: str) -> clock_mod.NodeClock:
+        return self.clocks[name]
 
     def node_environment(self, name: str, inherited: dict) -> dict:
         """What node `name` starts with: libfaketime when its clock is

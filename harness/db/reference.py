@@ -17,9 +17,7 @@ import os
 import random
 import re
 import shlex
-import signal
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from pathlib import Path
 
 from harness.db.base import Target, TargetUnavailable
 from harness.db.local_faults import LocalFaultControls
+from harness.db.local_process import LocalProcess
 from harness.ports import free_port
 from harness.s3server import DEFAULT_BUCKET, SeaweedS3
 from harness.workloads.queue import PARTITIONS_PER_TOPIC
@@ -40,6 +39,15 @@ class NodeFailedToStart(TargetUnavailable):
 
 
 FAILOVER_LINE = re.compile(r"highwater-failover (\{.*\})\s*$")
+COUNTERS_LINE = re.compile(r"highwater-counters (\{.*\})\s*$")
+RECOVERED_LINE = re.compile(r"recovered (\d+) records from WAL .*?: (\d+) replayed")
+# Settings for chaos runs (a user's --broker-args come after and win): uploads
+# by size and time, a small log cache and block cache, so that uploads,
+# commits, trims and reads that miss the caches run many times per fault
+# window instead of once at recovery; a small WAL (FUSE keeps the unsynced
+# part of a volume in memory).
+CHAOS_BROKER_ARGS = ["--upload-interval", "1s", "--upload-bytes", "256KiB", "--cache-size", "2MiB",
+                     "--block-cache-size", "512KiB", "--wal-capacity", "64MiB"]
 REASSIGN_LINE = re.compile(r"highwater-reassignment (\{.*\})\s*$")
 
 
@@ -52,9 +60,7 @@ class BrokerNode:
     dir: Path
     rpc_port: int = 0
     volume_path: Path | None = None
-    process: subprocess.Popen | None = None
-    starts: int = 0
-    killed_by_us: bool = False
+    process: object = None     # harness.db.local_process.LocalProcess or harness.remote.process.RemoteProcess
 
     @property
     def address(self) -> str:
@@ -75,11 +81,15 @@ class BrokerNode:
 
     @property
     def log_path(self) -> Path:
-        return self.dir / "broker.log"
+        return self.process.log_path if self.process is not None else self.dir / "broker.log"
 
     @property
     def pid(self) -> int | None:
-        return self.process.pid if self.process is not None and self.process.poll() is None else None
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def starts(self) -> int:
+        return self.process.starts if self.process is not None else 0
 
 
 @dataclass
@@ -99,6 +109,9 @@ class ReferenceCluster(Target):
     faults: tuple = ()              # the run's --nemesis: which fault controls to set up
     seed: int | None = None
     controls: LocalFaultControls | None = None
+    chaos_settings: bool = False    # CHAOS_BROKER_ARGS before the user's (runs do; tools and benchmarks do not)
+    netns_count: int = 0            # --nodes netns:N: nodes in network namespaces, driven over SSH
+    netns: object = None            # the NetnsCluster
     _volume_service: object = None
 
     name = "reference"
@@ -108,10 +121,12 @@ class ReferenceCluster(Target):
     @classmethod
     def from_options(cls, options: dict, run_dir):
         bugs = [arg for b in options.get("bug") or () for arg in ("--bug", b)]
-        return cls(run_dir, nodes_count=options["nodes"], s3_endpoint=options["s3_endpoint"],
+        nodes = str(options["nodes"])
+        netns = int(nodes.split(":", 1)[1]) if nodes.startswith("netns:") else 0
+        return cls(run_dir, nodes_count=netns or int(nodes), netns_count=netns, s3_endpoint=options["s3_endpoint"],
                    bucket=options["bucket"], broker_args=shlex.split(options["broker_args"]) + bugs,
                    faults=tuple(options.get("nemesis") or ()), seed=options.get("seed"),
-                   volume_kind=options.get("volumes") or "local")
+                   volume_kind=options.get("volumes") or "local", chaos_settings=True)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -125,6 +140,20 @@ class ReferenceCluster(Target):
         return {n.name: n.log_path for n in self.nodes.values()}
 
     def unsupported(self, control: str) -> str | None:
+        if self.netns_count:
+            from harness.remote import netns
+            why = netns.unsupported()
+            if why:
+                return f"--nodes netns:{self.netns_count}: {why}"
+            if control == "clock":
+                from nemeses.clock import ClockUnsupported, find_libfaketime
+                try:
+                    find_libfaketime()
+                except ClockUnsupported as e:
+                    return str(e)
+                return None
+            if control == "network":
+                return None  # iptables inside each namespace, over SSH
         if control == "volume":
             if self.volume_kind != "local":
                 return "--volumes directory has no volume faults (FUSE volumes do: --volumes local)"
@@ -157,7 +186,7 @@ class ReferenceCluster(Target):
         return self.controls.network()
 
     def clock(self, name: str):
-        return self.controls.clocks[name]
+        return self.controls.clock(name)
 
     def node_s3_endpoint(self, name: str) -> str:
         proxy = self.controls.proxies.get(name) if self.controls else None
@@ -193,21 +222,37 @@ class ReferenceCluster(Target):
 
     def setup(self) -> None:
         self.run_dir = Path(self.run_dir)
-        if self.s3_endpoint is None:
-            self.s3 = SeaweedS3(self.run_dir / "s3", bucket=self.bucket).start()
-            self.s3_endpoint = self.s3.endpoint
         names = [f"n{i}" for i in range(1, self.nodes_count + 1)]
-        # Each node on its own loopback address (a partition cuts by address).
-        self.controls = LocalFaultControls(names, random.Random(self.seed))
+        s3_host = "127.0.0.1"
+        if self.netns_count:
+            from harness.db.netns_controls import NetnsFaultControls
+            from harness.remote.netns import NetnsCluster, NetnsUnavailable
+            try:
+                self.netns = NetnsCluster(self.run_dir, self.netns_count).setup()
+            except NetnsUnavailable as e:
+                raise TargetUnavailable(f"--nodes netns:{self.netns_count}: {e}") from None
+            self.controls = NetnsFaultControls(self.netns)
+            s3_host = self.controls.service_address
+        else:
+            # Each node on its own loopback address (a partition cuts by address).
+            self.controls = LocalFaultControls(names, random.Random(self.seed))
+        if self.s3_endpoint is None:
+            self.s3 = SeaweedS3(self.run_dir / "s3", bucket=self.bucket, host=s3_host).start()
+            self.s3_endpoint = self.s3.endpoint
         self._start_volumes()
         for i, name in enumerate(names, 1):
             node_dir = self.run_dir / "nodes" / name
             node_dir.mkdir(parents=True, exist_ok=True)
-            node = BrokerNode(name, i, self.controls.addresses[name], free_port(), node_dir, rpc_port=free_port())
+            if self.netns_count:  # each namespace has its own ports: the usual ones
+                node = BrokerNode(name, i, self.controls.addresses[name], 9092, node_dir, rpc_port=9093)
+                node.process = self.controls.process(name)
+            else:
+                node = BrokerNode(name, i, self.controls.addresses[name], free_port(), node_dir, rpc_port=free_port())
+                node.process = LocalProcess(name, [], node_dir / "broker.log")
             self.volumes.create(node.volume_id)
             node.volume_path = Path(self.volumes.attach(node.volume_id, name).path)
             self.nodes[name] = node
-        if self._wants("s3-*", "partition"):  # a node's S3 path degraded or cut alone: one proxy each
+        if self._wants("s3-*", "partition") or self.netns_count:  # a node's S3 path degraded or cut alone
             self.controls.start_proxies(self.s3_endpoint, self.seed)
         if self._wants("clock"):
             self.controls.start_clocks({n: node.dir for n, node in self.nodes.items()})
@@ -245,7 +290,19 @@ class ReferenceCluster(Target):
                 "--heartbeat-interval", self.heartbeat_interval,
                 # the workload creates its topics; should a client's Metadata auto-create one first
                 # (the broker's default, as Kafka's), it gets the workload's partition count
-                "--default-partitions", str(PARTITIONS_PER_TOPIC), *self.broker_args]
+                "--default-partitions", str(PARTITIONS_PER_TOPIC),
+                *(CHAOS_BROKER_ARGS if self.chaos_settings else ()), *self.broker_args]
+
+    def _node_env(self, name: str) -> dict:
+        """What a node's process starts with, beyond its host's environment."""
+        extra = {"PYTHONUNBUFFERED": "1",
+                 # the brokers run this checkout's reference/, wherever we run from
+                 "PYTHONPATH": os.pathsep.join([str(REPO_ROOT)] + ([os.environ["PYTHONPATH"]]
+                                                                   if os.environ.get("PYTHONPATH") else []))}
+        if self.controls is not None:
+            base = {**os.environ, **extra} if not self.netns_count else extra
+            extra.update(self.controls.node_environment(name, base))
+        return extra
 
     def start_node(self, name: str, wait: bool = True) -> None:
         node = self.nodes[name]
@@ -253,19 +310,10 @@ class ReferenceCluster(Target):
             return
         if node.volume_path is None:
             node.volume.mkdir(parents=True, exist_ok=True)
-        node.killed_by_us = False
-        with open(node.log_path, "ab") as out:
-            out.write(f"\n=== highwater: starting {name} (start #{node.starts + 1}) ===\n".encode())
-            out.flush()
-            env = {**os.environ, "PYTHONUNBUFFERED": "1",
-                   # the brokers run this checkout's reference/, wherever we run from
-                   "PYTHONPATH": os.pathsep.join([str(REPO_ROOT)] + ([os.environ["PYTHONPATH"]]
-                                                                     if os.environ.get("PYTHONPATH") else []))}
-            if self.controls is not None:
-                env.update(self.controls.node_environment(name, env))
-            node.process = subprocess.Popen(self.broker_command(node), stdout=out, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True, env=env)
-        node.starts += 1
+        node.process.argv = self.broker_command(node)
+        env = self._node_env(name)
+        node.process.env = env if self.netns_count else {**os.environ, **env}
+        node.process.start()
         if wait:
             self.wait_ready(name)
 
@@ -273,9 +321,9 @@ class ReferenceCluster(Target):
         node = self.nodes[name]
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
-            if node.process.poll() is not None:
-                raise NodeFailedToStart(f"broker {name} exited with {node.process.returncode} during start; "
-                                        f"see {node.log_path}")
+            if node.pid is None:
+                code = node.process.exited_by_itself()
+                raise NodeFailedToStart(f"broker {name} exited with {code} during start; see {node.log_path}")
             try:
                 with socket.create_connection((node.host, node.port), timeout=0.5):
                     return
@@ -285,44 +333,31 @@ class ReferenceCluster(Target):
                                 f"{self.start_timeout:.0f}s; see {node.log_path}")
 
     def signal_node(self, name: str, sig: int) -> bool:
-        node = self.nodes[name]
-        if node.pid is None:
-            return False
-        try:
-            os.killpg(node.process.pid, sig)
-        except ProcessLookupError:
-            return False
-        return True
+        return self.nodes[name].process.signal(sig)
 
     def pause_node(self, name: str) -> None:
-        """SIGSTOP: the node holds its sockets and answers nothing."""
-        self.signal_node(name, signal.SIGSTOP)
+        """SIGSTOP, and back once it is stopped: the node holds its sockets and answers nothing."""
+        self.nodes[name].process.pause()
 
     def resume_node(self, name: str) -> None:
-        self.signal_node(name, signal.SIGCONT)
+        self.nodes[name].process.resume()
 
     def kill_node(self, name: str) -> None:
         """SIGKILL: no flush, no goodbye; what was not fsynced is the node's loss."""
-        node = self.nodes[name]
-        node.killed_by_us = True
-        if self.signal_node(name, signal.SIGKILL):
-            node.process.wait(10)
+        self.nodes[name].process.kill()
 
     def died_on_their_own(self) -> dict[str, int]:
         """Nodes whose process exited without the harness stopping it: a
         broker that crashes by itself is a finding, never a silent outage."""
-        return {n.name: n.process.returncode for n in self.nodes.values()
-                if n.process is not None and n.process.poll() is not None and not n.killed_by_us}
+        out = {}
+        for n in self.nodes.values():
+            code = n.process.exited_by_itself() if n.process is not None else None
+            if code is not None:
+                out[n.name] = code
+        return out
 
     def stop_node(self, name: str, grace: float = 5.0) -> None:
-        node = self.nodes[name]
-        node.killed_by_us = True
-        if not self.signal_node(name, signal.SIGTERM):
-            return
-        try:
-            node.process.wait(grace)
-        except subprocess.TimeoutExpired:
-            self.kill_node(name)
+        self.nodes[name].process.stop(grace)
 
     # --- cluster knowledge -------------------------------------------------------
     def by_id(self, node_id: int) -> BrokerNode | None:
@@ -404,14 +439,55 @@ class ReferenceCluster(Target):
         out.sort(key=lambda r: r["at"])
         return out
 
+    def storage_paths(self) -> dict:
+        """How often each storage path ran over the whole run: the nodes log
+        their engine's cumulative counters now and then; a counter that goes
+        down starts a new incarnation (a restart, a re-registration), so the
+        last line of each incarnation is summed."""
+        totals: dict[str, int] = {}
+
+        def add(counts):
+            for k, v in (counts or {}).items():
+                totals[k] = totals.get(k, 0) + v
+        for node in self.nodes.values():
+            if not node.log_path.exists():
+                continue
+            last = None
+            with open(node.log_path, errors="replace") as f:
+                for line in f:
+                    m = COUNTERS_LINE.search(line)
+                    if not m:
+                        continue
+                    try:
+                        now = json.loads(m.group(1))
+                    except ValueError:
+                        continue
+                    if last and any(now.get(k, 0) < v for k, v in last.items()):
+                        add(last)
+                    last = now
+            add(last)
+        return totals
+
+    def _recoveries(self) -> tuple[int, int]:
+        """WAL recoveries (own restarts and failovers) and the records they replayed."""
+        count = records = 0
+        for node in self.nodes.values():
+            if node.log_path.exists():
+                for m in RECOVERED_LINE.finditer(node.log_path.read_text(errors="replace")):
+                    count += 1
+                    records += int(m.group(2))
+        return count, records
+
     def run_info(self) -> dict:
         fo = self.failovers()
         totals = sorted(f["steps"]["total_ms"] for f in fo if "total_ms" in f.get("steps", {}))
+        paths = self.storage_paths()
+        paths["recoveries"], paths["recovered_records"] = self._recoveries()
         info = {"failovers": fo, "reassignments": self.reassignments(),
                 "failover_total_ms": {"count": len(totals),
                                       "median": totals[len(totals) // 2] if totals else None,
                                       "max": totals[-1] if totals else None},
-                "volumes": self.volume_kind}
+                "volumes": self.volume_kind, "storage_paths": paths}
         if self.controls is not None:
             info.update(self.controls.stats())
         return info
@@ -419,11 +495,13 @@ class ReferenceCluster(Target):
     def teardown(self) -> None:
         for name in list(self.nodes):
             try:
-                self.signal_node(name, signal.SIGCONT)  # a paused node cannot act on SIGTERM
-                self.stop_node(name, grace=3.0)
+                self.stop_node(name, grace=3.0)   # (SIGCONT first: a paused node cannot act on SIGTERM)
             except Exception:
                 log.exception("stopping %s", name)
-                self.kill_node(name)
+                try:
+                    self.kill_node(name)
+                except Exception:
+                    log.exception("killing %s", name)
         if self.controls is not None:
             self.controls.stop()
         if self._volume_service is not None:
@@ -433,3 +511,5 @@ class ReferenceCluster(Target):
                 log.exception("stopping the volume service")
         if self.s3 is not None:
             self.s3.stop()
+        if self.netns is not None:
+            self.netns.teardown()

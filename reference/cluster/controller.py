@@ -25,7 +25,7 @@ from collections import deque
 from concurrent.futures import Executor
 from typing import Callable
 
-from reference import buggify, clock as clocks, ids
+from reference import buggify, bugs, clock as clocks, ids
 from reference.cluster import rpc as R
 from reference.cluster.core import ClusterConfig, ControllerCore
 from reference.storage.metadata import (BROKER_RECORDS, CommitRejected, MetadataFenced, MetadataLog,
@@ -418,10 +418,13 @@ class Controller:
                 t = self.clock()
                 fenced_epoch = self.meta.state.nodes[node]
                 await buggify.delay("failover.step.slow")
-                result = await self.call(hinfo["rpc"], "recover_wal",
-                                         {"node": node, "epoch": fenced_epoch,
-                                          "token": self.meta.state.node_info[node]["token"],
-                                          "path": att.path}, 120.0)
+                if bugs.enabled("offset-reuse"):  # planted bug: reopen at the last uploaded offset
+                    result = {"replayed": 0, "replayed_bytes": 0, "ends": {}}
+                else:
+                    result = await self.call(hinfo["rpc"], "recover_wal",
+                                             {"node": node, "epoch": fenced_epoch,
+                                              "token": self.meta.state.node_info[node]["token"],
+                                              "path": att.path}, 120.0)
                 steps["recover_ms"] = _ms(self.clock() - t)
                 t = self.clock()
                 await loop.run_in_executor(self.executor, self.volumes.detach, vid, hname)

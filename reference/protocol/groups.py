@@ -391,6 +391,11 @@ class GroupCoordinator:
         now = self.clock()
         for group_id, group in list(self.groups.items()):
             self._deliver(group.tick(now))
+            if group.is_idle:
+                # no member, none pending: nothing to keep (committed offsets live in
+                # the storage engine), and a client inventing group ids must not grow
+                # this table (and every tick) without bound
+                del self.groups[group_id]
 
     async def run(self) -> None:
         """Expire sessions and rebalance timeouts while the broker runs."""

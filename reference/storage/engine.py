@@ -44,11 +44,12 @@ restarted rather than risk acknowledging writes it cannot keep.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from reference import clock, errors, ids
+from reference import bugs, clock, errors, ids
 from reference.batch import assign_offset, iter_batches
 from reference.errors import KafkaError
 from reference.storage import disk
@@ -72,6 +73,9 @@ from reference.validation import ValidBatch, validate_off_loop
 __all__ = ["S3Engine", "EngineConfig", "add_arguments", "config_from_args", "parse_size", "parse_duration"]
 
 log = logging.getLogger(__name__)
+
+COUNTERS_LINE = "highwater-counters"
+COUNTERS_EVERY = 1.0
 
 
 class StreamRuntime:
@@ -170,7 +174,8 @@ class S3Engine(StorageEngine):
         self.wal = GroupCommitWal(self.wal_file, self.wal_file.start_offset(), cfg.wal_max_write,
                                   self.wal_executor, on_space_needed=want_space)
         self.wal.start()
-        self._tasks = [loop.create_task(self.uploader.run(), name=f"uploader-n{self.node_id}")]
+        self._tasks = [loop.create_task(self.uploader.run(), name=f"uploader-n{self.node_id}"),
+                       loop.create_task(self._log_counters(), name=f"counters-n{self.node_id}")]
         self.started = True
         self.meta.listeners.append(self._sync_streams)
         log.info("storage engine node %d (epoch %d) serving in the cluster: %d streams open here",
@@ -258,7 +263,8 @@ class S3Engine(StorageEngine):
                                       self.wal_executor, on_space_needed=want_space)
         self.wal.start()
         self._tasks = [loop.create_task(self.uploader.run(), name=f"uploader-n{self.node_id}"),
-                       loop.create_task(self.cleaner.run(), name=f"cleaner-n{self.node_id}")]
+                       loop.create_task(self.cleaner.run(), name=f"cleaner-n{self.node_id}"),
+                       loop.create_task(self._log_counters(), name=f"counters-n{self.node_id}")]
         if cfg.compaction_interval > 0:
             self._tasks.append(loop.create_task(self.compactor.run(), name=f"compactor-n{self.node_id}"))
         self.started = True
@@ -512,7 +518,7 @@ class S3Engine(StorageEngine):
             if error is None:
                 try:
                     self._check_session(topic, partition)
-                    if self.cluster and self.streams.get(s.stream_id) is not s:
+                    if self.cluster and self.streams.get(s.stream_id) is not s and not bugs.enabled("no-fencing"):
                         raise KafkaError(errors.NOT_LEADER_OR_FOLLOWER, f"{topic}-{partition} moved away meanwhile")
                 except KafkaError as e:
                     error = e
@@ -634,6 +640,31 @@ class S3Engine(StorageEngine):
         """Upload and commit everything durable now (tests, benchmarks)."""
         self._check()
         return await self.uploader.upload_once()
+
+    def counters(self) -> dict:
+        """How often each storage path ran in this engine's life: what a chaos
+        run must have exercised while its faults were in force."""
+        w = self.wal
+        return {"wal_writes": w.writes if w else 0, "uploads": self.uploader.uploads,
+                "trims": getattr(w, "trims", 0), "s3_reads": self.reader.gets,
+                "compactions": self.compactor.compactions + self.compactor.stream_compactions,
+                "recovered_records": (self.recovery_summary or {}).get("replayed", 0)}
+
+    async def _log_counters(self, every: float = COUNTERS_EVERY) -> None:
+        """One `highwater-counters {json}` line now and then (cumulative, per
+        incarnation): the harness sums the last line of each incarnation."""
+        last = None
+        while not self.stopping.is_set():
+            now = self.counters()
+            if now != last:
+                log.info("%s %s", COUNTERS_LINE, json.dumps(now, sort_keys=True))
+                last = now
+            try:
+                await asyncio.wait_for(self.stopping.wait(), every)
+            except asyncio.TimeoutError:
+                pass
+        if self.counters() != last:  # a clean stop says where it ended (a kill cannot)
+            log.info("%s %s", COUNTERS_LINE, json.dumps(self.counters(), sort_keys=True))
 
     def stats(self) -> dict:
         w = self.wal

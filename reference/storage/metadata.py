@@ -47,7 +47,7 @@ import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
-from reference import buggify, ids
+from reference import buggify, bugs, ids
 from reference.storage.s3io import ObjectExists, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -235,6 +235,8 @@ class StreamNotClosed(CommitRejected):
 
 def check_node_epoch(state: MetadataState, rec: dict) -> None:
     """AutoMQ's nodeEpochCheck."""
+    if bugs.enabled("no-fencing"):  # planted bug: any epoch, fenced or not, may write
+        return
     if "node_epoch" not in rec:
         if state.controller is not None and rec["type"] in BROKER_RECORDS:
             raise CommitRejected(f"{rec['type']} without node epoch in a cluster")
@@ -252,6 +254,8 @@ def check_stream_advance(state: MetadataState, rec: dict) -> None:
     """AutoMQ's streamAdvanceCheck for a commit in a cluster (stamped with a
     node epoch): every range's stream is held open by the committing node,
     at the epoch the commit names."""
+    if bugs.enabled("no-fencing"):  # planted bug: any node may commit to any stream
+        return
     epochs = rec.get("epochs", {})
     for ob in rec["objects"]:
         for sid, _start, _end in ob["ranges"]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from reference import errors
+from reference import bugs, errors
 from reference.batch import BatchHeader, increment_sequence
 
 BATCHES_REMEMBERED = 5
@@ -72,6 +72,8 @@ class ProducerStateTable:
                           f"new epoch {header.producer_epoch} must start at sequence 0, got {header.base_sequence}")
         for batch in entry.batches:
             if batch.first_sequence == header.base_sequence and batch.last_sequence == header.last_sequence:
+                if bugs.enabled("no-dedup"):  # planted bug: a retry is appended again
+                    return Append()
                 return Duplicate(batch.base_offset)
         if entry.batches:
             expected = increment_sequence(entry.batches[-1].last_sequence, 1)

@@ -25,7 +25,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from reference import buggify, clock
+from reference import buggify, bugs, clock
 from reference.batch import parse_header
 from reference.storage.log_cache import CachedBatch
 from reference.storage.metadata import CommitRejected, ControllerUnavailable, MetadataFenced, object_key
@@ -160,6 +160,8 @@ class Uploader:
         if clock.wall() >= deadline:
             log.warning("upload of objects %s outlived its prepare deadline; preparing again", ids)
             return False
+        if trim and bugs.enabled("trim-before-commit"):  # planted bug: the PUT returned, so trim now
+            await e.wal.trim(cutoff)
         tables = {sid: advance_producers(e.streams[sid].committed_producers, bs)
                   for sid, bs in pending.items() if sid in e.streams}
         producers = {str(sid): t.snapshot() for sid, t in tables.items() if t.producers}

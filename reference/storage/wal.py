@@ -46,7 +46,7 @@ from typing import Callable
 
 from crc32c import crc32c
 
-from reference import buggify, clock
+from reference import buggify, bugs, clock
 from reference.storage import disk
 
 log = logging.getLogger(__name__)
@@ -720,6 +720,8 @@ class GroupCommitWal(QueuedWal):
         assert start_offset % BLOCK == 0
         super().__init__(wal, start_offset, wal.header.trim_offset, executor, "wal-io", on_space_needed)
         self.max_write_bytes = max_write_bytes
+        self.trims = 0
+        self._last_sync = 0.0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._writer("WAL"), name="wal-writer")
@@ -753,6 +755,7 @@ class GroupCommitWal(QueuedWal):
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.executor, lambda: self.file.write_header(trim_offset=offset))
         self.trim_offset = offset
+        self.trims += 1
         self._space.set()
         log.info("WAL trimmed to %d (used %d of %d bytes)", offset, self.used, self.ring)
 
@@ -769,5 +772,13 @@ class GroupCommitWal(QueuedWal):
         self._writing = group
         buf, spans = frame_records(self.next_offset, [p.body for p in group])
         await buggify.delay("wal.write.slow")
+        if bugs.enabled("ack-before-fsync"):  # planted bug: acked once written, fsynced only now and then
+            at = self.next_offset
+            await loop.run_in_executor(self.executor, self.file.pwrite, at, buf)
+            self._made_durable(group, spans, len(buf))
+            if clock.monotonic() - self._last_sync >= 1.0:
+                self._last_sync = clock.monotonic()
+                await loop.run_in_executor(self.executor, self.file.sync)
+            return
         await loop.run_in_executor(self.executor, self.file.write_and_sync, self.next_offset, buf)
         self._made_durable(group, spans, len(buf))

@@ -87,6 +87,19 @@ log = logging.getLogger("highwater.volumes")
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 SOCKET_NAME = "control.sock"
+SOCKET_MAX = 100   # AF_UNIX paths hold 108 bytes
+
+
+def socket_path_for(root) -> Path:
+    """ROOT/control.sock, or, when that path is too long for AF_UNIX (a deep
+    store directory), a short one in /tmp named after ROOT: every client
+    finds the same one from ROOT alone."""
+    import hashlib
+    root = Path(root).resolve()
+    path = root / SOCKET_NAME
+    if len(str(path)) <= SOCKET_MAX:
+        return path
+    return Path("/tmp") / f"hwvol-{hashlib.sha1(str(root).encode()).hexdigest()[:16]}.sock"
 MOUNT_TIMEOUT = 20.0
 
 
@@ -193,7 +206,7 @@ class VolumeService:
         self.root = Path(root).resolve()
         for sub in ("volumes", "mnt", "logs"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        self.socket_path = self.root / SOCKET_NAME
+        self.socket_path = socket_path_for(self.root)
         if len(str(self.socket_path).encode()) > 100:
             raise VolumeError(f"socket path {self.socket_path} is too long for AF_UNIX; use a shorter root")
         self.volumes: dict[str, VolumeState] = {}
@@ -453,7 +466,7 @@ class LocalVolumes(VolumeProvider):
         if socket_path is None:
             if root is None:
                 raise ValueError("LocalVolumes needs the service's root or its socket path")
-            socket_path = Path(root) / SOCKET_NAME
+            socket_path = socket_path_for(root)
         self.socket_path = str(socket_path)
         self.timeout = timeout
 

@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_argument("--time-limit", help="override each case's workload duration")
     zoo.add_argument("--store", default="store", help="store root (default ./store)")
 
+    sim = sub.add_parser("sim", help="run the reference cluster under the deterministic simulator (virtual time, "
+                                     "simulated disks, S3 and network), seed after seed; a failing seed is "
+                                     "replayed byte for byte from the command it prints")
+    from harness.sim import command as sim_command
+    sim_command.add_arguments(sim)
+
     serve = sub.add_parser("serve", help="browse every stored run on 127.0.0.1 (prints its URL first)")
     serve.add_argument("store", nargs="?", default="store", help="store root (default ./store)")
     serve.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080; 0: any free)")
@@ -158,10 +164,16 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         return {"run": cmd_run, "check": cmd_check, "broker": cmd_broker, "s3": cmd_s3, "cluster": cmd_cluster,
-                "reassign": cmd_reassign, "replay": cmd_replay, "serve": cmd_serve, "zoo": cmd_zoo}[args.verb](args)
+                "reassign": cmd_reassign, "replay": cmd_replay, "serve": cmd_serve, "zoo": cmd_zoo,
+                "sim": cmd_sim}[args.verb](args)
     except KeyboardInterrupt:
         print("highwater: interrupted", file=sys.stderr)
         return 130
+
+
+def cmd_sim(args) -> int:
+    from harness.sim import command
+    return command.main(args)
 
 
 def cmd_run(args) -> int:

@@ -138,9 +138,12 @@ def is_cluster_node(args) -> bool:
     return args.storage == "s3" and getattr(args, "wal", "file") != "s3"
 
 
-async def start_cluster_node(args):
+async def start_cluster_node(args, store=None, volumes=None):
     """The node agent (registration, heartbeats, maybe the controller) with
-    its first engine; returns the agent."""
+    its first engine; returns the agent. `store` and `volumes` replace the
+    S3 client and the volume provider named by the flags (the deterministic
+    simulator passes its own; everything else is built from `args` as for a
+    real broker)."""
     from reference.cluster.core import ClusterConfig
     from reference.cluster.node import NodeAgent, NodeConfig
     from reference.volumes import open_provider
@@ -151,10 +154,11 @@ async def start_cluster_node(args):
     if missing:
         raise SystemExit(f"highwater broker: the s3 storage needs {', '.join(missing)}")
     config = engine_mod.config_from_args(args)
-    try:
-        volumes = open_provider(args.volume_provider)
-    except ValueError as e:
-        raise SystemExit(f"highwater broker: {e}") from None
+    if volumes is None:
+        try:
+            volumes = open_provider(args.volume_provider)
+        except ValueError as e:
+            raise SystemExit(f"highwater broker: {e}") from None
     session = engine_mod.parse_duration(args.session_timeout)
     heartbeat = engine_mod.parse_duration(args.heartbeat_interval)
     if not 0 < heartbeat < session:
@@ -169,7 +173,8 @@ async def start_cluster_node(args):
                       rpc_host=args.rpc_listen[0], rpc_port=args.rpc_listen[1], advertise=f"{adv_host}:{adv_port}",
                       volume_path=Path(args.volume), volume_id=args.volume_id, cluster=cc,
                       wal_capacity=config.wal_capacity, metadata_prefix=config.metadata_prefix)
-    store = ObjectStore(args.s3_endpoint, args.bucket, config.s3_timeout, config.s3_prefix)
+    if store is None:
+        store = ObjectStore(args.s3_endpoint, args.bucket, config.s3_timeout, config.s3_prefix)
 
     def make_engine(node_id, volume_dir):
         return engine_mod.S3Engine(node_id, volume_dir, args.s3_endpoint, args.bucket, config, store=store)
@@ -220,43 +225,60 @@ async def serve(args) -> None:
         log.info("stopped")
 
 
+class KafkaSide:
+    """A broker's Kafka listener and group coordinator, over its engine (and,
+    on a cluster node, its agent: the context follows each new engine)."""
+
+    def __init__(self, ctx, server, groups_task):
+        self.ctx, self.server, self.groups_task = ctx, server, groups_task
+
+    async def close(self) -> None:
+        self.groups_task.cancel()
+        await self.server.close()
+
+
+async def start_kafka_side(args, engine, agent) -> KafkaSide:
+    from reference.protocol.context import make_context
+    from reference.server import BrokerServer, ConnectionLimits
+    listen_host, listen_port = args.listen
+    adv_host, adv_port = args.advertise or (listen_host, listen_port)
+    if adv_host in ("0.0.0.0", "::", ""):
+        adv_host = "127.0.0.1"
+    ctx = make_context(engine, args.node_id, adv_host, adv_port,
+                       auto_create_topics=args.auto_create_topics, default_partitions=args.default_partitions,
+                       fetch_max_bytes=args.fetch_max_bytes)
+    if agent is not None:
+        from reference.cluster.view import ClusterView
+        ctx.cluster = ClusterView(agent.replica, args.node_id, agent.controller_call)
+
+        def follow(new_engine):
+            ctx.engine = new_engine
+            ctx.groups.engine = new_engine
+        agent.on_engine = follow
+    limits = ConnectionLimits(max_frame_size=args.max_frame_bytes,
+                              idle_timeout=args.connections_max_idle_ms / 1000)
+    server = BrokerServer(ctx, listen_host, listen_port, limits)
+    await server.start()
+    if args.advertise is None and listen_port == 0:
+        ctx.port = server.port
+    groups_task = asyncio.create_task(ctx.groups.run())
+    log.info("broker %d (storage %s) listening on %s:%d, advertising %s:%d", args.node_id, args.storage,
+             listen_host, server.port, ctx.host, ctx.port)
+    return KafkaSide(ctx, server, groups_task)
+
+
 async def serve_engine(args, engine, agent) -> None:
     """Serve Kafka clients from `engine` until SIGTERM/SIGINT (or, outside a
     cluster, until the engine halts). A cluster node's engine is replaced
     when the node registers again after being fenced; the context follows."""
-    from reference.protocol.context import make_context
-    from reference.server import BrokerServer, ConnectionLimits
-    listen_host, listen_port = args.listen
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = groups_task = None
+    side = None
     halted = getattr(engine, "halted", None) if agent is None else None
     try:
-        adv_host, adv_port = args.advertise or (listen_host, listen_port)
-        if adv_host in ("0.0.0.0", "::", ""):
-            adv_host = "127.0.0.1"
-        ctx = make_context(engine, args.node_id, adv_host, adv_port,
-                           auto_create_topics=args.auto_create_topics, default_partitions=args.default_partitions,
-                           fetch_max_bytes=args.fetch_max_bytes)
-        if agent is not None:
-            from reference.cluster.view import ClusterView
-            ctx.cluster = ClusterView(agent.replica, args.node_id, agent.controller_call)
-
-            def follow(new_engine):
-                ctx.engine = new_engine
-                ctx.groups.engine = new_engine
-            agent.on_engine = follow
-        limits = ConnectionLimits(max_frame_size=args.max_frame_bytes,
-                                  idle_timeout=args.connections_max_idle_ms / 1000)
-        server = BrokerServer(ctx, listen_host, listen_port, limits)
-        await server.start()
-        if args.advertise is None and listen_port == 0:
-            ctx.port = server.port
-        groups_task = asyncio.create_task(ctx.groups.run())
-        log.info("broker %d (storage %s) listening on %s:%d, advertising %s:%d", args.node_id, args.storage,
-                 listen_host, server.port, ctx.host, ctx.port)
+        side = await start_kafka_side(args, engine, agent)
         waits = [asyncio.ensure_future(stop.wait())]
         if isinstance(halted, asyncio.Event):
             waits.append(asyncio.ensure_future(halted.wait()))
@@ -267,10 +289,8 @@ async def serve_engine(args, engine, agent) -> None:
             raise EngineHalted(getattr(engine, "failed", None) or "storage engine halted")
         log.info("shutting down")
     finally:
-        if groups_task is not None:
-            groups_task.cancel()
-        if server is not None:
-            await server.close()
+        if side is not None:
+            await side.close()
 
 
 def run(args) -> int:

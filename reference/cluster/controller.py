@@ -21,13 +21,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
-import uuid
 from collections import deque
 from concurrent.futures import Executor
 from typing import Callable
 
-from reference import bugs
+from reference import buggify, bugs, clock as clocks, ids
 from reference.cluster import rpc as R
 from reference.cluster.core import ClusterConfig, ControllerCore
 from reference.storage.metadata import (BROKER_RECORDS, CommitRejected, MetadataFenced, MetadataLog,
@@ -46,7 +44,7 @@ def _ms(seconds: float) -> int:
 class Controller:
     def __init__(self, node_id: int, epoch: int, meta: MetadataLog, call, volumes=None,
                  config: ClusterConfig | None = None, executor: Executor | None = None,
-                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 clock: Callable[[], float] = clocks.monotonic, wall: Callable[[], float] = clocks.wall,
                  lease_valid: Callable[[], bool] = lambda: True, probe=R.probe,
                  lapsed_holder: int | None = None):
         self.node_id = node_id
@@ -197,7 +195,7 @@ class Controller:
             # its previous incarnation holds streams: that process is gone (the new
             # one holds the volume lock); fence it, and the new one recovers its WAL
             if not info.get("fenced"):
-                token = uuid.uuid4().hex
+                token = ids.uuid4().hex
                 await self.write({"type": "fence_node", "node": node, "epoch": state.nodes[node], "token": token,
                                   "reason": "re-registered"})
             self.self_recovering[node] = self.clock()
@@ -298,12 +296,13 @@ class Controller:
                 log.exception("controller tick failed")
 
     async def tick(self) -> None:
+        await buggify.delay("controller.tick.slow")
         state = self.meta.state
         now = self.clock()
         for node, epoch, why in self.core.to_fence(state, now):
             if node in self.failing:
                 continue
-            await self.write({"type": "fence_node", "node": node, "epoch": epoch, "token": uuid.uuid4().hex,
+            await self.write({"type": "fence_node", "node": node, "epoch": epoch, "token": ids.uuid4().hex,
                               "reason": why})
             log.warning("controller: fenced node %d (epoch %d -> %d): %s", node, epoch, epoch + 1, why)
             self._spawn_failover(node, why, now)
@@ -425,6 +424,7 @@ class Controller:
                 steps["attach_ms"] = _ms(self.clock() - t)
                 t = self.clock()
                 fenced_epoch = self.meta.state.nodes[node]
+                await buggify.delay("failover.step.slow")
                 if bugs.enabled("offset-reuse"):  # planted bug: reopen at the last uploaded offset
                     result = {"replayed": 0, "replayed_bytes": 0, "ends": {}}
                 else:

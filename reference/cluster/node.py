@@ -19,24 +19,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import stat
-import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from reference import bugs
+from reference import buggify, bugs, clock as clocks, ids
 from reference.cluster import rpc as R
 from reference.cluster.controller import Controller
 from reference.cluster.core import ClusterConfig
 from reference.cluster.lease import Lease, LeaseStore, may_take_over
 from reference.cluster.replica import MetadataReplica
-from reference.storage import metadata as M
+from reference.storage import disk, metadata as M
 from reference.storage.metadata import MetadataLog
 from reference.storage.wal import WalError, WalFile
-from reference.volumes.base import label_of
 
 log = logging.getLogger("highwater.node")
 
@@ -59,14 +55,14 @@ class NodeConfig:
 
 class NodeAgent:
     def __init__(self, cfg: NodeConfig, store, engine_factory: Callable, volumes=None,
-                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = clocks.monotonic, wall: Callable[[], float] = clocks.wall):
         self.cfg = cfg
         self.store = store
         self.engine_factory = engine_factory   # (node_id, volume_dir) -> S3Engine (not started)
         self.volumes = volumes
         self.clock, self.wall = clock, wall
         self.executor = ThreadPoolExecutor(4, thread_name_prefix=f"cluster-n{cfg.node_id}")
-        self.incarnation = uuid.uuid4().hex[:12]
+        self.incarnation = ids.uuid4().hex[:12]
         self.pool = R.RpcPool()
         self.rpc_server: R.RpcServer | None = None
         self.reader = MetadataLog(store, cfg.metadata_prefix, executor=self.executor)
@@ -177,19 +173,20 @@ class NodeAgent:
         loop = asyncio.get_running_loop()
         path = Path(self.cfg.volume_path)
         if self.cfg.volume_id is None:
-            path.mkdir(parents=True, exist_ok=True)   # a plain directory, not a provider's volume
+            disk.io.mkdir(path)   # a plain directory, not a provider's volume
+
         def attached() -> bool:
             if self.cfg.volume_id is None:
-                return path.is_dir()
+                return disk.io.is_dir(path)
             try:
-                if stat.S_ISBLK(path.stat().st_mode):   # a raw device (ec2): attached when it exists
+                if disk.io.is_block_device(path):   # a raw device (ec2): attached when it exists
                     return True
             except OSError:
                 return False
             # Our volume, labelled as such: not a dead attachment (EIO) nor the
             # bare mount point that shows between a detach and the next attach
             # (a WAL made there would vanish under the volume when it comes home).
-            return label_of(path) == self.cfg.volume_id
+            return disk.io.volume_label(path) == self.cfg.volume_id
         deadline = self.clock() + self.cfg.volume_wait
         while not attached():
             if self.clock() > deadline:
@@ -287,8 +284,16 @@ class NodeAgent:
         try:
             await c.start()
         except Exception as e:
-            log.error("node %d could not start as controller: %r", me, e)
+            log.error("node %d could not start as controller: %r; giving the lease up", me, e)
             await c.stop()
+            # we hold the lease but lead nothing: give it up now (as a clean close
+            # does), or every other candidate waits for it to expire, and this
+            # process never takes it again (the lease names its own incarnation)
+            self.lease_valid_until = 0.0
+            try:
+                await self._write_lease(Lease(me, epoch, self.rpc_address, self.incarnation, 0), won.etag)
+            except Exception as e2:
+                log.warning("giving up the controller lease: %r", e2)
             return
         self.controller = c
         self.controller_addr = self.rpc_address
@@ -426,6 +431,7 @@ class NodeAgent:
         while not self.stopping:
             sent = self.clock()
             try:
+                await buggify.delay("heartbeat.slow")   # after `sent`: as a slow network would
                 r = await self.controller_call("heartbeat", {"node": self.cfg.node_id, "epoch": self.epoch,
                                                              "seq": self.replica.state.seq},
                                                max(interval * 2, 0.5))

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from concurrent.futures import Executor
 from typing import Callable
 
+from reference import buggify, clock
 from reference.cluster import rpc as R
 from reference.storage.metadata import (COMMITTED, CommitRejected, ControllerUnavailable, MetadataLog,
                                         MetadataState, NodeFenced, apply)
@@ -86,12 +86,13 @@ class MetadataReplica:
         params = {"node": self.node, "epoch": self.epoch, "record": rec, "seq": self.state.seq}
         if self.recovery:
             params["recovery"] = self.recovery
-        deadline = time.monotonic() + self.append_timeout
+        await buggify.delay("replica.append.slow")
+        deadline = clock.monotonic() + self.append_timeout
         delay = 0.05
         ambiguous = False
         while True:
             try:
-                reply = await self.controller_call("append", params, max(0.5, deadline - time.monotonic()))
+                reply = await self.controller_call("append", params, max(0.5, deadline - clock.monotonic()))
                 break
             except R.RpcError as e:
                 if e.code == R.FENCED:
@@ -109,7 +110,7 @@ class MetadataReplica:
             except (ConnectionError, OSError, asyncio.TimeoutError) as e:
                 failure = e
                 ambiguous = True   # it may have been written before the connection broke
-            if time.monotonic() >= deadline:
+            if clock.monotonic() >= deadline:
                 if ambiguous and await self._applied_already(rec):
                     return None
                 raise ControllerUnavailable(f"metadata append {rec['type']}: no controller ({failure!r})")

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import re
-import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
+from reference import clock as clocks, ids
 from reference.storage.api import StorageEngine
 
 # Error codes reference/errors.py does not list yet (numbers are Kafka's).
@@ -36,8 +35,8 @@ class BrokerContext:
     auto_create_topics: bool = True   # Kafka's auto.create.topics.enable default
     default_partitions: int = 1
     fetch_max_bytes: int = DEFAULT_FETCH_MAX_BYTES
-    cluster_id: str = field(default_factory=lambda: "highwater-" + uuid.uuid4().hex[:12])
-    clock: Callable[[], float] = time.monotonic
+    cluster_id: str = field(default_factory=lambda: "highwater-" + ids.uuid4().hex[:12])
+    clock: Callable[[], float] = clocks.monotonic
     groups: object = None  # the GroupCoordinator; make_context sets it
     cluster: object = None  # a reference.cluster.view.ClusterView on a cluster node, else None
 

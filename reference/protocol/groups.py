@@ -23,11 +23,9 @@ import asyncio
 import enum
 import itertools
 import logging
-import time
-import uuid
 from dataclasses import dataclass, field
 
-from reference import errors
+from reference import clock, errors, ids
 
 log = logging.getLogger("highwater.groups")
 
@@ -110,7 +108,7 @@ class Group:
             return fail(errors.INCONSISTENT_GROUP_PROTOCOL)
 
         if not member_id:
-            new_id = f"{client_id or 'member'}-{uuid.uuid4()}"
+            new_id = f"{client_id or 'member'}-{ids.uuid4()}"
             if require_known_member_id:
                 # KIP-394: hand out the id first; the member joins with it next.
                 self.pending_members[new_id] = now + session_timeout_ms / 1000
@@ -327,7 +325,7 @@ class GroupCoordinator:
 
     TICK_SECONDS = 0.25
 
-    def __init__(self, engine, clock=time.monotonic):
+    def __init__(self, engine, clock=clock.monotonic):
         self.engine = engine
         self.clock = clock
         self.groups: dict[str, Group] = {}

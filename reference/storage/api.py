@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import uuid
 from dataclasses import dataclass, field
 
+from reference import ids
 from reference.validation import ValidBatch
 
 
@@ -24,7 +24,7 @@ class TopicInfo:
     name: str
     partitions: int
     configs: dict = field(default_factory=dict)
-    topic_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    topic_id: str = field(default_factory=lambda: str(ids.uuid4()))
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
+from reference import clock
 from reference.storage.metadata import COMMITTED, CommitRejected, MetadataState, object_key
 from reference.storage.object_format import StreamRecord, decode_object, encode_object
 
@@ -138,9 +138,9 @@ class Compactor:
                                             for oid in picked])
             sources = {oid: decode_object(b) for oid, b in zip(picked, bodies)}
             plan = regroup(state, sources, cfg.stream_object_bytes)
-            deadline = time.time() + cfg.object_ttl
+            deadline = clock.wall() + cfg.object_ttl
             ids = await e.meta.append({"type": "prepare_objects", "node": e.node_id, "count": len(plan),
-                                       "deadline": deadline, "ts": time.time()}) if plan else []
+                                       "deadline": deadline, "ts": clock.wall()}) if plan else []
             objects = []
             for (kind, records, ranges), oid in zip(plan, ids):
                 body, _ = await loop.run_in_executor(e.s3_executor, encode_object, records, cfg.data_block_bytes)
@@ -148,7 +148,7 @@ class Compactor:
                 objects.append({"id": oid, "size": len(body), "kind": kind, "ranges": ranges})
             try:
                 await e.meta.append({"type": "commit_objects", "node": e.node_id, "objects": objects,
-                                     "compacted": picked, "ts": time.time()})
+                                     "compacted": picked, "ts": clock.wall()})
             except CommitRejected as ex:
                 # e.g. a topic was deleted meanwhile; the new objects expire as garbage
                 log.warning("compaction of %s into %s rejected: %s", picked, ids, ex)
@@ -177,15 +177,15 @@ class Compactor:
                 records = sorted((r for b in bodies for r in decode_object(b)
                                   if r.stream_id == sid and start <= r.base_offset < end),
                                  key=lambda r: r.base_offset)
-                deadline = time.time() + cfg.object_ttl
+                deadline = clock.wall() + cfg.object_ttl
                 (oid,) = await e.meta.append({"type": "prepare_objects", "node": e.node_id, "count": 1,
-                                              "deadline": deadline, "ts": time.time()})
+                                              "deadline": deadline, "ts": clock.wall()})
                 body, _ = await loop.run_in_executor(e.s3_executor, encode_object, records, cfg.data_block_bytes)
                 await loop.run_in_executor(e.s3_executor, e.store.put, object_key(oid), body)
                 try:
                     await e.meta.append({"type": "commit_objects", "node": e.node_id, "compacted": run,
                                          "objects": [{"id": oid, "size": len(body), "kind": "stream",
-                                                      "ranges": ranges_of(records)}], "ts": time.time()})
+                                                      "ranges": ranges_of(records)}], "ts": clock.wall()})
                 except CommitRejected as ex:  # e.g. the topic was deleted meanwhile: the new object expires
                     log.warning("stream object compaction of %s into %d rejected: %s", run, oid, ex)
                     continue

@@ -46,14 +46,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from reference import bugs, errors
+from reference import bugs, clock, errors, ids
 from reference.batch import assign_offset, iter_batches
 from reference.errors import KafkaError
+from reference.storage import disk
 from reference.storage.api import AppendResult, CommittedOffset, StorageEngine, TopicInfo, Wakeup
 from reference.storage.compaction import Compactor
 from reference.storage.config import EngineConfig, add_arguments, config_from_args, parse_duration, parse_size
@@ -206,7 +205,7 @@ class S3Engine(StorageEngine):
         s = self.streams.get(stream_id)
         if s is None or s.epoch != epoch:
             raise KafkaError(errors.NOT_LEADER_OR_FOLLOWER, f"stream {stream_id} is not open here at epoch {epoch}")
-        started = time.monotonic()
+        started = clock.monotonic()
         self.moving_out.add(stream_id)
         try:
             if s.next_offset > s.high_watermark:
@@ -218,7 +217,7 @@ class S3Engine(StorageEngine):
             self.moving_out.discard(stream_id)
             raise
         return {"end": s.high_watermark, "delta_bytes": delta, "object_bytes": summary.bytes if summary else 0,
-                "seconds": round(time.monotonic() - started, 4)}
+                "seconds": round(clock.monotonic() - started, 4)}
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -228,12 +227,12 @@ class S3Engine(StorageEngine):
         if cfg.wal == "s3" and cfg.wal_device:
             raise WalError("--wal s3 and --wal-device exclude each other")
         loop = asyncio.get_running_loop()
-        started = time.monotonic()
-        self.volume_dir.mkdir(parents=True, exist_ok=True)
+        started = clock.monotonic()
+        disk.io.mkdir(self.volume_dir)
         for attempt in range(5):
             await loop.run_in_executor(self.s3_executor, self.meta.load_sync)
             try:
-                await self.meta.append({"type": "node_open", "node": self.node_id, "ts": time.time()})
+                await self.meta.append({"type": "node_open", "node": self.node_id, "ts": clock.wall()})
                 break
             except MetadataFenced:
                 # another writer (e.g. this node's previous incarnation, still uploading) took that
@@ -270,7 +269,7 @@ class S3Engine(StorageEngine):
             self._tasks.append(loop.create_task(self.compactor.run(), name=f"compactor-n{self.node_id}"))
         self.started = True
         log.info("storage engine node %d (epoch %d) ready in %.2fs: %d topics, %d streams, WAL %s capacity %d",
-                 self.node_id, self.node_epoch, time.monotonic() - started, len(self.meta.state.topics),
+                 self.node_id, self.node_epoch, clock.monotonic() - started, len(self.meta.state.topics),
                  len(self.streams), self.wal_file.path, self.wal_file.capacity)
 
     async def close(self) -> None:
@@ -284,8 +283,8 @@ class S3Engine(StorageEngine):
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.started and self.wal is not None:
-            deadline = time.monotonic() + self.config.close_upload_timeout
-            while not self.wal.idle and self.wal.failed is None and time.monotonic() < deadline:
+            deadline = clock.monotonic() + self.config.close_upload_timeout
+            while not self.wal.idle and self.wal.failed is None and clock.monotonic() < deadline:
                 await asyncio.sleep(0.005)
             if not self.failed:
                 try:
@@ -397,10 +396,10 @@ class S3Engine(StorageEngine):
             raise KafkaError(errors.TOPIC_ALREADY_EXISTS, f"topic {name} exists")
         if partitions < 1:
             raise KafkaError(errors.INVALID_PARTITIONS, f"{partitions} partitions")
-        topic_id = str(uuid.uuid4())
+        topic_id = str(ids.uuid4())
         try:
             await self._meta_append({"type": "create_topic", "name": name, "partitions": partitions,
-                                     "configs": dict(configs or {}), "topic_id": topic_id, "ts": time.time()})
+                                     "configs": dict(configs or {}), "topic_id": topic_id, "ts": clock.wall()})
         except CommitRejected as e:
             raise KafkaError(errors.TOPIC_ALREADY_EXISTS, str(e)) from None
         self._sync_streams()
@@ -411,7 +410,7 @@ class S3Engine(StorageEngine):
         if name not in self.meta.state.topics:
             raise KafkaError(errors.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {name}")
         try:
-            await self._meta_append({"type": "delete_topic", "name": name, "ts": time.time()})
+            await self._meta_append({"type": "delete_topic", "name": name, "ts": clock.wall()})
         except CommitRejected as e:
             raise KafkaError(errors.UNKNOWN_TOPIC_OR_PARTITION, str(e)) from None
         self._sync_streams()
@@ -422,7 +421,7 @@ class S3Engine(StorageEngine):
         async with self._pid_lock:
             if self._pid_next >= self._pid_end:
                 n = self.config.producer_id_block
-                start = await self._meta_append({"type": "allocate_producer_ids", "count": n, "ts": time.time()})
+                start = await self._meta_append({"type": "allocate_producer_ids", "count": n, "ts": clock.wall()})
                 self._pid_next, self._pid_end = start, start + n
             pid = self._pid_next
             self._pid_next += 1
@@ -625,7 +624,7 @@ class S3Engine(StorageEngine):
     # ------------------------------------------------------------------ groups
     async def commit_group_offsets(self, group, offsets):
         self._check()
-        await self._meta_append({"type": "commit_group_offsets", "group": group, "ts": time.time(),
+        await self._meta_append({"type": "commit_group_offsets", "group": group, "ts": clock.wall(),
                                  "offsets": [[t, p, o.offset, o.metadata, o.leader_epoch]
                                              for (t, p), o in offsets.items()]})
 

@@ -44,11 +44,10 @@ import asyncio
 import bisect
 import json
 import logging
-import uuid
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
-from reference import bugs
+from reference import buggify, bugs, ids
 from reference.storage.s3io import ObjectExists, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -465,7 +464,7 @@ class MetadataLog:
         self.snapshot_every = snapshot_every
         self.executor = executor
         self.state = MetadataState()
-        self.writer_id = uuid.uuid4().hex
+        self.writer_id = ids.uuid4().hex
         self.fenced: MetadataFenced | None = None
         self._lock = asyncio.Lock()
         self._snapshot_task: asyncio.Task | None = None
@@ -532,6 +531,7 @@ class MetadataLog:
             body = json.dumps(rec, separators=(",", ":"), sort_keys=True).encode()
             loop = asyncio.get_running_loop()
             delay = 0.05
+            await buggify.delay("metadata.append.slow")
             while True:
                 try:
                     await loop.run_in_executor(self.executor, self.store.put_if_absent, self.log_key(seq), body)

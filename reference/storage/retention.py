@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
+from reference import clock
 from reference.storage.metadata import COMMITTED, DESTROY, PREPARED, MetadataState, object_key
 from reference.storage.s3io import NoSuchKey
 
@@ -75,7 +75,7 @@ class Cleaner:
 
     async def clean_once(self, sweep: bool = False, now: float | None = None) -> int:
         e = self.engine
-        now = time.time() if now is None else now
+        now = clock.wall() if now is None else now
         meta = e.meta
         expired = expired_prepared(meta.state, now)
         if expired:

@@ -41,13 +41,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 from concurrent.futures import Executor
 from typing import Callable
 
 from crc32c import crc32c
 
+from reference import clock
 from reference.storage.s3io import NoSuchKey, ObjectExists, ObjectStore
 from reference.storage.wal import (RECORD_HEADER_SIZE, QueuedWal, ScanResult, WalError, check_record_header,
                                    frame_record)
@@ -301,7 +301,7 @@ class S3BatchingWal(QueuedWal):
         self._made_durable(group, spans, len(buf))
 
     async def _put(self, loop, start: int, buf: bytes) -> None:
-        deadline = time.monotonic() + self.put_deadline
+        deadline = clock.monotonic() + self.put_deadline
         delay = 0.05
         while True:
             try:
@@ -310,7 +310,7 @@ class S3BatchingWal(QueuedWal):
             except ObjectExists:
                 raise WalError(f"WAL object at {start} already written by another writer: fenced") from None
             except Exception as e:
-                if time.monotonic() >= deadline:
+                if clock.monotonic() >= deadline:
                     raise
                 log.warning("PUT of WAL object at %d (%d bytes) failed (%r); retrying in %.2fs",
                             start, len(buf), e, delay)

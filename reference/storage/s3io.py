@@ -59,11 +59,13 @@ class ObjectStore:
     """A bucket, optionally under a key prefix (so several clusters or test
     cases can share one bucket): every key below is relative to it."""
 
-    def __init__(self, endpoint: str, bucket: str, timeout: float = 10.0, prefix: str = ""):
+    def __init__(self, endpoint: str, bucket: str, timeout: float = 10.0, prefix: str = "", client=None):
         self.endpoint = endpoint
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        self.client = make_client(endpoint, timeout)
+        # `client`: a boto3-compatible S3 client (the deterministic simulator
+        # passes its simulated object store; errors are botocore's)
+        self.client = client if client is not None else make_client(endpoint, timeout)
 
     def put(self, key: str, body: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=body)

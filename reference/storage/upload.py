@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 
-from reference import bugs
+from reference import buggify, bugs, clock
 from reference.batch import parse_header
 from reference.storage.log_cache import CachedBatch
 from reference.storage.metadata import CommitRejected, ControllerUnavailable, MetadataFenced, object_key
@@ -69,7 +68,7 @@ class Uploader:
         self.engine = engine
         self._lock = asyncio.Lock()
         self._wanted = asyncio.Event()
-        self._last = time.monotonic()
+        self._last = clock.monotonic()
         self.uploads = 0
         self.uploaded_bytes = 0
         self.last_summary: UploadSummary | None = None
@@ -89,7 +88,7 @@ class Uploader:
         interval = e.config.upload_interval
         backoff = 0.1
         while not e.closing:
-            timeout = max(0.0, self._last + interval - time.monotonic())
+            timeout = max(0.0, self._last + interval - clock.monotonic())
             try:
                 await asyncio.wait_for(self._wanted.wait(), timeout)
             except asyncio.TimeoutError:
@@ -115,7 +114,7 @@ class Uploader:
                 backoff = min(backoff * 2, 5.0)
                 self._wanted.set()
                 continue
-            self._last = time.monotonic()
+            self._last = clock.monotonic()
             if self.should_upload():
                 self._wanted.set()
 
@@ -135,7 +134,7 @@ class Uploader:
         cfg = e.config
         if e.failed:
             raise RuntimeError(f"engine halted: {e.failed}")
-        started = time.monotonic()
+        started = clock.monotonic()
         if cutoff is None:
             cutoff = e.wal.next_offset
         pending = {sid: bs for sid, bs in e.cache.pending(cutoff).items()
@@ -145,9 +144,9 @@ class Uploader:
                 await e.wal.trim(cutoff)
             return None
         plan = plan_objects(pending, cfg.stream_object_bytes)
-        deadline = time.time() + cfg.object_ttl
+        deadline = clock.wall() + cfg.object_ttl
         ids = await e.meta.append({"type": "prepare_objects", "node": e.node_id, "count": len(plan),
-                                   "deadline": deadline, "ts": time.time()})
+                                   "deadline": deadline, "ts": clock.wall()})
         objects, total = [], 0
         for (kind, sids), oid in zip(plan, ids):
             records = [StreamRecord(sid, b.base_offset, b.end_offset, b.data) for sid in sids for b in pending[sid]]
@@ -158,7 +157,7 @@ class Uploader:
             objects.append({"id": oid, "size": len(body), "kind": kind,
                             "ranges": [[sid, pending[sid][0].base_offset, pending[sid][-1].end_offset] for sid in sids]})
             total += len(body)
-        if time.time() >= deadline:
+        if clock.wall() >= deadline:
             log.warning("upload of objects %s outlived its prepare deadline; preparing again", ids)
             return False
         if trim and bugs.enabled("trim-before-commit"):  # planted bug: the PUT returned, so trim now
@@ -166,9 +165,10 @@ class Uploader:
         tables = {sid: advance_producers(e.streams[sid].committed_producers, bs)
                   for sid, bs in pending.items() if sid in e.streams}
         producers = {str(sid): t.snapshot() for sid, t in tables.items() if t.producers}
+        await buggify.delay("upload.before-commit.slow")
         try:
             await e.meta.append({"type": "commit_objects", "node": e.node_id, "objects": objects,
-                                 "producers": producers, "ts": time.time(),
+                                 "producers": producers, "ts": clock.wall(),
                                  "epochs": {str(sid): e.streams[sid].epoch for sid in pending if sid in e.streams}})
         except (CommitRejected, MetadataFenced) as ex:
             e.halt(f"upload commit of objects {ids} failed: {ex}")
@@ -179,7 +179,7 @@ class Uploader:
                 e.streams[sid].committed_producers = tables[sid]
         e.notify_space()
         summary = UploadSummary(ids, len(pending), sum(len(bs) for bs in pending.values()), total, cutoff,
-                                time.monotonic() - started)
+                                clock.monotonic() - started)
         self.uploads += 1
         self.uploaded_bytes += total
         self.last_summary = summary
@@ -194,10 +194,12 @@ class Uploader:
         delay = 0.05
         while True:
             try:
+                if buggify.fire("upload.put.fail"):
+                    raise OSError("BUGGIFY: the object PUT failed")
                 await loop.run_in_executor(self.engine.s3_executor, self.engine.store.put, key, body)
                 return
             except Exception as ex:
-                if time.time() >= deadline:
+                if clock.wall() >= deadline:
                     raise
                 log.warning("PUT %s (%d bytes) failed (%r); retrying in %.2fs", key, len(body), ex, delay)
                 await asyncio.sleep(delay)

@@ -39,7 +39,6 @@ import logging
 import mmap
 import os
 import struct
-import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -47,7 +46,8 @@ from typing import Callable
 
 from crc32c import crc32c
 
-from reference import bugs
+from reference import buggify, bugs, clock
+from reference.storage import disk
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +128,7 @@ def newest_header(block_a: bytes, block_b: bytes) -> WalHeader | None:
 
 def fsync_directory(path: str | Path) -> None:
     """Make a directory's entries (a file just created or renamed) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    disk.io.fsync_directory(path)
 
 
 def align_up(n: int, to: int = BLOCK) -> int:
@@ -223,13 +219,13 @@ def _lock_wal(fd: int, path: Path, mode: str) -> None:
     if mode == "none":
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        disk.io.lock_exclusive(fd)
     except BlockingIOError:
         if mode == "try":
             log.warning("WAL %s is still locked by another process (a paused or dying broker on a volume "
                         "that does not fence I/O); going on", path)
             return
-        os.close(fd)
+        disk.io.close(fd)
         raise WalError(f"WAL {path} is in use by another process (its lock is held): refusing to run a "
                        f"second process on this volume") from None
 
@@ -240,24 +236,25 @@ class WalFile:
     def __init__(self, path: str | Path, capacity: int, node_id: int, node_epoch: int = 0, lock: str = "must"):
         self.path = Path(path)
         capacity = align_up(capacity)
-        existed = self.path.exists() and self.path.stat().st_size >= HEADER_AREA
+        size = disk.io.size(self.path)
+        existed = size is not None and size >= HEADER_AREA
         if capacity < MIN_CAPACITY and not existed:
             raise WalError(f"WAL capacity {capacity} is below the minimum {MIN_CAPACITY}")
         self.header: WalHeader
         self.created = False
         if existed:
-            self.fd = os.open(self.path, os.O_RDWR)
-            h = newest_header(os.pread(self.fd, BLOCK, 0), os.pread(self.fd, BLOCK, BLOCK))
+            self.fd = disk.io.open(self.path, os.O_RDWR)
+            h = newest_header(disk.io.pread(self.fd, BLOCK, 0), disk.io.pread(self.fd, BLOCK, BLOCK))
             if h is None:
-                os.close(self.fd)
+                disk.io.close(self.fd)
                 raise WalError(f"{self.path}: no valid WAL header in either copy; refusing to guess")
             if h.capacity != capacity and capacity:
                 log.warning("WAL %s has capacity %d, configured %d: keeping the file's", self.path, h.capacity, capacity)
-            if os.fstat(self.fd).st_size < h.capacity:
-                os.ftruncate(self.fd, h.capacity)
+            if disk.io.fsize(self.fd) < h.capacity:
+                disk.io.ftruncate(self.fd, h.capacity)
             self.header = h
         else:
-            self.header = WalHeader(capacity, 0, time.time_ns(), 0, node_id, node_epoch, SHUTDOWN_CLEAN)
+            self.header = WalHeader(capacity, 0, clock.wall_ns(), 0, node_id, node_epoch, SHUTDOWN_CLEAN)
             self.fd = self._create(capacity)
             self.created = True
             log.info("created WAL %s, capacity %d", self.path, capacity)
@@ -272,17 +269,17 @@ class WalFile:
         leaves either no WAL or a complete one, never a headerless file that
         every later start would refuse."""
         tmp = self.path.with_name(self.path.name + ".new")
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = disk.io.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.ftruncate(fd, capacity)
+            disk.io.ftruncate(fd, capacity)
             # both copies, so a torn first header write still leaves one valid
-            os.pwrite(fd, encode_header(replace(self.header, sequence=1)), BLOCK)
-            os.pwrite(fd, encode_header(self.header), 0)
-            os.fsync(fd)
-            os.rename(tmp, self.path)
+            disk.io.pwrite(fd, encode_header(replace(self.header, sequence=1)), BLOCK)
+            disk.io.pwrite(fd, encode_header(self.header), 0)
+            disk.io.fsync(fd)
+            disk.io.rename(tmp, self.path)
             fsync_directory(self.path.parent)
         except BaseException:
-            os.close(fd)
+            disk.io.close(fd)
             raise
         return fd
 
@@ -294,7 +291,7 @@ class WalFile:
         fd, self.fd = self.fd, -1
         if fd >= 0:
             try:
-                os.close(fd)
+                disk.io.close(fd)
             except OSError as e:
                 log.warning("closing WAL %s: %s (the descriptor is released all the same)", self.path, e)
 
@@ -303,10 +300,10 @@ class WalFile:
 
     # the two raw primitives; WalDevice replaces them with aligned O_DIRECT I/O
     def _read_at(self, phys: int, n: int) -> bytes:
-        return os.pread(self.fd, n, phys)
+        return disk.io.pread(self.fd, n, phys)
 
     def _write_at(self, phys: int, data) -> int:
-        return os.pwrite(self.fd, data, phys)
+        return disk.io.pwrite(self.fd, data, phys)
 
     def pread(self, logical: int, n: int) -> bytes:
         out = bytearray()
@@ -331,14 +328,14 @@ class WalFile:
             logical += written
 
     def sync(self) -> None:
-        os.fdatasync(self.fd)
+        disk.io.fdatasync(self.fd)
 
     def write_and_sync(self, logical: int, data: bytes) -> None:
         self.pwrite(logical, data)
         self.sync()
 
     def write_header(self, **changes) -> WalHeader:
-        h = replace(self.header, sequence=self.header.sequence + 1, write_time_ns=time.time_ns(), **changes)
+        h = replace(self.header, sequence=self.header.sequence + 1, write_time_ns=clock.wall_ns(), **changes)
         self._write_at(h.slot * BLOCK, encode_header(h))
         self.sync()
         self.header = h
@@ -484,7 +481,7 @@ class WalDevice(WalFile):
                 raise WalError(f"WAL capacity {want} is below the minimum {MIN_CAPACITY}")
             self.capacity = want
             self._zero_ring()
-            self.header = WalHeader(want, 0, time.time_ns(), 0, node_id, node_epoch, SHUTDOWN_CLEAN)
+            self.header = WalHeader(want, 0, clock.wall_ns(), 0, node_id, node_epoch, SHUTDOWN_CLEAN)
             self._write_at(BLOCK, encode_header(replace(self.header, sequence=1)))
             self._write_at(0, encode_header(self.header))
             self.created = True
@@ -774,12 +771,13 @@ class GroupCommitWal(QueuedWal):
         group, self._queue = self._queue[:take], self._queue[take:]
         self._writing = group
         buf, spans = frame_records(self.next_offset, [p.body for p in group])
+        await buggify.delay("wal.write.slow")
         if bugs.enabled("ack-before-fsync"):  # planted bug: acked once written, fsynced only now and then
             at = self.next_offset
             await loop.run_in_executor(self.executor, self.file.pwrite, at, buf)
             self._made_durable(group, spans, len(buf))
-            if time.monotonic() - self._last_sync >= 1.0:
-                self._last_sync = time.monotonic()
+            if clock.monotonic() - self._last_sync >= 1.0:
+                self._last_sync = clock.monotonic()
                 await loop.run_in_executor(self.executor, self.file.sync)
             return
         await loop.run_in_executor(self.executor, self.file.write_and_sync, self.next_offset, buf)

@@ -7,11 +7,10 @@ the records before their offset. No transactions, so the last stable offset
 is the high watermark. No fetch sessions: session id 0 tells the client to
 send full fetches."""
 import asyncio
-import time
 
 from kafka.protocol.consumer import FetchResponse
 
-from reference import errors
+from reference import buggify, clock, errors
 from reference.errors import KafkaError
 from reference.protocol.context import FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH
 
@@ -83,12 +82,13 @@ async def _read_all(ctx, request):
 
 
 async def handle(request, ctx):
-    deadline = time.monotonic() + max(request.max_wait_ms, 0) / 1000
+    await buggify.delay("fetch.slow")
+    deadline = clock.monotonic() + max(request.max_wait_ms, 0) / 1000
     while True:
         # Subscribe to the next append *before* reading: the waiter task starts
         # at our first suspension, before any append can run, so an append
         # that lands while we read still wakes us.
-        remaining = deadline - time.monotonic()
+        remaining = deadline - clock.monotonic()
         waiter = asyncio.ensure_future(ctx.engine.wait_for_append(remaining)) if remaining > 0 else None
         try:
             topics, total = await _read_all(ctx, request)
@@ -99,7 +99,7 @@ async def handle(request, ctx):
         finally:
             if waiter is not None and not waiter.done():
                 waiter.cancel()
-        if time.monotonic() >= deadline:
+        if clock.monotonic() >= deadline:
             topics, total = await _read_all(ctx, request)
             break
     return FetchResponse(version=request.version, throttle_time_ms=0, error_code=0, session_id=0, responses=topics)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from kafka.protocol.producer import ProduceResponse
 
-from reference import errors
+from reference import buggify, errors
 from reference.errors import KafkaError
 from reference.validation import COMPRESSION_MASK, ZSTD, InvalidBatch
 
@@ -117,6 +117,7 @@ def _report_abandoned(topic: str, index: int, durable: asyncio.Future) -> None:
 
 async def queue(request, ctx) -> QueuedProduce:
     """Step 1: validate and queue every partition's batch, in request order."""
+    await buggify.delay("produce.queue.slow")
     parts: list[_Part] = []
     try:
         for t in request.topic_data:

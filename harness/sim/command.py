@@ -101,6 +101,44 @@ def _ensure_hash_seed() -> None:
     os.execve(sys.executable, sys.orig_argv, env)
 
 
+def _in_processes(tasks, jobs: int, per_process: int = 20):
+    """_run_one over tasks in `jobs` forked processes, the results in task
+    order; a fresh set of processes every jobs * per_process tasks (a long
+    hunt's memory stays flat). Not multiprocessing.Pool: its terminate() can
+    block for good when a hunt stops at a failure while workers are busy."""
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    for start in range(0, len(tasks), jobs * per_process):
+        batch = tasks[start:start + jobs * per_process]
+        workers = []
+        try:
+            for k in range(jobs):
+                receive, send = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_run_share, args=(batch[k::jobs], send), daemon=True)
+                proc.start()
+                send.close()
+                workers.append((proc, receive))
+            for i in range(len(batch)):
+                proc, receive = workers[i % jobs]
+                try:
+                    yield receive.recv()
+                except EOFError:
+                    raise RuntimeError(f"the process simulating seed {batch[i][0]} died "
+                                       f"(exit code {proc.join(5) or proc.exitcode})") from None
+        finally:
+            for proc, receive in workers:
+                if proc.is_alive():
+                    proc.kill()
+                proc.join()
+                receive.close()
+
+
+def _run_share(tasks, send) -> None:
+    for task in tasks:
+        send.send(_run_one(task))
+    send.close()
+
+
 def _run_one(task):
     seed, options = task
     from harness.sim.world import run_seed
@@ -159,11 +197,8 @@ def main(args, out=print) -> int:
         out(f"hunting {args.bug}: expected anomaly {' or '.join(expected)} (the zoo's table)")
     tasks = [(s, options) for s in seeds]
     if args.jobs > 1 and len(seeds) > 1:
-        import multiprocessing
-        pool = multiprocessing.get_context("fork").Pool(args.jobs, maxtasksperchild=20)
-        results = pool.imap(_run_one, tasks)
+        results = _in_processes(tasks, args.jobs)
     else:
-        pool = None
         results = map(_run_one, tasks)
     try:
         for s in results:
@@ -187,8 +222,8 @@ def main(args, out=print) -> int:
                 if not args.keep_going:
                     break
     finally:
-        if pool is not None:
-            pool.terminate()
+        if hasattr(results, "close"):
+            results.close()     # stops and reaps the worker processes
     real = time.perf_counter() - started
     out(f"{sum(counts.values())} seeds: {counts['valid']} valid, {counts['invalid']} invalid, "
         f"{counts['unknown']} unknown; {sim_seconds:.0f} simulated s in {real:.1f} real s "

@@ -235,7 +235,9 @@ class ReferenceCluster(Target):
             s3_host = self.controls.service_address
         else:
             # Each node on its own loopback address (a partition cuts by address).
-            self.controls = LocalFaultControls(names, random.Random(self.seed))
+            # addresses drawn per harness process: two runs of one seed on one
+            # machine (parallel tests, a replay beside its original) must not share them
+            self.controls = LocalFaultControls(names, random.Random(hash((self.seed, os.getpid()))))
         if self.s3_endpoint is None:
             self.s3 = SeaweedS3(self.run_dir / "s3", bucket=self.bucket, host=s3_host).start()
             self.s3_endpoint = self.s3.endpoint

@@ -1,0 +1,40 @@
+"""The bug zoo in CI: every planted bug of the reference is found by the
+chaos test of its zoo case (one seed here; `highwater zoo` runs three), with
+one of the anomalies the case expects, and the clean reference passes the
+same test. A bug the harness stops catching turns this red."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from harness.zoo import CASES, zoo
+from reference.bugs import BUGS
+
+
+def test_every_zoo_case_names_a_planted_bug_and_an_anomaly():
+    assert set(CASES) <= set(BUGS)
+    for name, case in CASES.items():
+        assert case.expect, name
+        assert case.nemesis, name
+
+
+def test_zoo_refuses_a_bug_it_has_no_case_for(tmp_path):
+    lines: list[str] = []
+    assert zoo(["no-such-bug"], seeds=[1], store=str(tmp_path), out=lines.append) == 2
+    assert "no zoo case for no-such-bug" in lines[0]
+
+
+@pytest.mark.timeout(420)
+@pytest.mark.parametrize("bug", sorted(CASES))
+def test_the_zoo_finds_the_bug_and_the_clean_reference_passes(bug, tmp_path):
+    lines: list[str] = []
+    code = zoo([bug], seeds=[1], store=str(tmp_path / "store"), out=lines.append)
+    text = "\n".join(lines)
+    rows = [ln for ln in lines if ln.startswith(bug)]
+    assert len(rows) == 1, text
+    found = re.split(r"\s{2,}", rows[0])[2]
+    assert found in CASES[bug].expect, text
+    clean = [ln for ln in lines if "(clean reference)" in ln]
+    assert len(clean) == 1 and "passes" in clean[0], text
+    assert code == 0, text

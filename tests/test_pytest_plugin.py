@@ -20,7 +20,7 @@ def test_quiet_reference_is_valid(highwater_cluster):
     assert result.run_dir.is_dir()
 
 @pytest.mark.chaos(nodes=1, nemesis="kill", nemesis_interval="3s", time_limit="14s", final_time_limit="8s", rate=40,
-                   bug="skip-wal-replay", seed=9)
+                   bug="skip-wal-replay", seed=9, broker_args="--upload-interval 30s --upload-bytes 64MiB")
 def test_broken_reference_fails(highwater_cluster):
     highwater_cluster.run().assert_valid()
 '''

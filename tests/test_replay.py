@@ -97,7 +97,9 @@ def test_a_broken_runs_verdict_comes_back_in_a_replay(tmp_path):
     common = ["--store", str(store), "--quiet"]
     r = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--nodes", "1", "--time-limit", "18s", "--nemesis", "kill",
                         "--nemesis-interval", "3s", "--final-time-limit", "8s", "--rate", "40", "--seed", "9",
-                        "--bug", "skip-wal-replay", *common], capture_output=True, text=True, timeout=140)
+                        "--bug", "skip-wal-replay",
+                        # uploads rare: the WAL is the only copy of what was acknowledged
+                        "--broker-args", "--upload-interval 30s --upload-bytes 64MiB", *common], capture_output=True, text=True, timeout=140)
     original = (store / "latest").resolve()
     assert r.returncode == 1, r.stderr[-3000:]
     r = subprocess.run([sys.executable, "-m", "harness.cli", "replay", str(original), "--times", "1", *common[2:]],

@@ -31,3 +31,23 @@ def test_volumes(highwater_cluster):
 @pytest.mark.chaos(nemesis="s3-slow,s3-error,s3-reset,s3-hang,s3-ambiguous", **{**COMMON, "time_limit": "34s"})
 def test_object_store(highwater_cluster):
     highwater_cluster.run().assert_valid()
+
+
+@pytest.mark.timeout(360)
+@pytest.mark.chaos(nemesis="all", nodes=3, time_limit="95s", nemesis_interval="2500ms", final_time_limit="25s",
+                   rate=40)
+def test_every_fault_in_one_run(highwater_cluster):
+    """`--nemesis all`: each fault of the design starts and heals while
+    operations are in flight, and the run stays valid."""
+    import json
+
+    from nemeses import FAULT_CLASSES
+    result = highwater_cluster.run().assert_valid()
+    events = [json.loads(line) for line in open(result.run_dir / "history.jsonl")]
+    sends = [e for e in events if e["f"] == "send"]
+    for fault in FAULT_CLASSES:
+        started = [e for e in events if e["f"] == f"start-{fault}" and e["type"] == "info" and "error" not in e]
+        healed = [e for e in events if e["f"] == f"stop-{fault}" and e["type"] == "info"]
+        assert started and healed, f"{fault}: started {len(started)}, healed {len(healed)}"
+        begin, end = started[0]["time"], healed[0]["time"]
+        assert any(begin <= s["time"] <= end for s in sends), f"{fault}: no send invoked or completed while it was on"

@@ -365,19 +365,26 @@ class ReferenceCluster(Target):
     def by_id(self, node_id: int) -> BrokerNode | None:
         return next((n for n in self.nodes.values() if n.node_id == node_id), None)
 
-    def controller_call(self, method: str, params: dict | None = None, timeout: float = 10.0):
-        """Ask the controller (found from the lease in S3, else by trying each node)."""
+    def controller_call(self, method: str, params: dict | None = None, timeout: float = 10.0,
+                        patience: float = 15.0):
+        """Ask the controller (found from the lease in S3, else by trying each
+        node). Under faults the role can be changing hands (every node answers
+        not_controller for a moment): ask again until `patience` runs out."""
         from reference.cluster.rpc import RpcError, call_sync
-        tried = []
-        lease = self.lease()
-        order = [lease["rpc"]] if lease and lease.get("rpc") else []
-        order += [n.rpc_address for n in self.nodes.values() if n.pid is not None and n.rpc_address not in order]
-        for addr in order:
-            try:
-                return call_sync(addr, method, params, timeout)
-            except (RpcError, OSError, TimeoutError) as e:
-                tried.append(f"{addr}: {e!r}")
-        raise RuntimeError(f"no controller answered {method}: {'; '.join(tried)}")
+        give_up = time.monotonic() + patience
+        while True:
+            tried = []
+            lease = self.lease()
+            order = [lease["rpc"]] if lease and lease.get("rpc") else []
+            order += [n.rpc_address for n in self.nodes.values() if n.pid is not None and n.rpc_address not in order]
+            for addr in order:
+                try:
+                    return call_sync(addr, method, params, timeout)
+                except (RpcError, OSError, TimeoutError) as e:
+                    tried.append(f"{addr}: {e!r}")
+            if time.monotonic() >= give_up:
+                raise RuntimeError(f"no controller answered {method}: {'; '.join(tried)}")
+            time.sleep(0.3)
 
     def lease(self) -> dict | None:
         from reference.cluster.lease import LeaseStore
@@ -400,7 +407,7 @@ class ReferenceCluster(Target):
         if ctl:
             out.append(ctl)
         try:
-            info = self.controller_call("cluster", timeout=5.0)
+            info = self.controller_call("cluster", timeout=5.0, patience=2.0)
             led = {int(n): v["led"] for n, v in info["nodes"].items() if not v["fenced"]}
             if led and max(led.values()) > 0:
                 top = max(led.values())

@@ -127,8 +127,12 @@ def test_a_paused_broker_acknowledges_nothing_after_it_was_fenced(cluster):
     in_flight = [producer.send("p", f"paused-{i}".encode(), partition=part) for i in range(5)]
     time.sleep(0.3)   # the requests are in the victim's socket buffer
     wait_for(lambda: leaders(c, "p")[part] not in (vid, None), 20, "the paused broker's partition moved")
+    # the failover's record is logged once its last step is over, a moment
+    # after the partitions reopen
+    wait_for(lambda: [f for f in c.run_info()["failovers"] if f["node_name"] == victim], 20,
+             "the failover was recorded")
     fo = [f for f in c.run_info()["failovers"] if f["node_name"] == victim]
-    assert fo and fo[0]["recovered_by"] != vid, "its volume was recovered by another node"
+    assert fo[0]["recovered_by"] != vid, "its volume was recovered by another node"
     c.signal_node(victim, signal.SIGCONT)
     outcomes = []
     for f in in_flight:

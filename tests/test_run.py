@@ -114,7 +114,9 @@ def test_interrupted_run_leaves_no_process_behind(tmp_path):
     """Ctrl-C in the middle of the workload: the embedded SeaweedFS and the
     broker are gone afterwards, and what was recorded is kept."""
     store = tmp_path / "store"
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--nodes", "1", "--time-limit", "60s",
+    # a long time limit: the harness must still be mid-run when it is killed,
+    # however slowly a loaded machine brings the workload up
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--nodes", "1", "--time-limit", "150s",
                              "--store", str(store), "--nemesis", "none"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=_like_a_terminal)
@@ -174,7 +176,9 @@ def test_a_harness_killed_mid_run_leaves_a_checkable_history_and_the_next_run_cl
     broker, SeaweedFS running): its history is still checkable, and the next
     `highwater run` stops what it left and unmounts its volumes."""
     store = tmp_path / "store"
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--nodes", "1", "--time-limit", "60s",
+    # a long time limit: the harness must still be mid-run when it is killed,
+    # however slowly a loaded machine brings the workload up
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--nodes", "1", "--time-limit", "150s",
                              "--store", str(store), "--nemesis", "lose-unsynced", "--nemesis-interval", "30s",
                              "--broker-args", "--wal-capacity 16MiB"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -183,13 +187,16 @@ def test_a_harness_killed_mid_run_leaves_a_checkable_history_and_the_next_run_cl
             break
     run_dir = (store / "latest").resolve()
     history = run_dir / "history.jsonl"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline and history.stat().st_size < 2000:
         time.sleep(0.2)
+    assert proc.poll() is None, f"the harness ended by itself before the kill (exit {proc.returncode})"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
     left = _processes_mentioning(str(run_dir))
-    assert left, "expected the killed harness's broker and S3 to be left running"
+    said = proc.stdout.read()[-3000:]
+    assert left, (f"expected the killed harness's broker and S3 to be left running; history "
+                  f"{history.stat().st_size} bytes; the harness said:\n{said}")
     r = subprocess.run([sys.executable, "-m", "harness.cli", "check", str(run_dir), "--no-require-activity"],
                        capture_output=True, text=True, timeout=120)
     # read and judged (a run cut short has unseen writes: no final polls), not refused

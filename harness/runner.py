@@ -4,7 +4,6 @@ polls, check the history, write results, tear down, and leave nothing
 running — also when interrupted with Ctrl-C."""
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -16,7 +15,7 @@ from pathlib import Path
 from harness.history import HistoryWriter
 from harness.workloads.clients import client_class
 from harness.workloads.kafka_python_client import ClientCrashed, create_topics
-from harness.workloads.queue import QueueGenerator, key_topic_partition
+from harness.workloads.queue import QueueGenerator, key_topic_partition, max_offsets
 from nemeses import build_faults
 from nemeses.schedule import NemesisSchedule
 
@@ -286,17 +285,5 @@ class Run:
 
     def _max_offsets(self) -> dict[str, int]:
         """The highest offset of each key any ok operation reported."""
-        best: dict[str, int] = {}
         with open(self.history.path, encoding="utf-8") as f:
-            for line in f:
-                e = json.loads(line)
-                if e["type"] != "ok" or e["f"] not in ("send", "poll"):
-                    continue
-                for mop in e["value"]:
-                    if mop[0] == "send" and mop[2][0] is not None:
-                        best[mop[1]] = max(best.get(mop[1], -1), mop[2][0])
-                    elif mop[0] == "poll":
-                        for key, pairs in mop[1].items():
-                            for off, _ in pairs:
-                                best[key] = max(best.get(key, -1), off)
-        return best
+            return max_offsets(f)

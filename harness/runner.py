@@ -146,6 +146,14 @@ class Run:
             rebalances = w.client.take_rebalance_log()
             if rebalances:  # keys a rebalance moved are exempt from int-poll checks
                 extra["rebalance_log"] = rebalances
+            if type_ == "ok" and self.o.get("reads_to_end"):
+                # Asked inside the operation: a key whose end is reached is a
+                # read to the end at some moment of it, which must hold every
+                # send acknowledged before the poll began (the log model).
+                read = [k for k, pairs in value[0][1].items() if pairs]
+                to_end = w.client.ends_reached_now(read) if read else []
+                if to_end:
+                    extra["to_end"] = sorted(to_end, key=int)
         self.history.append(w.process, type_, op.f, value, **extra)
 
     @staticmethod

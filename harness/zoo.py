@@ -67,6 +67,12 @@ CASES: dict[str, ZooCase] = {
     "no-fencing": ZooCase("pause", LOST + ("duplicate",),
                           {"nodes": 3, "volumes": "directory", "broker_args": RARE_UPLOADS,
                            "nemesis_interval": "8s", "time_limit": "28s", "request_timeout": "15s"}),
+    # Partitions moved every few seconds; consumers keep the leaders they
+    # knew (nothing tells a client reading a stale node to look again), and
+    # each poll asks those leaders for the end: a stale one answers its old
+    # end, so a read "to the end" misses sends acknowledged by the new owner.
+    "stale-read-after-reassign": ZooCase("reassign", ("nonlinearizable",),
+                                         {"nodes": 3, "nemesis_interval": "3s", "reads_to_end": True}),
 }
 
 

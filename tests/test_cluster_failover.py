@@ -264,3 +264,43 @@ def test_a_broker_restarted_before_it_was_missed_recovers_its_own_wal_and_loses_
     assert not [f for f in c.run_info()["failovers"] if f["node_name"] == victim]
     log = c.nodes[victim].log_path.read_text()
     assert f"recovered node {vid}'s WAL" in log.split("start #2")[1]
+
+
+@pytest.mark.parametrize("bug", [None, "stale-read-after-reassign"])
+def test_the_old_owner_answers_no_read_of_a_moved_partition(tmp_path, s3_bucket, bug):
+    """After a move, the node that had the partition says NOT_LEADER to a
+    client that still thinks it leads (so the client looks again); the
+    planted stale-read bug answers from what it had, at the old epoch."""
+    from kafka.protocol.consumer import ListOffsetsRequest, ListOffsetsResponse
+
+    from test_clients import RawClient
+    endpoint, bucket = s3_bucket
+    c = ReferenceCluster(tmp_path, nodes_count=3, s3_endpoint=endpoint, bucket=bucket,
+                         broker_args=["--wal-capacity", "8MiB", *(["--bug", bug] if bug else [])],
+                         session_timeout=f"{int(SESSION * 1000)}ms", heartbeat_interval="250ms")
+    c.setup()
+    try:
+        create_topic(c, "m", 1)
+        assert _produce(c.bootstrap_servers, "m", 0, [b"a", b"b", b"c"]) == [0, 1, 2]
+        old = leaders(c, "m")[0]
+        new = next(n.node_id for n in c.nodes.values() if n.node_id != old)
+        assert c.reassign([("m", 0, new)])["errors"] == []
+        assert leaders(c, "m")[0] == new
+        assert _produce(c.bootstrap_servers, "m", 0, [b"d", b"e"]) == [3, 4]     # acknowledged by the new owner
+        old_node = next(n for n in c.nodes.values() if n.node_id == old)
+        raw = RawClient(old_node.address)
+        try:
+            T = ListOffsetsRequest.ListOffsetsTopic
+            request = ListOffsetsRequest(replica_id=-1, isolation_level=0, topics=[      # latest, no epoch check
+                T(name="m", partitions=[T.ListOffsetsPartition(partition_index=0, current_leader_epoch=-1,
+                                                               timestamp=-1)])])
+            answer = raw.call(request, 5, ListOffsetsResponse).topics[0].partitions[0]
+            code, offset = answer.error_code, answer.offset
+        finally:
+            raw.close()
+        if bug is None:
+            assert code == 6, (code, offset)                    # NOT_LEADER_OR_FOLLOWER
+        else:
+            assert (code, offset) == (0, 3)                     # the end it had: misses 3 and 4
+    finally:
+        c.teardown()

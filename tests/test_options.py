@@ -45,7 +45,7 @@ def test_unknown_key_in_test_file(tmp_path):
 
 @pytest.mark.parametrize("flags,needle", [({"time_limit": "soon"}, "duration"), ({"concurrency": 0}, "concurrency"),
                                           ({"nemesis_targets": "some"}, "nemesis-targets"),
-                                          ({"db": "mongo"}, "--db")])
+                                          ({"db": "mongo"}, "--db"), ({"reads_to_end": "yes"}, "reads_to_end")])
 def test_bad_options(flags, needle):
     with pytest.raises(OptionError, match=needle):
         resolve(None, flags)

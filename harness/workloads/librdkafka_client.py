@@ -134,6 +134,25 @@ class LibrdkafkaClient:
                 out.append(k)
         return out
 
+    def ends_reached_now(self, keys: list[str]) -> list[str]:
+        """Keys whose position equals the high watermark their leader reports
+        to a query sent now (not the cached one of an earlier fetch)."""
+        from confluent_kafka import TopicPartition
+        out = []
+        try:
+            positions = self.consumer.position([TopicPartition(*key_topic_partition(k)) for k in keys])
+        except Exception:
+            log.debug("positions", exc_info=True)
+            return out
+        for k, tp in zip(keys, positions):
+            try:
+                _low, high = self.consumer.get_watermark_offsets(tp, timeout=self.send_timeout, cached=False)
+            except Exception:
+                continue
+            if tp.offset >= 0 and high >= 0 and tp.offset == high:
+                out.append(k)
+        return out
+
     def take_rebalance_log(self) -> list[dict]:
         out, self._rebalances = self._rebalances, []
         return out

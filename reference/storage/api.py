@@ -134,6 +134,11 @@ class StorageEngine(abc.ABC):
     def offsets(self, topic: str, partition: int) -> tuple[int, int]:
         """(log_start_offset, high_watermark). Raises KafkaError(UNKNOWN_TOPIC_OR_PARTITION)."""
 
+    def stale_read_epoch(self, topic: str, partition: int) -> int | None:
+        """The epoch of a partition this node no longer holds but still
+        answers reads for (only ever with the planted stale-read bug), else None."""
+        return None
+
     @abc.abstractmethod
     async def offset_for_timestamp(self, topic: str, partition: int, timestamp: int) -> tuple[int, int]:
         """(offset, timestamp) of the first batch with max_timestamp >= timestamp,

@@ -125,6 +125,7 @@ class S3Engine(StorageEngine):
         self.cache = LogCache(cfg.cache_size)
         self.reader = ObjectReader(self.store, cfg.block_cache_size, self.s3_executor, cfg.max_decompressed_batch)
         self.streams: dict[int, StreamRuntime] = {}
+        self.moved_away: dict[int, StreamRuntime] = {}  # only the planted stale-read bug keeps any
         self.wal_file: WalFile | None = None
         self.wal: GroupCommitWal | None = None
         self.uploader = Uploader(self)
@@ -365,7 +366,7 @@ class S3Engine(StorageEngine):
                 if rt is None:
                     self.streams[sid] = StreamRuntime(meta)
             elif meta.owner == self.node_id and (rt is None or rt.epoch != meta.epoch):
-                if rt is not None:
+                if rt is not None or self.moved_away.pop(sid, None) is not None:
                     self.cache.drop_stream(sid)
                 self.streams[sid] = StreamRuntime(meta)
                 if rt is not None:
@@ -376,9 +377,14 @@ class S3Engine(StorageEngine):
             elif meta.owner != self.node_id and rt is not None:
                 del self.streams[sid]
                 rt.release_waiters(KafkaError(errors.NOT_LEADER_OR_FOLLOWER, f"stream {sid} moved to another node"))
-                self.cache.drop_stream(sid)
+                if bugs.enabled("stale-read-after-reassign"):  # planted bug: go on answering reads from what we had
+                    self.moved_away[sid] = rt
+                else:
+                    self.cache.drop_stream(sid)
                 self.moving_out.discard(sid)
                 log.info("stream %d (%s-%d) closed here", sid, meta.topic, meta.partition)
+        for sid in [sid for sid in self.moved_away if sid not in state.streams]:
+            del self.moved_away[sid]
         for sid in [sid for sid in self.streams if sid not in state.streams]:
             gone = self.streams.pop(sid)
             gone.release_waiters(KafkaError(errors.UNKNOWN_TOPIC_OR_PARTITION, f"stream {sid} was deleted"))
@@ -437,6 +443,22 @@ class S3Engine(StorageEngine):
                                  f"partition {topic}-{partition} is not open on node {self.node_id}")
             raise KafkaError(errors.UNKNOWN_TOPIC_OR_PARTITION, f"no partition {topic}-{partition}")
         return s
+
+    def _readable(self, topic: str, partition: int) -> StreamRuntime:
+        """The stream reads are answered from: the one open here (or a
+        moved-away one the planted stale-read bug kept)."""
+        meta = self.meta.state.stream_for(topic, partition)
+        if meta is not None and meta.stream_id not in self.streams and meta.stream_id in self.moved_away:
+            stale = self.moved_away[meta.stream_id]
+            log.info("stream %d moved away, yet a read is answered here from its epoch %d (high watermark %d)",
+                     meta.stream_id, stale.epoch, stale.high_watermark)
+            return stale
+        return self._stream(topic, partition)
+
+    def stale_read_epoch(self, topic: str, partition: int) -> int | None:
+        meta = self.meta.state.stream_for(topic, partition)
+        stale = self.moved_away.get(meta.stream_id) if meta is not None else None
+        return stale.epoch if stale is not None and meta.stream_id not in self.streams else None
 
     def _check_session(self, topic, partition) -> None:
         """The ack-path lease check: a broker whose session may have expired
@@ -565,7 +587,7 @@ class S3Engine(StorageEngine):
 
     async def read(self, topic, partition, offset, max_bytes):
         self._check()
-        s = self._stream(topic, partition)
+        s = self._readable(topic, partition)
         start, hw = s.meta.start_offset, s.high_watermark
         if not start <= offset <= hw:
             raise KafkaError(errors.OFFSET_OUT_OF_RANGE, f"offset {offset} outside [{start}, {hw}]")
@@ -600,7 +622,7 @@ class S3Engine(StorageEngine):
         return b"".join(out)
 
     def offsets(self, topic, partition):
-        s = self._stream(topic, partition)
+        s = self._readable(topic, partition)
         return s.meta.start_offset, s.high_watermark
 
     async def offset_for_timestamp(self, topic, partition, timestamp):

@@ -23,7 +23,8 @@ def leader_epoch_error(ctx, topic, partition, client_epoch) -> int:
     """KIP-320 fencing: a client's epoch must match the leader's (-1: no check)."""
     if client_epoch is None or client_epoch < 0:
         return errors.NONE
-    ours = ctx.leader_epoch(topic, partition)
+    stale = ctx.engine.stale_read_epoch(topic, partition)
+    ours = stale if stale is not None else ctx.leader_epoch(topic, partition)
     if client_epoch < ours:
         return FENCED_LEADER_EPOCH
     if client_epoch > ours:

@@ -41,7 +41,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nemesis-interval", help="time between faults and fault duration (default 10s)")
     p.add_argument("--nemesis-options", help='per-fault parameters as JSON, e.g. \'{"s3-slow": {"latency": '
                                              '"50ms..500ms", "ops": "put"}}\' (a [nemesis_options] table in TOML)')
-    p.add_argument("--nemesis-targets", help="one, minority, majority, all, primaries (default one)")
+    p.add_argument("--nemesis-targets", help="one, minority, majority, all, primaries (the controller or a node leading the "
+                                                   "most partitions), controller (default one)")
     p.add_argument("--recovery-bound", help="fail the run if a key is unavailable longer than this")
     p.add_argument("--seed", type=int, help="random seed (default: random, recorded in test.json)")
     p.add_argument("--store", help="store root directory (default ./store)")

@@ -67,6 +67,13 @@ CASES: dict[str, ZooCase] = {
     "no-fencing": ZooCase("pause", LOST + ("duplicate",),
                           {"nodes": 3, "volumes": "directory", "broker_args": RARE_UPLOADS,
                            "nemesis_interval": "8s", "time_limit": "28s", "request_timeout": "15s"}),
+    # The controller's S3 requests slowed past its lease: another node takes
+    # the role and writes, and the deposed controller's late log write lands
+    # on a record the new one wrote (conditional: refused; blind: overwrites).
+    "blind-metadata-write": ZooCase("s3-slow", LOST,
+                                    {"nodes": 3, "nemesis_targets": "controller", "nemesis_interval": "10s",
+                                     "time_limit": "28s", "broker_args": "--upload-interval 200ms",
+                                     "nemesis_options": {"s3-slow": {"latency": "6s"}}}),
     # Partitions moved every few seconds; consumers keep the leaders they
     # knew (nothing tells a client reading a stale node to look again), and
     # each poll asks those leaders for the end: a stale one answers its old

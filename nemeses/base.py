@@ -40,7 +40,7 @@ class Fault:
         raise NotImplementedError
 
 
-TARGET_SPECS = ("one", "minority", "majority", "all", "primaries")
+TARGET_SPECS = ("one", "minority", "majority", "all", "primaries", "controller")
 
 
 def choose_targets(spec: str, nodes: list[str], rng: random.Random,
@@ -48,9 +48,14 @@ def choose_targets(spec: str, nodes: list[str], rng: random.Random,
     """`one`, `minority`, `majority`, `all` of the nodes, or `primaries`: the
     nodes whose loss hurts most (the controller, the leaders of the most
     partitions), as the target reports them at that moment; one of them is
-    chosen, so successive faults move between them as roles move."""
+    chosen, so successive faults move between them as roles move; or
+    `controller`: the first of the primaries (a target lists its controller
+    first), the node holding the role at that moment."""
     nodes = sorted(nodes)
     n = len(nodes)
+    if spec == "controller":
+        candidates = [p for p in (primaries or []) if p in nodes]
+        return candidates[:1] or [rng.choice(nodes)]
     if spec == "primaries":
         candidates = [p for p in (primaries or []) if p in nodes] or nodes
         return [rng.choice(sorted(candidates))]

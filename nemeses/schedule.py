@@ -113,7 +113,7 @@ class NemesisSchedule:
 
     def _choose(self, fault: Fault) -> list[str]:
         primaries = None
-        if self.targets_spec == "primaries" and self.primaries is not None:
+        if self.targets_spec in ("primaries", "controller") and self.primaries is not None:
             try:
                 primaries = self.primaries()
             except Exception as e:  # fall back to any node, and say so

@@ -29,6 +29,9 @@ BUGS: dict[str, str] = {
                 "(storage/producer_state.py)",
     "offset-reuse": "after a failover the dead node's partitions reopen at their last uploaded offset, "
                     "without recovering its WAL (cluster/controller.py)",
+    "blind-metadata-write": "metadata log records are written with a plain PUT, not If-None-Match: a deposed "
+                            "controller's late write overwrites a record the new one wrote and others applied "
+                            "(storage/metadata.py)",
     "stale-read-after-reassign": "a node whose partition moved away keeps answering fetches and offset "
                                  "requests for it from what it had, at its old epoch (storage/engine.py)",
 }

@@ -91,9 +91,10 @@ class Target(abc.ABC):
 
     # --- cluster knowledge ------------------------------------------------------
     def primaries(self) -> list[str]:
-        """The nodes whose loss hurts most: the controller and the leaders of
-        the most partitions (`--nemesis-targets primaries`). Default: the
-        first node."""
+        """The nodes whose loss hurts most: the controller (first, when the
+        target has one: `--nemesis-targets controller` takes it) and the
+        leaders of the most partitions (`--nemesis-targets primaries`).
+        Default: the first node."""
         return self.node_names[:1]
 
     def run_info(self) -> dict:

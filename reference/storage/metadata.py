@@ -534,7 +534,10 @@ class MetadataLog:
             await buggify.delay("metadata.append.slow")
             while True:
                 try:
-                    await loop.run_in_executor(self.executor, self.store.put_if_absent, self.log_key(seq), body)
+                    # The conditional PUT is what makes a second writer (a deposed
+                    # controller) fail instead of overwriting a record others applied.
+                    put = self.store.put if bugs.enabled("blind-metadata-write") else self.store.put_if_absent
+                    await loop.run_in_executor(self.executor, put, self.log_key(seq), body)
                     break
                 except ObjectExists:
                     self.fenced = MetadataFenced(f"metadata record {seq} was written by another writer: fenced")

@@ -79,6 +79,9 @@ def load_test_file(path) -> dict:
     if isinstance(data.get("recipe"), str) and not Path(data["recipe"]).is_absolute():
         # A recipe named in a test file lives beside it (suites move as one folder).
         data["recipe"] = str(Path(path).parent / data["recipe"])
+    if isinstance(data.get("nodes"), str) and data["nodes"].startswith("inventory:") \
+            and not Path(data["nodes"].split(":", 1)[1]).is_absolute():
+        data["nodes"] = f"inventory:{Path(path).parent / data['nodes'].split(':', 1)[1]}"   # beside it too
     return data
 
 
@@ -106,17 +109,25 @@ def resolve(test_file: dict | None, flags: dict) -> dict:
         o["nodes"] = 3 if o["db"] == "reference" else 1
     nodes = str(o["nodes"])
     if nodes.startswith("inventory:"):
-        raise OptionError(f"--nodes {nodes}: remote nodes from an inventory are not wired into the reference "
-                          f"target in this version (the SSH layer, harness/remote/, is; `--nodes netns:N` runs "
-                          f"through it); give a number of local nodes or netns:N")
-    if nodes.startswith("netns:"):
+        if o["db"] != "reference":
+            raise OptionError(f"--nodes {nodes}: an inventory's hosts run reference nodes (--db reference); "
+                              f"an external system's nodes are its recipe's")
+        from harness.db.base import TargetUnavailable
+        from harness.db.reference import load_brokers
+        path = nodes.split(":", 1)[1]
+        try:
+            load_brokers(path)
+        except TargetUnavailable as e:
+            raise OptionError(str(e)) from None
+        nodes = f"inventory:{Path(path).resolve()}"   # test.json and a replay name the same file
+    elif nodes.startswith("netns:"):
         count = nodes.split(":", 1)[1]
         if not count.isdigit() or not 1 <= int(count) <= 50:
             raise OptionError(f"--nodes {nodes!r}: netns:N with N from 1 to 50")
         if o["db"] != "reference":
             raise OptionError(f"--nodes {nodes}: network namespaces are for --db reference")
     elif not nodes.isdigit() or int(nodes) < 1:
-        raise OptionError(f"--nodes {nodes!r}: give a positive number of nodes, or netns:N")
+        raise OptionError(f"--nodes {nodes!r}: give a positive number of nodes, netns:N or inventory:FILE")
     else:
         nodes = int(nodes)
     o["nodes"] = nodes

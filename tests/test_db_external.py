@@ -133,15 +133,25 @@ def test_a_fault_the_recipe_cannot_perform_is_refused_with_the_reason(tmp_path):
 
 
 @pytest.mark.timeout(60)
-def test_ssh_nodes_are_refused_until_the_ssh_layer_exists(tmp_path):
-    recipe = _recipe(tmp_path, """\
+@pytest.mark.parametrize("ssh, key, needle", [
+    ('{ host = "127.0.0.1", port = 70000 }', "nodes.n1.ssh.port", "`port` must be an integer 1..65535"),
+    ('{ host = "127.0.0.1", prot = 22 }', "nodes.n1.ssh.prot", "unknown key"),
+    ('{ host = "127.0.0.1", accept_unknown_host_keys = "yes" }', "nodes.n1.ssh.accept_unknown_host_keys",
+     "must be true or false"),
+    ('{ host = "127.0.0.1", key_file = "no-such-key" }', "nodes.n1.ssh.key_file", "does not exist"),
+    ('{ user = "kafka" }', "nodes.n1.ssh", "needs a host"),
+])
+def test_a_malformed_ssh_table_is_refused_with_file_and_line(tmp_path, ssh, key, needle):
+    recipe = _recipe(tmp_path, f"""\
+        name = "remote"
+
         [nodes.n1]
         address = "10.9.9.9:9092"
         start = "systemctl start kafka"
-        ssh = { host = "10.9.9.9", user = "kafka" }
+        ssh = {ssh}
     """)
     r = _cli("--db", "external", "--recipe", str(recipe), "--store", str(tmp_path / "store"))
-    assert r.returncode == 2 and "SSH layer" in r.stderr and "n1" in r.stderr, r.stderr
+    assert r.returncode == 2 and f"{recipe}:6" in r.stderr and key in r.stderr and needle in r.stderr, r.stderr
     assert not (tmp_path / "store").exists()
 
 
@@ -177,6 +187,10 @@ def test_every_shipped_recipe_is_valid():
         assert recipe.nodes, path
     tansu = ExternalTarget(load_recipe(REPO / "examples" / "tansu.toml"), None)
     assert tansu.unsupported("s3_proxy") is None and tansu.unsupported("process") is None
+    over_ssh = load_recipe(REPO / "examples" / "reference-over-ssh.toml")
+    assert [(n.ssh.host, n.ssh.port, n.ssh.workdir) for n in over_ssh.nodes.values()] == \
+        [("10.0.0.11", 22, "/var/tmp/highwater/n1"), ("10.0.0.12", 2222, "/var/tmp/highwater/n2")]
+    assert ExternalTarget(over_ssh, None).unsupported("s3_proxy") is None
 
 
 # --- lifecycle of a node Highwater starts in the foreground -----------------------------
@@ -218,6 +232,128 @@ def test_foreground_node_is_killed_paused_resumed_and_stopped_by_signals(tmp_pat
     assert not _alive(third)
     assert (tmp_path / "run" / "recipe.toml").exists()
     assert (tmp_path / "run" / "nodes" / "web" / "console.log").read_text().count("=== highwater: starting web") == 3
+
+
+# --- nodes on another host, over SSH (a loopback sshd of the test's own) ------------------
+
+def _ssh_table(sshd, tmp_path, name, **extra) -> str:
+    fields = {"host": sshd.host, "port": sshd.port, "key_file": str(sshd.client_key),
+              "known_hosts": str(sshd.known_hosts), "workdir": str(tmp_path / "host" / name),
+              "python": sys.executable, **extra}
+    return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in fields.items()) + " }"
+
+
+def _host_pids(pattern: str) -> list[int]:
+    r = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+    return [int(p) for p in r.stdout.split()]
+
+
+@pytest.mark.timeout(90)
+def test_a_foreground_node_over_ssh_is_paused_resumed_killed_and_its_logs_fetched(tmp_path, loopback_sshd):
+    secret = "s3cr3t-never-logged-7f3a"
+    known_hosts = tmp_path / "no-known-hosts"   # unseen host key, trusted for this run by the option
+    marker = f"http.server --bind 127.0.0.1 .* --directory {tmp_path / 'host' / 'web'}"
+    recipe = _recipe(tmp_path, f"""\
+        [s3]
+        endpoint = "http://127.0.0.1:9"
+        secret_key = "{secret}"
+
+        [nodes.web]
+        address = "127.0.0.1:auto"
+        start = "echo {{dir}} > where && exec {{python}} -m http.server --bind {{host}} {{port}} --directory {{dir}}"
+        env = {{ KEY = "{{s3_secret_key}}" }}
+        up = {{ command = "test -s where && echo key=$KEY" }}
+        logs = ["{{dir}}/where", "{{dir}}/procs"]
+        ssh = {_ssh_table(loopback_sshd, tmp_path, "web", known_hosts=str(known_hosts), accept_unknown_host_keys=True)}
+    """)
+    target = ExternalTarget(load_recipe(recipe), tmp_path / "run")
+    assert target.unsupported("process") is None and target.unsupported("pause") is None
+    try:
+        target.setup()
+        node = target.nodes["web"]
+        first = node.process.pid   # the process group the host's sh wrapper leads, the server in it
+        group = _host_pids(marker)
+        assert first in group and len(group) == 2    # processes of "the host", started over SSH
+        target.pause_node("web")
+        assert {_state(p) for p in group} == {"T"}
+        target.resume_node("web")
+        assert "T" not in {_state(p) for p in group}
+        target.kill_node("web")
+        assert not any(_alive(p) for p in group) and target.died_on_their_own() == {}
+        target.start_node("web")
+        second = node.process.pid
+        assert second != first and _alive(second) and port_open("127.0.0.1", node.port)
+        assert target.run_info()["nodes"]["web"]["starts"] == 2
+    finally:
+        target.teardown()
+    assert not _host_pids(marker)
+    run = tmp_path / "run" / "nodes" / "web"
+    assert (run / "where").read_text().strip() == str(tmp_path / "host" / "web")   # {dir} is the host's workdir
+    assert (run / "procs" / "node-web.out").exists()                               # a directory, fetched whole
+    console = (run / "console.log").read_text()
+    assert "=== highwater: output of web on" in console and console.count("http.server --bind") == 2  # two starts
+    ssh_log = (run / "ssh.log").read_text()
+    assert "WARNING: accepting UNKNOWN host key" in ssh_log and "kill -s KILL" in ssh_log
+    assert "kill -s STOP" in ssh_log and "kill -s CONT" in ssh_log
+    assert not known_hosts.exists()                                                # trusted for the run only
+    for f in (tmp_path / "run").rglob("*"):
+        assert not f.is_file() or secret not in f.read_text(errors="replace"), f"the S3 secret in {f}"
+    assert "key=***" in ssh_log    # the up command printed it: redacted
+
+
+@pytest.mark.timeout(60)
+def test_an_unknown_host_key_is_refused_with_a_clear_message(tmp_path, loopback_sshd):
+    loopback_sshd.known_hosts.write_text("")
+    recipe = _recipe(tmp_path, f"""\
+        [nodes.n1]
+        address = "127.0.0.1:auto"
+        start = "exec sleep 100"
+        ssh = {_ssh_table(loopback_sshd, tmp_path, "n1")}
+    """)
+    r = _cli("--db", "external", "--recipe", str(recipe), "--nemesis", "kill", "--time-limit", "5s",
+             "--store", str(tmp_path / "store"))
+    assert r.returncode == 2, r.stderr
+    assert str(recipe) in r.stderr and "node n1" in r.stderr and "is not in known_hosts" in r.stderr, r.stderr
+    assert "ssh-keyscan" in r.stderr and "accept_unknown_host_keys = true" in r.stderr
+    assert not (tmp_path / "host" / "n1" / "procs").exists()   # refused before anything ran there
+
+
+@pytest.mark.timeout(240)
+def test_kill_test_through_a_recipe_of_a_reference_node_started_over_ssh(tmp_path, loopback_sshd):
+    """The node's start command runs on "its host" over SSH (a loopback sshd):
+    a reference broker against the embedded S3 behind an S3 proxy, killed
+    (SIGKILL to its process group there, over SSH) and started again."""
+    recipe = _recipe(tmp_path, f"""\
+        name = "reference-over-ssh"
+
+        [s3]
+        endpoint = "embedded"
+
+        [nodes.n1]
+        address = "127.0.0.1:auto"
+        start = "mkdir -p {{dir}}/volume && exec {{python}} -m reference.broker --node-id 1 --listen {{address}} --volume {{dir}}/volume --s3-endpoint {{s3_endpoint}} --bucket {{bucket}} --upload-interval 1s"
+        env = {{ PYTHONPATH = "{REPO}", PYTHONUNBUFFERED = "1" }}
+        data = ["{{dir}}/volume"]
+        ssh = {_ssh_table(loopback_sshd, tmp_path, "n1")}
+    """)
+    store = tmp_path / "store"
+    r = _cli("--db", "external", "--recipe", str(recipe), "--nemesis", "kill", "--time-limit", "20s",
+             "--nemesis-interval", "5s", "--final-time-limit", "20s", "--rate", "40", "--seed", "3",
+             "--store", str(store), timeout=220)
+    run_dir = (store / "latest").resolve()
+    results = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").exists() else {}
+    assert r.returncode == 0 and results.get("valid") is True, \
+        f"exit {r.returncode}\n{r.stderr[-3000:]}\n{json.dumps(results)[:3000]}"
+    kills = [json.loads(line) for line in (run_dir / "nemesis.jsonl").read_text().splitlines()]
+    assert [e for e in kills if e["f"] == "start-kill" and e["type"] == "info"]
+    node = results["run"]["target"]["nodes"]["n1"]
+    assert node["starts"] >= 2 and node["data"] == [str(tmp_path / "host" / "n1" / "volume")]
+    assert node["s3_proxy"] is not None
+    ssh_log = (run_dir / "nodes" / "n1" / "ssh.log").read_text()
+    assert ssh_log.count("[background node-n1]") >= 2 and "kill -s KILL" in ssh_log
+    console = (run_dir / "nodes" / "n1" / "console.log").read_text()
+    assert "=== highwater: output of n1 on" in console and console.count("listening on") >= 2
+    assert not _host_pids(f"--volume {tmp_path / 'host' / 'n1' / 'volume'}"), "stopped at teardown"
 
 
 # --- a reference node started by hand, killed through the recipe -------------------------

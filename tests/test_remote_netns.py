@@ -390,7 +390,7 @@ def test_unreachable_host_and_closed_port_are_named(cluster, tmp_path):
 
 def test_bad_keys_are_refused_clearly(cluster, tmp_path, monkeypatch):
     stranger = tmp_path / "stranger"
-    netns._new_key(stranger)
+    netns.new_key(stranger)
     with pytest.raises(AuthenticationFailed, match="authentication as root failed with key .*stranger"):
         _node(cluster, tmp_path, key_file=stranger).connect()
     garbage = tmp_path / "garbage"

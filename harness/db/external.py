@@ -2,8 +2,11 @@
 --recipe FILE`): its bootstrap servers, and per node the shell commands that
 start, kill, pause and resume it, how to tell it is up, where its logs are;
 optionally the S3 endpoint it uses (then an S3 proxy goes in front of it)
-and its data paths. See examples/*.toml and the recipe reference in
-`RECIPE_HELP` below.
+and its data paths. A node may live on another machine (`ssh = {...}`): its
+commands then run there over SSH (`harness/remote/ssh.py`, paramiko, host
+keys checked against known_hosts), a foreground node is a background
+process of that host, and its logs are fetched back at teardown. See
+examples/*.toml and the recipe reference in `RECIPE_HELP` below.
 
 The recipe is validated strictly before anything starts: an unknown key, a
 value of the wrong type, an unknown {placeholder} or a malformed file is
@@ -29,6 +32,9 @@ from harness.db.base import Target, TargetUnavailable
 from harness.db.local_process import LocalProcess, port_open, split_address, wait_up
 from harness.durations import parse_duration
 from harness.ports import free_port
+from harness.remote.inventory import Inventory, InventoryError, NodeSpec, node_spec
+from harness.remote.process import RemoteProcess
+from harness.remote.ssh import RemoteCommandTimeout, RemoteError, SshNode, local_address_for, open_nodes
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +65,22 @@ Top level:
   data            list of the node's data paths (recorded in the run's results)
   env             table of extra environment variables for its commands
   cwd             working directory of its commands
-  ssh             {host, user, port, key_file}: a remote node (refused until the
-                  SSH layer lands; run the commands locally)
+  ssh             a node on another machine: its commands (start, kill, pause,
+                  resume, stop, up.command) run there over SSH, a foreground
+                  node is a process of that host (signalled there), its logs
+                  are fetched from there; {host, port (22), user ("root"),
+                  key_file (else the agent / ~/.ssh/id_*), known_hosts
+                  ("~/.ssh/known_hosts"; an unknown host key is refused),
+                  accept_unknown_host_keys (false; trust a key unseen before,
+                  for this run, logged with its fingerprint), key_passphrase_env /
+                  password_env (the NAME of the environment variable holding the
+                  secret), workdir ("/var/tmp/highwater/NODE": {dir} there),
+                  python ("python3": {python} there), connect_timeout,
+                  command_timeout, source_address}; relative paths are relative
+                  to the recipe. up.port is still checked from this machine.
 Placeholders in commands, env values, logs, data and up: {name} {host} {port}
-{address} {dir} (the node's directory in the store) {python} (this Python)
+{address} {dir} (the node's directory in the store; for an ssh node its
+workdir on its host) {python} (this Python; for an ssh node its `python`)
 {s3_endpoint} (the endpoint the node must use: the S3 proxy when one is in
 front) {bucket} {s3_access_key} {s3_secret_key} {s3_region}, and in
 kill/pause/resume/stop of a foreground node {pid}. Write {{ and }} for
@@ -76,7 +94,12 @@ NODE_KEYS = {"address": str, "start": str, "foreground": bool, "already_running"
              "pause": str, "resume": str, "stop": str, "up": dict, "logs": list, "data": list,
              "env": dict, "cwd": str, "ssh": dict}
 UP_KEYS = {"port": str, "command": str}
-SSH_KEYS = {"host": str, "user": str, "port": int, "key_file": str}
+DURATION = (str, int, float)
+# the inventory's node keys that make sense for a recipe's node (harness/remote/inventory.py)
+SSH_KEYS = {"host": str, "user": str, "port": int, "key_file": str, "key_passphrase_env": str,
+            "password_env": str, "known_hosts": str, "accept_unknown_host_keys": bool, "workdir": str,
+            "python": str, "connect_timeout": DURATION, "command_timeout": DURATION, "source_address": str}
+SSH_WORKDIR = "/var/tmp/highwater/{name}"
 COMMANDS = ("start", "kill", "pause", "resume", "stop")
 PLACEHOLDERS = {"name", "host", "port", "address", "dir", "python", "s3_endpoint", "bucket",
                 "s3_access_key", "s3_secret_key", "s3_region"}
@@ -131,7 +154,7 @@ class NodeRecipe:
     data: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
-    ssh: dict | None = None
+    ssh: NodeSpec | None = None      # how to reach its host, for a node on another machine
 
     @property
     def holds_process(self) -> bool:
@@ -305,7 +328,13 @@ def load_recipe(path) -> Recipe:
             check_table(node["ssh"], SSH_KEYS, prefix + ("ssh",))
             if "host" not in node["ssh"]:
                 fail(prefix + ("ssh",), "needs a host")
-            n.ssh = dict(node["ssh"])
+            try:
+                n.ssh = node_spec(name, {"workdir": SSH_WORKDIR.format(name=name), **node["ssh"]},
+                                  path.parent, "")
+            except InventoryError as e:  # the inventory's checks: a port out of range, a missing key_file, ...
+                key = re.search(r"`(\w+)`|^: (\w+) ", str(e))
+                key = key and (key.group(1) or key.group(2))
+                fail(prefix + ("ssh",) + ((key,) if key in node["ssh"] else ()), str(e).removeprefix(": "))
         if n.cwd is not None:
             template(prefix + ("cwd",), n.cwd)
         for key, value in [("start", n.start), *(((f"env.{k}"), v) for k, v in n.env.items())]:
@@ -324,8 +353,9 @@ class ExternalNode:
     port: int
     dir: Path
     values: dict               # placeholder values
-    process: LocalProcess | None = None
+    process: LocalProcess | RemoteProcess | None = None
     proxy: object | None = None
+    ssh: SshNode | None = None  # the connection to its host, for a node on another machine
     killed_by_us: bool = False  # for daemon-style nodes: our kill, not their crash
 
     @property
@@ -350,20 +380,13 @@ class ExternalTarget(Target):
         self.nodes: dict[str, ExternalNode] = {}
         self.s3 = None                   # an embedded SeaweedS3 we started
         self.s3_endpoint: str | None = None
+        self.service_host = "127.0.0.1"  # where S3 and the S3 proxies listen: this machine's address towards the nodes
 
     @classmethod
     def from_options(cls, options: dict, run_dir):
         if not options.get("recipe"):
             raise RecipeError("--db external needs --recipe FILE (a TOML recipe; see examples/)")
-        recipe = load_recipe(options["recipe"])
-        target = cls(recipe, run_dir)
-        remote = [n.name for n in recipe.nodes.values() if n.ssh is not None]
-        if remote:
-            raise ExternalUnavailable(
-                f"recipe {recipe.path}: node(s) {', '.join(remote)} are declared with ssh = {{...}}, but "
-                f"remote nodes need the SSH layer (harness/remote/), which is not in this version of "
-                f"Highwater; run the commands on this machine (drop `ssh`) or wait for it")
-        return target
+        return cls(load_recipe(options["recipe"]), run_dir)
 
     # --- capabilities ------------------------------------------------------------------
     def unsupported(self, control: str) -> str | None:
@@ -424,36 +447,56 @@ class ExternalTarget(Target):
     def setup(self) -> None:
         if self.run_dir is None:
             raise ExternalUnavailable("setup needs a run directory")
+        try:
+            self._setup()
+        except RemoteError as e:  # a host key refused, a host unreachable, a command that failed there
+            raise ExternalUnavailable(f"recipe {self.recipe.path}: {e}") from None
+
+    def _setup(self) -> None:
         r = self.recipe
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        remote = {name: nr.ssh for name, nr in r.nodes.items() if nr.ssh is not None}
+        # connected (and their workdirs made) before anything starts: a host that refuses us stops the run here
+        ssh = open_nodes(Inventory(remote, str(r.path)), self.run_dir / "nodes") if remote else {}
+        # S3 and the S3 proxies where the nodes reach them: this machine's address towards their hosts
+        self.service_host = local_address_for(next(iter(remote.values()))) if remote else "127.0.0.1"
         if r.s3_endpoint == "embedded":
             from harness.s3server import SeaweedS3
-            self.s3 = SeaweedS3(self.run_dir / "s3", bucket=r.bucket).start()
+            self.s3 = SeaweedS3(self.run_dir / "s3", bucket=r.bucket, host=self.service_host).start()
             self.s3_endpoint = self.s3.endpoint
         else:
             self.s3_endpoint = r.s3_endpoint
         from harness.s3server import ACCESS_KEY, SECRET_KEY
-        try:  # the recipe goes with the run, for replay and for the reader of the store
-            shutil.copy2(r.path, self.run_dir / "recipe.toml")
+        try:  # the recipe goes with the run, for replay and for the reader of the store (not its secret)
+            text = r.path.read_text(encoding="utf-8")
+            if r.s3_secret_key:
+                text = text.replace(r.s3_secret_key, "***")
+            (self.run_dir / "recipe.toml").write_text(text, encoding="utf-8")
         except OSError as e:
             log.warning("copying the recipe into the store: %s", e)
         for name, nr in r.nodes.items():
             host, _, port = nr.address.rpartition(":")
             node = ExternalNode(nr, host.strip("[]"), free_port() if port == "auto" else int(port),
-                                self.run_dir / "nodes" / name, {})
+                                self.run_dir / "nodes" / name, {}, ssh=ssh.get(name))
             node.dir.mkdir(parents=True, exist_ok=True)
             if self.s3_endpoint is not None and r.uses_s3_placeholder(nr) and not nr.already_running:
-                node.proxy = self._make_proxy(self.s3_endpoint)
+                node.proxy = self._make_proxy(self.s3_endpoint, self.service_host if node.ssh else "127.0.0.1")
             node.values = {
                 "name": name, "host": node.host, "port": node.port, "address": node.address,
-                "dir": str(node.dir), "python": sys.executable,
+                "dir": str(node.ssh.workdir) if node.ssh else str(node.dir),
+                "python": nr.ssh.python if nr.ssh else sys.executable,
                 "s3_endpoint": node.proxy.endpoint if node.proxy is not None else (self.s3_endpoint or ""),
                 "bucket": r.bucket,
                 "s3_access_key": r.s3_access_key or (ACCESS_KEY if self.s3 else ""),
                 "s3_secret_key": r.s3_secret_key or (SECRET_KEY if self.s3 else ""),
                 "s3_region": r.s3_region,
             }
-            if nr.start is not None and nr.foreground:
+            if node.ssh is not None:  # the key is a secret: whatever shows it in the node's ssh.log shows ***
+                node.ssh.log.add_secret(node.values["s3_secret_key"])
+            if nr.start is not None and nr.foreground and node.ssh is not None:
+                node.process = RemoteProcess(name, node.ssh, self._fill(node, nr.start), env=self._env(node),
+                                             cwd=self._cwd(node), proc_name=f"node-{name}")
+            elif nr.start is not None and nr.foreground:
                 node.process = LocalProcess(name, ["/bin/sh", "-c", self._fill(node, nr.start)],
                                             node.console_log, env=self._env(node), cwd=self._cwd(node))
             self.nodes[name] = node
@@ -467,13 +510,13 @@ class ExternalTarget(Target):
                 self.start_node(name)
 
     @staticmethod
-    def _make_proxy(endpoint: str):
+    def _make_proxy(endpoint: str, listen_host: str):
         from nemeses.s3_proxy import S3FaultProxy
         u = urlsplit(endpoint)
         if u.scheme != "http":
             raise ExternalUnavailable(f"S3 endpoint {endpoint}: the S3 proxy speaks plain http only; "
                                       f"give an http:// endpoint or drop {{s3_endpoint}} from `start`")
-        return S3FaultProxy(u.hostname, u.port or 80).start()
+        return S3FaultProxy(u.hostname, u.port or 80, listen_host=listen_host).start()
 
     def _fill(self, node: ExternalNode, template: str) -> str:
         values = dict(node.values)
@@ -482,7 +525,15 @@ class ExternalTarget(Target):
         return template.format_map(values)
 
     def _env(self, node: ExternalNode) -> dict:
-        return {**os.environ, **{k: self._fill(node, v) for k, v in node.recipe.env.items()}}
+        """This process's environment and the recipe's; on another host only the recipe's."""
+        own = {k: self._fill(node, v) for k, v in node.recipe.env.items()}
+        return own if node.ssh is not None else {**os.environ, **own}
+
+    def _shown(self, node: ExternalNode, text: str) -> str:
+        """Text for a log of the store: the S3 secret key never reaches it."""
+        secret = node.values.get("s3_secret_key")
+        text = text.replace(secret, "***") if secret and len(secret) >= 4 else text
+        return node.ssh.log.redact(text) if node.ssh is not None else text
 
     def _cwd(self, node: ExternalNode) -> str | None:
         return self._fill(node, node.recipe.cwd) if node.recipe.cwd else None
@@ -494,6 +545,12 @@ class ExternalTarget(Target):
 
     def _is_up(self, node: ExternalNode) -> bool:
         nr = node.recipe
+        if nr.up_command and node.ssh is not None:
+            try:
+                return node.ssh.run(self._fill(node, nr.up_command), timeout=self.recipe.command_timeout,
+                                    env=self._env(node), cwd=self._cwd(node)).returncode == 0
+            except RemoteCommandTimeout:
+                return False
         if nr.up_command:
             try:
                 return subprocess.run(["/bin/sh", "-c", self._fill(node, nr.up_command)], env=self._env(node),
@@ -509,8 +566,10 @@ class ExternalTarget(Target):
         """Run the recipe's `action` command for node; its output goes to the
         node's console log. A command that fails is an error naming it."""
         command = self._fill(node, getattr(node.recipe, action))
+        if node.ssh is not None:
+            return self._run_remote_command(node, action, command)
         with open(node.console_log, "ab") as out:
-            out.write(f"\n=== highwater: {action} {node.name}: {command} ===\n".encode())
+            out.write(f"\n=== highwater: {action} {node.name}: {self._shown(node, command)} ===\n".encode())
             out.flush()
             try:
                 done = subprocess.run(["/bin/sh", "-c", command], stdout=out, stderr=subprocess.STDOUT,
@@ -523,6 +582,25 @@ class ExternalTarget(Target):
             raise ExternalUnavailable(f"node {node.name}: `{action}` exited with {done.returncode}: {command} "
                                       f"(output in {node.console_log})")
 
+    def _run_remote_command(self, node: ExternalNode, action: str, command: str) -> None:
+        """The same on the node's host, over SSH: its output into the console
+        log here (and, with the command, into the node's ssh.log)."""
+        where = f"{node.ssh.spec.user}@{node.ssh.spec.address}"
+        with open(node.console_log, "ab") as out:
+            out.write(f"\n=== highwater: {action} {node.name} on {where}: {self._shown(node, command)} ===\n"
+                      .encode())
+            try:
+                done = node.ssh.run(command, timeout=self.recipe.command_timeout, env=self._env(node),
+                                    cwd=self._cwd(node))
+            except RemoteCommandTimeout:
+                raise ExternalUnavailable(f"node {node.name}: `{action}` did not finish within "
+                                          f"{self.recipe.command_timeout:.0f}s on {where}: "
+                                          f"{self._shown(node, command)}") from None
+            out.write(self._shown(node, done.stdout + done.stderr).encode())
+        if done.returncode != 0:
+            raise ExternalUnavailable(f"node {node.name}: `{action}` exited with {done.returncode} on {where}: "
+                                      f"{self._shown(node, command)} (output in {node.console_log})")
+
     # --- process control -------------------------------------------------------------
     def start_node(self, name: str) -> None:
         node = self.nodes[name]
@@ -531,6 +609,16 @@ class ExternalTarget(Target):
             node.process.start()
         else:
             self._run_command(node, "start")
+        if isinstance(node.process, RemoteProcess):
+            def up() -> bool:  # a process of its host that died while starting fails at once
+                if node.process.pid is None:
+                    raise ExternalUnavailable(f"node {name} exited during start on {node.ssh.spec.address}; its "
+                                              f"output is {node.process.log_path} there (and in {node.console_log} "
+                                              f"after the run)")
+                return self._is_up(node)
+            wait_up(up, self.recipe.start_timeout, self._up_what(node), error=ExternalUnavailable,
+                    name=f"node {name}")
+            return
         wait_up(lambda: self._is_up(node), self.recipe.start_timeout, self._up_what(node),
                 error=ExternalUnavailable, process=node.process, name=f"node {name}")
 
@@ -554,7 +642,7 @@ class ExternalTarget(Target):
         if node.process is not None:
             node.process.killed_by_us = True   # also when a kill command does it
         self._act(name, "kill", signal.SIGKILL)
-        if node.process is not None and node.process.process is not None:
+        if isinstance(node.process, LocalProcess) and node.process.process is not None:
             try:  # reap it, so a restart starts a fresh one
                 node.process.process.wait(10)
             except subprocess.TimeoutExpired:
@@ -590,9 +678,14 @@ class ExternalTarget(Target):
             except Exception:
                 log.exception("stopping %s", node.name)
             try:
-                self._copy_logs(node)
+                if node.ssh is not None:
+                    self._fetch_logs(node)
+                else:
+                    self._copy_logs(node)
             except Exception:
                 log.exception("copying the logs of %s", node.name)
+            if node.ssh is not None:
+                node.ssh.close()
             if node.proxy is not None:
                 try:
                     node.proxy.stop()
@@ -636,3 +729,29 @@ class ExternalTarget(Target):
                 shutil.copytree(src, dest, dirs_exist_ok=True)
             else:
                 shutil.copy2(src, dest)
+
+    def _fetch_logs(self, node: ExternalNode) -> None:
+        """A node on another host: the recipe's logs (files or directories)
+        into the store's nodes/NAME/ over SFTP, and a foreground node's
+        output appended to its console log."""
+        for pattern in node.recipe.logs:
+            src = self._fill(node, pattern)
+            try:
+                copied = node.ssh.get_tree(src, node.dir)
+            except RemoteError as e:
+                log.warning("node %s: log %s not fetched: %s", node.name, src, e)
+                continue
+            secret = node.values.get("s3_secret_key")
+            for path in copied if secret and len(secret) >= 4 else ():
+                data = path.read_bytes()   # a command line of the host's process logs may show it
+                if secret.encode() in data:
+                    path.write_bytes(data.replace(secret.encode(), b"***"))
+        if isinstance(node.process, RemoteProcess) and node.process.starts:
+            try:
+                output = node.ssh.read_text(node.process.log_path)
+            except RemoteError as e:
+                log.warning("node %s: its output not fetched: %s", node.name, e)
+                return
+            with open(node.console_log, "a", encoding="utf-8") as out:
+                out.write(f"\n=== highwater: output of {node.name} on {node.ssh.spec.address} "
+                          f"({node.process.log_path}) ===\n{self._shown(node, output)}")

@@ -1,6 +1,6 @@
 """The fault controls of a reference cluster whose nodes live in network
 namespaces of this machine (`--nodes netns:N`), driven over real SSH by the
-code that drives remote machines: processes started, killed and paused
+code that drives remote machines (`ssh_controls.py`): processes started, killed and paused
 through paramiko, partitions as iptables rules inside each namespace (over
 SSH), clocks skewed by writing each node's libfaketime offset file (over
 SFTP). S3 and the per-node S3 fault proxies listen in the root namespace on
@@ -13,37 +13,33 @@ from __future__ import annotations
 import logging
 import subprocess
 
+from harness.db.ssh_controls import SshFaultControls
 from harness.remote.clock import RemoteClock
 from harness.remote.netns import NETWORK, NetnsCluster
-from harness.remote.process import RemoteProcess
 from nemeses import network
 from nemeses.faketime import PYTHON_SITE
-from nemeses.s3_proxy import S3FaultProxy
 
 log = logging.getLogger(__name__)
 
 
-class NetnsFaultControls:
+class NetnsFaultControls(SshFaultControls):
+    """SshFaultControls on the namespaces' own inventory, plus what the
+    harness knows because it made the network itself: partitions and clocks."""
+
     def __init__(self, cluster: NetnsCluster):
         self.cluster = cluster
-        self.names = list(cluster.names)
-        self.addresses = {n: cluster.nodes[n].address for n in self.names}
-        self.service_address = f"{NETWORK}.{cluster.subnet_index}.253"
-        subprocess.run(["ip", "addr", "add", f"{self.service_address}/24", "dev", cluster.bridge],
+        service_address = f"{NETWORK}.{cluster.subnet_index}.253"
+        subprocess.run(["ip", "addr", "add", f"{service_address}/24", "dev", cluster.bridge],
                        check=True, capture_output=True, timeout=30)
-        self.ssh = cluster.open_nodes()
-        self.proxies: dict[str, S3FaultProxy] = {}
+        super().__init__(cluster.inventory, cluster.run_dir / "nodes", service_address, ssh=cluster.open_nodes())
         self.clocks: dict[str, RemoteClock] = {}
         self._network: network.HostNetwork | None = None
 
-    def process(self, name: str) -> RemoteProcess:
-        return RemoteProcess(name, self.ssh[name], [])
+    def ports(self, name: str) -> tuple[int, int]:
+        return 9092, 9093   # each namespace has its own ports: the usual ones
 
-    def start_proxies(self, s3_endpoint: str, seed: int | None = None) -> None:
-        for i, name in enumerate(self.names):
-            self.proxies[name] = S3FaultProxy.for_endpoint(
-                s3_endpoint, listen_host=self.service_address, name=f"s3-proxy-{name}",
-                seed=None if seed is None else seed * 1000 + i).start()
+    def log_copy(self, name: str) -> None:
+        return None   # a namespace shares this machine's files: its log is read where it is
 
     def start_clocks(self, node_dirs=None) -> None:
         self.clocks = {name: RemoteClock(self.ssh[name]) for name in self.names}
@@ -73,12 +69,7 @@ class NetnsFaultControls:
                 **({"s3_proxies": {n: p.stats() for n, p in self.proxies.items()}} if self.proxies else {})}
 
     def stop(self) -> None:
-        steps = ([("network", self._network.teardown)] if self._network else []) + \
-            [(f"proxy {n}", p.stop) for n, p in self.proxies.items()] + \
-            [(f"ssh {n}", node.close) for n, node in self.ssh.items()]
-        for what, stop in steps:
-            try:
-                stop()
-            except Exception:
-                log.exception("stopping %s", what)
-        self._network = None
+        if self._network is not None:
+            self._stop_steps([("network", self._network.teardown)])
+            self._network = None
+        super().stop()

@@ -8,7 +8,15 @@ drop unsynced writes, slow down or fail (`--volumes directory`: plain
 directories without I/O fencing, for machines without FUSE; failovers then
 wait for the dead node's session to expire). With the s3-* or partition
 faults each node reaches S3 through its own fault proxy; with the clock
-fault each node's wall clock is under libfaketime (harness/db/local_faults.py)."""
+fault each node's wall clock is under libfaketime (harness/db/local_faults.py).
+
+Nodes over SSH (`harness/db/ssh_controls.py`): `--nodes netns:N` puts each
+node in a network namespace of this machine with its own sshd;
+`--nodes inventory:FILE` runs each node of a TOML inventory
+(`harness/remote/inventory.py`) on its host, listening on the host's address
+at its broker_port / rpc_port, its WAL in a plain directory of its workdir
+there (no volume provider: a dead node's partitions wait for its restart),
+S3 and the S3 fault proxies on the address of this machine the nodes reach."""
 from __future__ import annotations
 
 import json
@@ -38,6 +46,33 @@ class NodeFailedToStart(TargetUnavailable):
     pass
 
 
+def load_brokers(path):
+    """The inventory of `--nodes inventory:FILE`: its nodes with the broker
+    role (every reference node is also a controller candidate)."""
+    from harness.remote.inventory import Inventory, InventoryError, load_inventory
+    try:
+        inventory = load_inventory(path)
+    except InventoryError as e:
+        raise TargetUnavailable(f"--nodes inventory:{path}: {e}") from None
+    brokers = {spec.name: spec for spec in inventory.with_role("broker")}
+    if not brokers:
+        raise TargetUnavailable(f"--nodes inventory:{path}: no node has the role \"broker\"")
+    taken, workdirs = {}, {}
+    for spec in brokers.values():
+        other = workdirs.setdefault((spec.host, spec.port, spec.workdir), spec.name)
+        if other != spec.name:
+            raise TargetUnavailable(f"--nodes inventory:{path}: nodes {other} and {spec.name} share the workdir "
+                                    f"{spec.workdir} on {spec.address} (their pid files and WAL would collide); "
+                                    f"give each its own workdir")
+        for port in (spec.broker_port, spec.rpc_port):
+            other = taken.setdefault((spec.host, port), spec.name)
+            if other != spec.name or spec.broker_port == spec.rpc_port:
+                raise TargetUnavailable(f"--nodes inventory:{path}: nodes {other} and {spec.name} both listen on "
+                                        f"{spec.host}:{port}; give each node of a host its own broker_port "
+                                        f"and rpc_port")
+    return Inventory(brokers, inventory.source)
+
+
 FAILOVER_LINE = re.compile(r"highwater-failover (\{.*\})\s*$")
 COUNTERS_LINE = re.compile(r"highwater-counters (\{.*\})\s*$")
 RECOVERED_LINE = re.compile(r"recovered (\d+) records from WAL .*?: (\d+) replayed")
@@ -61,6 +96,7 @@ class BrokerNode:
     rpc_port: int = 0
     volume_path: Path | None = None
     process: object = None     # harness.db.local_process.LocalProcess or harness.remote.process.RemoteProcess
+    log_copy: Path | None = None   # a remote host's log, fetched into the store (None: read where it is)
 
     @property
     def address(self) -> str:
@@ -81,6 +117,8 @@ class BrokerNode:
 
     @property
     def log_path(self) -> Path:
+        if self.log_copy is not None:
+            return self.log_copy
         return self.process.log_path if self.process is not None else self.dir / "broker.log"
 
     @property
@@ -112,6 +150,7 @@ class ReferenceCluster(Target):
     chaos_settings: bool = False    # CHAOS_BROKER_ARGS before the user's (runs do; tools and benchmarks do not)
     netns_count: int = 0            # --nodes netns:N: nodes in network namespaces, driven over SSH
     netns: object = None            # the NetnsCluster
+    inventory: object = None        # --nodes inventory:FILE: the Inventory whose hosts run the nodes, over SSH
     _volume_service: object = None
 
     name = "reference"
@@ -123,10 +162,20 @@ class ReferenceCluster(Target):
         bugs = [arg for b in options.get("bug") or () for arg in ("--bug", b)]
         nodes = str(options["nodes"])
         netns = int(nodes.split(":", 1)[1]) if nodes.startswith("netns:") else 0
-        return cls(run_dir, nodes_count=netns or int(nodes), netns_count=netns, s3_endpoint=options["s3_endpoint"],
+        inventory = None
+        if nodes.startswith("inventory:"):
+            inventory = load_brokers(nodes.split(":", 1)[1])
+        count = netns or (len(inventory.nodes) if inventory else int(nodes))
+        return cls(run_dir, nodes_count=count, netns_count=netns, inventory=inventory,
+                   s3_endpoint=options["s3_endpoint"],
                    bucket=options["bucket"], broker_args=shlex.split(options["broker_args"]) + bugs,
                    faults=tuple(options.get("nemesis") or ()), seed=options.get("seed"),
                    volume_kind=options.get("volumes") or "local", chaos_settings=True)
+
+    @property
+    def over_ssh(self) -> bool:
+        """The nodes are driven over SSH (namespaces or an inventory's hosts)."""
+        return bool(self.netns_count or self.inventory)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -134,7 +183,9 @@ class ReferenceCluster(Target):
 
     @property
     def node_names(self) -> list[str]:
-        return list(self.nodes) or [f"n{i}" for i in range(1, self.nodes_count + 1)]
+        if self.nodes:
+            return list(self.nodes)
+        return list(self.inventory.nodes) if self.inventory else [f"n{i}" for i in range(1, self.nodes_count + 1)]
 
     def node_logs(self) -> dict[str, Path]:
         return {n.name: n.log_path for n in self.nodes.values()}
@@ -154,6 +205,13 @@ class ReferenceCluster(Target):
                 return None
             if control == "network":
                 return None  # iptables inside each namespace, over SSH
+        if self.inventory:
+            from harness.db import ssh_controls
+            why = ssh_controls.unsupported(self.inventory, control)
+            if why:
+                return why
+            if control == "s3_proxy":
+                return None
         if control == "volume":
             if self.volume_kind != "local":
                 return "--volumes directory has no volume faults (FUSE volumes do: --volumes local)"
@@ -190,7 +248,10 @@ class ReferenceCluster(Target):
 
     def node_s3_endpoint(self, name: str) -> str:
         proxy = self.controls.proxies.get(name) if self.controls else None
-        return proxy.endpoint if proxy is not None else self.s3_endpoint
+        if proxy is not None:
+            return proxy.endpoint
+        own = self.controls.node_s3_endpoint(name) if self.inventory else None
+        return own or self.s3_endpoint
 
     def partition_owners(self) -> dict[tuple[str, int], str | None]:
         """Which node holds each partition's stream open now (None: closed)."""
@@ -221,10 +282,27 @@ class ReferenceCluster(Target):
         return given if given is not None else f"{Path(self.run_dir).parent.name}/{Path(self.run_dir).name}"
 
     def setup(self) -> None:
+        from harness.remote.ssh import RemoteError
+        try:
+            self._setup()
+        except RemoteError as e:  # a host that refused us, a command that failed on it: named, exit 2
+            raise TargetUnavailable(f"--nodes {self._nodes_option}: {e}") from None
+
+    @property
+    def _nodes_option(self) -> str:
+        if self.inventory:
+            return f"inventory:{self.inventory.source}"
+        return f"netns:{self.netns_count}" if self.netns_count else str(self.nodes_count)
+
+    def _setup(self) -> None:
         self.run_dir = Path(self.run_dir)
-        names = [f"n{i}" for i in range(1, self.nodes_count + 1)]
+        names = self.node_names
         s3_host = "127.0.0.1"
-        if self.netns_count:
+        if self.inventory:
+            from harness.db.ssh_controls import SshFaultControls
+            self.controls = SshFaultControls(self.inventory, self.run_dir / "nodes")
+            s3_host = self.controls.service_address
+        elif self.netns_count:
             from harness.db.netns_controls import NetnsFaultControls
             from harness.remote.netns import NetnsCluster, NetnsUnavailable
             try:
@@ -241,18 +319,24 @@ class ReferenceCluster(Target):
         if self.s3_endpoint is None:
             self.s3 = SeaweedS3(self.run_dir / "s3", bucket=self.bucket, host=s3_host).start()
             self.s3_endpoint = self.s3.endpoint
-        self._start_volumes()
+        if not self.inventory:  # an inventory node's WAL is a directory on its host
+            self._start_volumes()
         for i, name in enumerate(names, 1):
             node_dir = self.run_dir / "nodes" / name
             node_dir.mkdir(parents=True, exist_ok=True)
-            if self.netns_count:  # each namespace has its own ports: the usual ones
-                node = BrokerNode(name, i, self.controls.addresses[name], 9092, node_dir, rpc_port=9093)
+            if self.over_ssh:
+                port, rpc_port = self.controls.ports(name)
+                node = BrokerNode(name, i, self.controls.addresses[name], port, node_dir, rpc_port=rpc_port)
                 node.process = self.controls.process(name)
+                node.log_copy = self.controls.log_copy(name)
             else:
                 node = BrokerNode(name, i, self.controls.addresses[name], free_port(), node_dir, rpc_port=free_port())
                 node.process = LocalProcess(name, [], node_dir / "broker.log")
-            self.volumes.create(node.volume_id)
-            node.volume_path = Path(self.volumes.attach(node.volume_id, name).path)
+            if self.inventory:
+                node.volume_path = Path(self.controls.volume_dir(name))
+            else:
+                self.volumes.create(node.volume_id)
+                node.volume_path = Path(self.volumes.attach(node.volume_id, name).path)
             self.nodes[name] = node
         if self._wants("s3-*", "partition") or self.netns_count:  # a node's S3 path degraded or cut alone
             self.controls.start_proxies(self.s3_endpoint, self.seed)
@@ -283,11 +367,13 @@ class ReferenceCluster(Target):
 
     def broker_command(self, node: BrokerNode) -> list[str]:
         prefix = ["--s3-prefix", self.s3_prefix] if self.s3_prefix and "--s3-prefix" not in self.broker_args else []
-        return [sys.executable, "-m", "reference.broker",
+        # an inventory's nodes have no volume provider: a dead node's partitions wait for its restart
+        provider = [] if self.inventory else ["--volume-provider", self._provider_spec, "--volume-id", node.volume_id]
+        python = self.controls.python(node.name) if self.inventory else sys.executable
+        return [python, "-m", "reference.broker",
                 "--node-id", str(node.node_id), "--listen", node.address,
                 "--volume", str(node.volume), "--s3-endpoint", self.node_s3_endpoint(node.name),
-                "--bucket", self.bucket, *prefix, "--rpc-listen", node.rpc_address,
-                "--volume-provider", self._provider_spec, "--volume-id", node.volume_id,
+                "--bucket", self.bucket, *prefix, "--rpc-listen", node.rpc_address, *provider,
                 "--node-name", node.name, "--session-timeout", self.session_timeout,
                 "--heartbeat-interval", self.heartbeat_interval,
                 # the workload creates its topics; should a client's Metadata auto-create one first
@@ -302,7 +388,7 @@ class ReferenceCluster(Target):
                  "PYTHONPATH": os.pathsep.join([str(REPO_ROOT)] + ([os.environ["PYTHONPATH"]]
                                                                    if os.environ.get("PYTHONPATH") else []))}
         if self.controls is not None:
-            base = {**os.environ, **extra} if not self.netns_count else extra
+            base = {**os.environ, **extra} if not self.over_ssh else extra
             extra.update(self.controls.node_environment(name, base))
         return extra
 
@@ -314,7 +400,7 @@ class ReferenceCluster(Target):
             node.volume.mkdir(parents=True, exist_ok=True)
         node.process.argv = self.broker_command(node)
         env = self._node_env(name)
-        node.process.env = env if self.netns_count else {**os.environ, **env}
+        node.process.env = env if self.over_ssh else {**os.environ, **env}
         node.process.start()
         if wait:
             self.wait_ready(name)
@@ -325,12 +411,14 @@ class ReferenceCluster(Target):
         while time.monotonic() < deadline:
             if node.pid is None:
                 code = node.process.exited_by_itself()
+                self._fetch_logs()
                 raise NodeFailedToStart(f"broker {name} exited with {code} during start; see {node.log_path}")
             try:
                 with socket.create_connection((node.host, node.port), timeout=0.5):
                     return
             except OSError:
                 time.sleep(0.05)
+        self._fetch_logs()
         raise NodeFailedToStart(f"broker {name} did not listen on {node.address} within "
                                 f"{self.start_timeout:.0f}s; see {node.log_path}")
 
@@ -487,7 +575,14 @@ class ReferenceCluster(Target):
                     records += int(m.group(2))
         return count, records
 
+    def _fetch_logs(self) -> None:
+        """Nodes on other hosts: their logs into the store, where the run's
+        knowledge (failovers, storage paths) is read from."""
+        if self.inventory and self.controls is not None:
+            self.controls.fetch_logs()
+
     def run_info(self) -> dict:
+        self._fetch_logs()
         fo = self.failovers()
         totals = sorted(f["steps"]["total_ms"] for f in fo if "total_ms" in f.get("steps", {}))
         paths = self.storage_paths()

@@ -24,8 +24,11 @@ inventory, the store or the logs), `known_hosts` ("~/.ssh/known_hosts"),
 ("/var/tmp/highwater", where the node's files, pid files and process logs
 go), `s3_endpoint`, `python` ("python3"), `connect_timeout` ("10s"),
 `command_timeout` ("60s"), `source_address` (the local address SSH connects
-from: keep it out of partition rules and the control path survives them). Unknown keys and wrong types are refused with the
-file, the node and the key."""
+from: keep it out of partition rules and the control path survives them),
+`broker_port` (9092) and `rpc_port` (9093): where a reference broker on the
+node listens for Kafka clients and for the cluster's RPC, on `host` (give
+each node of one host its own). Unknown keys and wrong types are refused
+with the file, the node and the key."""
 from __future__ import annotations
 
 import os
@@ -60,6 +63,8 @@ class NodeSpec:
     connect_timeout: float = 10.0
     command_timeout: float = 60.0
     source_address: str | None = None
+    broker_port: int = 9092
+    rpc_port: int = 9093
 
     @property
     def address(self) -> str:
@@ -126,11 +131,13 @@ def parse_inventory(text: str, base_dir: Path = Path("."), source: str = "<inven
     for name, table in nodes.items():
         if not isinstance(table, dict):
             raise InventoryError(f"inventory {source}: nodes.{name} must be a table")
-        specs[name] = _node(name, {**defaults, **table}, base_dir, f"inventory {source}: node {name}")
+        specs[name] = node_spec(name, {**defaults, **table}, base_dir, f"inventory {source}: node {name}")
     return Inventory(specs, source)
 
 
-def _node(name: str, raw: dict, base_dir: Path, where: str) -> NodeSpec:
+def node_spec(name: str, raw: dict, base_dir: Path, where: str) -> NodeSpec:
+    """A NodeSpec from one node's table (an inventory's, or an `external`
+    recipe's `ssh` table); `where` begins every error message."""
     unknown = set(raw) - _KEYS
     if unknown:
         raise InventoryError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_KEYS))}")
@@ -142,9 +149,9 @@ def _node(name: str, raw: dict, base_dir: Path, where: str) -> NodeSpec:
             if not isinstance(value, str) or not value:
                 raise InventoryError(f"{where}: `{key}` must be a non-empty string, not {value!r}")
             kw[key] = value
-        elif key == "port":
+        elif key in ("port", "broker_port", "rpc_port"):
             if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
-                raise InventoryError(f"{where}: `port` must be an integer 1..65535, not {value!r}")
+                raise InventoryError(f"{where}: `{key}` must be an integer 1..65535, not {value!r}")
             kw[key] = value
         elif key == "accept_unknown_host_keys":
             if not isinstance(value, bool):

@@ -211,16 +211,18 @@ class NetnsCluster:
 
     def _write_keys(self) -> None:
         self.key_dir.mkdir(parents=True, exist_ok=True)
-        client_pub = _new_key(self.client_key)
+        client_pub = new_key(self.client_key)
         _write_file(self.key_dir / "authorized_keys", client_pub + "\n", 0o600)
         known = []
         for node in self.nodes.values():
             node.key_dir.mkdir(parents=True, exist_ok=True)
             node.node_dir.mkdir(parents=True, exist_ok=True)
-            host_pub = _new_key(node.host_key)
+            host_pub = new_key(node.host_key)
             host = node.address if self.ssh_port == 22 else f"[{node.address}]:{self.ssh_port}"
             known.append(f"{host} {host_pub}\n")
-            _write_file(node.key_dir / "sshd_config", _sshd_config(node, self.ssh_port, self.key_dir), 0o600)
+            _write_file(node.key_dir / "sshd_config",
+                        sshd_config(node.address, self.ssh_port, node.host_key, self.key_dir / "authorized_keys"),
+                        0o600)
         _write_file(self.known_hosts, "".join(known), 0o644)
 
     def _create_network(self) -> None:
@@ -370,9 +372,9 @@ def _try_lock(subnet: int) -> int | None:
     return fd
 
 
-def _new_key(path: Path) -> str:
+def new_key(path: Path) -> str:
     """Write a fresh Ed25519 private key (OpenSSH format, 0600) and its .pub;
-    return the public line."""
+    return the public line. (Also the tests' loopback sshd's keys.)"""
     key = Ed25519PrivateKey.generate()
     private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                                 serialization.NoEncryption())
@@ -390,11 +392,13 @@ def _write_file(path: Path, data, mode: int) -> None:
         f.write(data.encode() if isinstance(data, str) else data)
 
 
-def _sshd_config(node: NetnsNode, port: int, key_dir: Path) -> str:
+def sshd_config(address: str, port: int, host_key: Path, authorized_keys: Path) -> str:
+    """An sshd of the harness's own: one listen address, one host key, one
+    authorized keys file, keys only, no PAM. (Also the tests' loopback sshd.)"""
     return "\n".join([
-        f"ListenAddress {node.address}:{port}",
-        f"HostKey {node.host_key}",
-        f"AuthorizedKeysFile {key_dir / 'authorized_keys'}",
+        f"ListenAddress {address}:{port}",
+        f"HostKey {host_key}",
+        f"AuthorizedKeysFile {authorized_keys}",
         "PidFile none",
         "PermitRootLogin prohibit-password",
         "PubkeyAuthentication yes",

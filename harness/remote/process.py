@@ -16,11 +16,18 @@ NAME = "broker"
 
 
 class RemoteProcess:
-    def __init__(self, name: str, node: SshNode, argv: list[str], env: dict | None = None):
+    """`argv`: a list (no shell) or a string (an sh script); `proc_name`: its
+    name among the host's background processes (NAME.pid, NAME.out in the
+    workdir's procs/), unique per workdir."""
+
+    def __init__(self, name: str, node: SshNode, argv: list[str] | str, env: dict | None = None,
+                 cwd: str | None = None, proc_name: str = NAME):
         self.name = name
         self.node = node
         self.argv = argv
         self.env = env or {}
+        self.cwd = cwd
+        self.proc_name = proc_name
         self.starts = 0
         self.killed_by_us = False
         self._started = False
@@ -28,54 +35,54 @@ class RemoteProcess:
     @property
     def log_path(self) -> Path:
         """Where its output is on the host (the same file here for namespaces)."""
-        return Path(str(self.node.procdir / f"{NAME}.out"))
+        return Path(str(self.node.procdir / f"{self.proc_name}.out"))
 
     @property
     def pid(self) -> int | None:
-        if not self._started or not self.node.alive(NAME):
+        if not self._started or not self.node.alive(self.proc_name):
             return None
-        return self.node.pid(NAME)
+        return self.node.pid(self.proc_name)
 
     def start(self) -> None:
-        if self._started and self.node.alive(NAME):
+        if self._started and self.node.alive(self.proc_name):
             return
         self.killed_by_us = False
-        self.node.start_background(NAME, self.argv, env=self.env)
+        self.node.start_background(self.proc_name, self.argv, env=self.env, cwd=self.cwd)
         self._started = True
         self.starts += 1
 
     def signal(self, sig: int) -> bool:
         if not self._started:
             return False
-        return self.node.signal(NAME, sig, wait=None)
+        return self.node.signal(self.proc_name, sig, wait=None)
 
     def pause(self, timeout: float = 5.0) -> None:
         if self._started:
-            self.node.pause(NAME, wait=timeout)
+            self.node.pause(self.proc_name, wait=timeout)
 
     def resume(self) -> None:
         if self._started:
-            self.node.resume(NAME)
+            self.node.resume(self.proc_name)
 
     def kill(self) -> None:
         self.killed_by_us = True
         if self._started:
-            self.node.kill(NAME)
+            self.node.kill(self.proc_name)
 
     def stop(self, grace: float = 3.0) -> None:
         self.killed_by_us = True
-        if not self._started or not self.node.alive(NAME):
+        if not self._started or not self.node.alive(self.proc_name):
             return
-        self.node.signal(NAME, signals.SIGCONT, wait=None)   # a paused process cannot act on SIGTERM
-        self.node.signal(NAME, signals.SIGTERM, wait=None)
+        self.node.signal(self.proc_name, signals.SIGCONT, wait=None)   # a paused process cannot act on SIGTERM
+        self.node.signal(self.proc_name, signals.SIGTERM, wait=None)
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and self.node.alive(NAME):
+        while time.monotonic() < deadline and self.node.alive(self.proc_name):
             time.sleep(0.1)
-        if self.node.alive(NAME):
+        if self.node.alive(self.proc_name):
             self.kill()
 
     def exited_by_itself(self) -> int | None:
-        if not self._started or self.killed_by_us or self.node.alive(NAME):
+        if not self._started or self.killed_by_us or self.node.alive(self.proc_name):
             return None
-        code = self.node.exit_status(NAME)
+        code = self.node.exit_status(self.proc_name)
         return code if code is not None else -signals.SIGKILL

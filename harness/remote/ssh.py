@@ -597,6 +597,27 @@ class SshNode:
         self._sftp_call(f"get {source} -> {local}", lambda sftp: sftp.get(source, str(local)))
         return local
 
+    def get_tree(self, remote, local_dir) -> list[Path]:
+        """Copy a remote file, or a directory with everything under it, into
+        local_dir (keeping its name); returns the local files written. A
+        missing path is a RemoteError saying so."""
+        import stat as stats
+        source, local_dir = self.path(remote), Path(local_dir)
+        copied: list[Path] = []
+
+        def walk(sftp, src: str, dest: Path) -> None:
+            if stats.S_ISDIR(sftp.stat(src).st_mode):
+                dest.mkdir(parents=True, exist_ok=True)
+                for entry in sftp.listdir(src):
+                    walk(sftp, str(PurePosixPath(src) / entry), dest / entry)
+            else:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                sftp.get(src, str(dest))
+                copied.append(dest)
+        self._sftp_call(f"get {source} -> {local_dir}/",
+                        lambda sftp: walk(sftp, source, local_dir / PurePosixPath(source).name))
+        return copied
+
     def write_bytes(self, remote, data: bytes, mode: int = 0o644) -> str:
         """Write a remote file atomically (a temporary file, then rename), so a
         reader never sees half of it. The content is not logged."""
@@ -655,6 +676,22 @@ def open_nodes(inventory: Inventory, log_root: Path, connect: bool = True) -> di
                 node.close()
             raise
     return nodes
+
+
+def local_address_for(spec: NodeSpec) -> str:
+    """The address of this machine that the node reaches it at (its
+    `source_address`, else the source address of the route towards the node:
+    127.0.0.1 for a node on loopback), where a service of the harness the node
+    must reach (S3, an S3 fault proxy) listens. No packet is sent."""
+    if spec.source_address:
+        return spec.source_address
+    try:
+        family = socket.getaddrinfo(spec.host, spec.port, type=socket.SOCK_DGRAM)[0]
+        with socket.socket(family[0], socket.SOCK_DGRAM) as probe:
+            probe.connect(family[4])
+            return probe.getsockname()[0]
+    except OSError as e:
+        raise HostUnreachable(spec, f"no route from this machine to {spec.host}: {e}") from None
 
 
 # --- helpers ------------------------------------------------------------------------------

@@ -144,6 +144,14 @@ def execute_test(options: dict, announce: bool = True):
         results["valid"] = "unknown"
         results.setdefault("reasons", []).append("the harness itself hit errors: "
                                                  + "; ".join(run_info["harness_errors"][:5]))
+    if run_info.get("final_polls_short") and results.get("valid") is True:
+        # Jepsen's final reads must reach every offset the run saw; a log that
+        # ends short of them cannot be called intact.
+        results["valid"] = "unknown"
+        results.setdefault("reasons", []).append(
+            "the final polls never read these keys as far as the run had acknowledged or read them: "
+            + ", ".join(f"key {k} reached {v['reached']} of {v['target']}"
+                        for k, v in run_info["final_polls_short"].items()))
     quiet_paths = unexercised_paths(options["nemesis"], (run_info.get("target") or {}))
     if quiet_paths and results.get("valid") is True:
         # A fault aimed at a path that never ran proved nothing about it.

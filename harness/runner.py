@@ -46,6 +46,7 @@ class Run:
         self.progress = progress
         self.stop_workload = threading.Event()
         self.errors: list[str] = []
+        self.final_short: list[dict] = []    # per worker: keys its final polls did not read to their targets
         self.created_topics: set[str] = set()
         self._topic_lock = threading.Lock()
         self.client_class = client_class(options["client"])
@@ -213,6 +214,7 @@ class Run:
                 return
         missing = {k: (reached.get(k, -1), off) for k, off in targets.items() if reached.get(k, -1) < off}
         log.warning("worker %d: final polls ended before reaching %s", w.slot, missing)
+        self.final_short.append(missing)
 
     # --- the run ----------------------------------------------------------------
     def execute(self) -> dict:
@@ -278,6 +280,12 @@ class Run:
         self.history.close()
         info = {"faults_executed": schedule.executed, "harness_errors": self.errors,
                 "nodes_exited_by_themselves": crashed}
+        if self.final_short and len(self.final_short) == len(final_threads):
+            # No worker's final polls read these keys as far as the run had
+            # acknowledged or read them: what lies beyond was never re-read.
+            short = set.intersection(*(set(m) for m in self.final_short))
+            info["final_polls_short"] = {k: {"reached": max(m[k][0] for m in self.final_short),
+                                             "target": self.final_short[0][k][1]} for k in sorted(short, key=int)}
         try:
             info["target"] = self.db.run_info()
         except Exception as e:  # a view of the run, never part of the verdict

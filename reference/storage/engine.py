@@ -466,7 +466,7 @@ class S3Engine(StorageEngine):
         its partitions to another node already."""
         if self.session_ok is not None and not self.session_ok():
             raise KafkaError(errors.NOT_LEADER_OR_FOLLOWER,
-                             f"node {self.node_id}: session not certainly valid; not acknowledging {topic}-{partition}")
+                             f"node {self.node_id}: session not certainly valid; not answering for {topic}-{partition}")
 
     def leader_epoch(self, topic: str, partition: int) -> int:
         """The partition's leader epoch: its stream epoch here."""
@@ -587,6 +587,7 @@ class S3Engine(StorageEngine):
 
     async def read(self, topic, partition, offset, max_bytes):
         self._check()
+        self._check_session(topic, partition)
         s = self._readable(topic, partition)
         start, hw = s.meta.start_offset, s.high_watermark
         if not start <= offset <= hw:
@@ -622,6 +623,10 @@ class S3Engine(StorageEngine):
         return b"".join(out)
 
     def offsets(self, topic, partition):
+        # Reads too only while the session certainly holds (a lease read): a
+        # node fenced meanwhile must not report an end that another node has
+        # since written past.
+        self._check_session(topic, partition)
         s = self._readable(topic, partition)
         return s.meta.start_offset, s.high_watermark
 

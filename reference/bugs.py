@@ -29,6 +29,9 @@ BUGS: dict[str, str] = {
                 "(storage/producer_state.py)",
     "offset-reuse": "after a failover the dead node's partitions reopen at their last uploaded offset, "
                     "without recovering its WAL (cluster/controller.py)",
+    "serve-after-gap": "recovery that finds a gap (a hole in a stream, or a damaged or unreadable WAL record "
+                       "with acknowledged records after it) logs it, resets the WAL and serves, so new "
+                       "appends reuse the lost offsets (storage/recovery.py)",
 }
 
 _enabled: set[str] = set()

@@ -125,17 +125,19 @@ def test_flipped_bit_in_body_stops_scan_and_reports_loss(tmp_path):
     assert r.lost_span == (offs[3], offs[4] + 24 + 200) and not r.unreadable
 
 
-def test_an_unreadable_block_stops_the_scan_and_the_probe_skips_it(tmp_path, monkeypatch):
-    """EIO on the third record's block (a bad sector): the scan stops there
-    as at a damaged record, and the probe beyond it reads around the bad
-    block and finds the two records after it."""
+@pytest.mark.parametrize("bad_block", [0, 1], ids=["its-header-block", "its-second-block"])
+def test_an_unreadable_block_stops_the_scan_and_the_probe_reads_around_it(tmp_path, monkeypatch, bad_block):
+    """EIO on a block of the third record (a bad sector; the record spans
+    two blocks): the scan stops at that record as at a damaged one, and the
+    probe beyond it reads around the bad block and finds the two records
+    after it."""
     from reference.storage import disk
     f = _open(tmp_path)
     pos, offs = 0, []
     for i in range(5):
-        pos, spans = _write(f, pos, [bytes([65 + i]) * 200])
+        pos, spans = _write(f, pos, [bytes([65 + i]) * (6000 if i == 2 else 200)])
         offs.append(spans[0][0])
-    bad = W.HEADER_AREA + offs[2] % f.ring
+    bad = W.HEADER_AREA + offs[2] % f.ring + bad_block * W.BLOCK
     real_pread = disk.io.pread
 
     def pread(fd, n, at):

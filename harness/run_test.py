@@ -40,7 +40,7 @@ def _file_logging(run_dir) -> logging.Handler:
 # how often its paths ran (the reference does) must show each one ran.
 FAULT_PATHS = {
     "kill": ("recoveries",), "lose-unsynced": ("recoveries",), "detach": ("recoveries",),
-    "disk-error": ("recoveries",), "disk-slow": ("wal_writes",),
+    "disk-error": ("recoveries",), "bad-sector": ("recoveries",), "disk-slow": ("wal_writes",),
     "s3-slow": ("uploads",), "s3-error": ("uploads",), "s3-reset": ("uploads",), "s3-hang": ("uploads",),
     "s3-ambiguous": ("uploads",),
 }

@@ -64,6 +64,15 @@ CASES: dict[str, ZooCase] = {
     # check keep a paused broker from acknowledging once it wakes.
     # Clients wait out the pause (their timeout is longer), so the paused
     # broker, fenced and failed over meanwhile, answers them when it wakes.
+    # A latent sector error in the WAL's middle, acknowledged records after
+    # it; the node restarts onto it. The clean reference refuses to serve
+    # until the heal (then recovers everything); with the bug it serves past
+    # the hole, and new appends take the lost offsets. Uploads rare: the
+    # damaged records are in the WAL only.
+    "serve-after-gap": ZooCase(
+        "bad-sector", LOST,
+        {"broker_args": RARE_UPLOADS,
+         "nemesis_plan": [{"fault": "bad-sector", "targets": ["n1"], "start_s": 8.0, "stop_s": 16.0}]}),
     "no-fencing": ZooCase("pause", LOST + ("duplicate",),
                           {"nodes": 3, "volumes": "directory", "broker_args": RARE_UPLOADS,
                            "nemesis_interval": "8s", "time_limit": "28s", "request_timeout": "15s"}),

@@ -8,7 +8,14 @@ import importlib
 from nemeses.base import Fault, FaultUnsupported  # noqa: F401
 
 CANONICAL_FAULTS = ("kill", "pause", "partition", "clock", "detach", "lose-unsynced", "disk-slow",
-                    "disk-error", "s3-slow", "s3-error", "s3-reset", "s3-hang", "s3-ambiguous", "reassign")
+                    "disk-error", "bad-sector", "s3-slow", "s3-error", "s3-reset", "s3-hang", "s3-ambiguous",
+                    "reassign")
+
+# Faults `all` leaves out, each with the reason; name them explicitly to run them.
+NOT_IN_ALL = {
+    "bad-sector": "a correct node refuses to serve while its WAL has a bad sector (it stays down until the "
+                  "heal), and how the cluster's failover meets that refusal on another node is not tested yet",
+}
 
 # name -> "module:class"; the module is imported only when the fault is asked for.
 FAULT_CLASSES = {
@@ -25,13 +32,14 @@ FAULT_CLASSES = {
     "lose-unsynced": "nemeses.volume:LoseUnsyncedFault",
     "disk-slow": "nemeses.volume:DiskSlowFault",
     "disk-error": "nemeses.volume:DiskErrorFault",
+    "bad-sector": "nemeses.volume:BadSectorFault",
     "reassign": "nemeses.reassign:ReassignFault",
 }
 
 
 def fault_names(names) -> list[str]:
-    """The one validator of `--nemesis`: canonical names, `all` expanded,
-    `none` dropped. Raises FaultUnsupported naming an unknown fault."""
+    """The one validator of `--nemesis`: canonical names, `all` expanded
+    (every canonical fault but those in NOT_IN_ALL), `none` dropped. Raises FaultUnsupported naming an unknown fault."""
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",")]
     out: list[str] = []
@@ -39,7 +47,7 @@ def fault_names(names) -> list[str]:
         if name in ("none", ""):
             continue
         if name == "all":
-            out.extend(n for n in CANONICAL_FAULTS if n not in out)
+            out.extend(n for n in CANONICAL_FAULTS if n not in out and n not in NOT_IN_ALL)
             continue
         if name not in CANONICAL_FAULTS:
             raise FaultUnsupported(f"unknown fault {name!r}; known: {', '.join(CANONICAL_FAULTS)}, all, none")

@@ -1,4 +1,4 @@
-"""Volume faults: `detach`, `lose-unsynced`, `disk-slow`, `disk-error`.
+"""Volume faults: `detach`, `lose-unsynced`, `disk-slow`, `disk-error`, `bad-sector`.
 
 Each asks the target for the node's volume control (`target.volume(node)`,
 a `reference.volumes.base.VolumeControl`) and, where it must stop or start
@@ -18,6 +18,14 @@ classes only say when to switch them on and off.
 - disk-error: a fraction of the writes and syncs fail with EIO. Heal: no
   errors, and the node restarted (a WAL whose fsync failed is not trusted
   again).
+- bad-sector: a block the node wrote and synced a few writes ago (with
+  later synced writes beyond it: acknowledged data after it) reads back EIO
+  from now on, and the node is restarted (SIGKILL, start) so that its
+  recovery meets the damage. A correct node refuses to serve (it cannot
+  read acknowledged records, and must not hand their offsets out again) and
+  exits at once: that is recorded with the fault, never taken for a harness
+  failure. Heal: the sector reads again, the node is started (killed first
+  if it was serving) and recovers everything.
 """
 from __future__ import annotations
 
@@ -125,4 +133,44 @@ class DiskErrorFault(VolumeFault):
             self.db.start_node(t)
 
 
-FAULTS = {cls.name: cls for cls in (DetachFault, LoseUnsyncedFault, DiskSlowFault, DiskErrorFault)}
+class BadSectorFault(VolumeFault):
+    """`behind`: how many later synced writes of the same file must lie
+    beyond the damaged block (default 2)."""
+    name = "bad-sector"
+    requires = ("volume", "process")
+
+    def __init__(self, db, behind: int = 2):
+        super().__init__(db)
+        if int(behind) < 1:
+            raise ValueError(f"behind must be at least 1, got {behind}")
+        self.behind = int(behind)
+
+    def start(self, targets):
+        sectors, nodes = {}, {}
+        for t in targets:
+            sectors[t] = self.db.volume(t).mark_bad_sector(self.behind)
+            self.db.kill_node(t)
+            nodes[t] = self._start_and_see(t)
+        return {"behind": self.behind, "sectors": sectors, "node": nodes}
+
+    def _start_and_see(self, node: str) -> str:
+        """Start the node; a node that exits during its start (a correct one
+        refuses to serve a WAL it cannot read) is this fault's expected
+        outcome, recorded with its exit code, not a failure of the fault."""
+        try:
+            self.db.start_node(node)
+        except Exception as e:
+            code = self.db.died_on_their_own().get(node)
+            if code is None:  # it did not exit: it failed to start in some other way
+                raise
+            return f"exited with code {code} during its start ({e})"
+        return "serving"
+
+    def stop(self, targets):
+        for t in targets:
+            self.db.volume(t).heal_bad_sectors()
+            self.db.kill_node(t)
+            self.db.start_node(t)
+
+
+FAULTS = {cls.name: cls for cls in (DetachFault, LoseUnsyncedFault, DiskSlowFault, DiskErrorFault, BadSectorFault)}

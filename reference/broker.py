@@ -123,6 +123,19 @@ def configure_logging(level: str) -> None:
                         datefmt="%Y-%m-%dT%H:%M:%S")
 
 
+# The exit code of a broker whose recovery found acknowledged data missing
+# from its WAL and refused to serve (storage/recovery.py, `on_gap`): not a
+# crash, a deliberate stop that a harness or an operator can tell apart.
+EXIT_RECOVERY_REFUSED = 3
+
+
+def _recovery_refused(exc: BaseException) -> bool:
+    """Whether `exc` is recovery's refusal (imported here, not at the top:
+    a --storage memory broker never loads the storage engine)."""
+    from reference.storage.recovery import RecoveryRefused
+    return isinstance(exc, RecoveryRefused)
+
+
 class EngineHalted(Exception):
     """The storage engine stopped accepting work; the process must exit so it
     can be restarted (and recover from its WAL) rather than limp on."""
@@ -195,7 +208,7 @@ async def serve(args) -> None:
         try:
             agent = await start_cluster_node(args)
         except Exception as exc:
-            if isinstance(exc, SystemExit):
+            if isinstance(exc, SystemExit) or _recovery_refused(exc):
                 raise
             log.exception("cluster node failed to start")
             raise SystemExit(f"highwater broker: cluster node failed to start: {exc}") from None
@@ -208,12 +221,15 @@ async def serve(args) -> None:
     engine = build_engine(args)
     try:
         await engine.start()
-    except Exception:
-        log.exception("storage engine failed to start")
+    except Exception as exc:
+        if not _recovery_refused(exc):
+            log.exception("storage engine failed to start")
         try:
             await engine.close()
         except Exception:
             pass
+        if _recovery_refused(exc):
+            raise
         raise SystemExit("highwater broker: storage engine failed to start (see above)")
     try:
         await serve_engine(args, engine, None)
@@ -306,6 +322,11 @@ def run(args) -> int:
     except EngineHalted as exc:
         log.critical("exiting: storage engine halted: %s", exc)
         return 1
+    except Exception as exc:
+        if not _recovery_refused(exc):
+            raise
+        log.critical("exiting: recovery refused to serve: %s", exc)
+        return EXIT_RECOVERY_REFUSED
     except SystemExit as exc:
         if isinstance(exc.code, str):
             log.error("%s", exc.code)

@@ -34,6 +34,9 @@ BUGS: dict[str, str] = {
                             "(storage/metadata.py)",
     "stale-read-after-reassign": "a node whose partition moved away keeps answering fetches and offset "
                                  "requests for it from what it had, at its old epoch (storage/engine.py)",
+    "serve-after-gap": "recovery that finds a gap (a hole in a stream, or a damaged or unreadable WAL record "
+                       "with acknowledged records after it) logs it, resets the WAL and serves, so new "
+                       "appends reuse the lost offsets (storage/recovery.py)",
 }
 
 _enabled: set[str] = set()

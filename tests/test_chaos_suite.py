@@ -38,14 +38,19 @@ def test_object_store(highwater_cluster):
                    rate=40)
 def test_every_fault_in_one_run(highwater_cluster):
     """`--nemesis all`: each fault of the design starts and heals while
-    operations are in flight, and the run stays valid."""
+    operations are in flight, and the run stays valid. `all` leaves out only
+    the faults NOT_IN_ALL names, each with its reason (bad-sector: a correct
+    node refuses to serve while it lasts, and the cluster's failover around
+    that refusal is not tested yet; its own runs are the zoo's
+    serve-after-gap case)."""
     import json
 
-    from nemeses import FAULT_CLASSES
+    from nemeses import FAULT_CLASSES, NOT_IN_ALL, fault_names
+    assert set(FAULT_CLASSES) - set(fault_names("all")) == set(NOT_IN_ALL) == {"bad-sector"}
     result = highwater_cluster.run().assert_valid()
     events = [json.loads(line) for line in open(result.run_dir / "history.jsonl")]
     sends = [e for e in events if e["f"] == "send"]
-    for fault in FAULT_CLASSES:
+    for fault in fault_names("all"):
         started = [e for e in events if e["f"] == f"start-{fault}" and e["type"] == "info" and "error" not in e]
         healed = [e for e in events if e["f"] == f"stop-{fault}" and e["type"] == "info"]
         assert started and healed, f"{fault}: started {len(started)}, healed {len(healed)}"

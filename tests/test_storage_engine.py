@@ -4,6 +4,7 @@ S3, idempotence across restarts, corruption, garbage collection."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import time
@@ -165,28 +166,113 @@ def test_reads_below_the_cache_come_from_s3(s3_bucket, tmp_path):
     asyncio.run(main())
 
 
-def test_corrupt_wal_record_is_reported_never_served(s3_bucket, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="reference.storage")
-    vol = tmp_path / "v"
-
+def _write_six_records(s3_bucket, vol) -> list[int]:
+    """Six acknowledged records of c-0, each its own group commit (so each
+    starts a 4 KiB block), never uploaded; then the broker dies. Returns
+    their WAL offsets."""
     async def write():
         e = engine(s3_bucket, vol, upload_interval=3600, upload_bytes=1 << 30)
         await e.start()
         await e.create_topic("c", 1)
-        offs = []
         for i in range(6):
-            offs.append((await e.append("c", 0, make_batch([f"v{i}"]))).base_offset)
+            assert (await e.append("c", 0, make_batch([f"v{i}"]))).base_offset == i
         await e.abort()
-        return offs
     asyncio.run(write())
-    # flip a bit inside the 4th record's body (records are block aligned here:
-    # each append was its own group commit)
-    h = W.read_header(vol)
-    f = W.WalFile(vol / "wal", 0 + (1 << 20), 1)
+    f = W.WalFile(vol / "wal", 1 << 20, 1)
     scan = f.scan()
+    f.close()
     assert len(scan.records) == 6
-    fourth = scan.records[3][0]
-    phys = W.HEADER_AREA + fourth % f.ring + 24 + 40
+    return [pos for pos, _ in scan.records]
+
+
+def _flip_a_bit_in_the_fourth_body(vol, wal_offsets) -> None:
+    f = W.WalFile(vol / "wal", 1 << 20, 1)
+    phys = W.HEADER_AREA + wal_offsets[3] % f.ring + 24 + 40
+    b = bytearray(os.pread(f.fd, 1, phys))
+    b[0] ^= 0x04
+    os.pwrite(f.fd, bytes(b), phys)
+    f.close()
+
+
+async def _refused(s3_bucket, vol) -> str:
+    e = engine(s3_bucket, vol)
+    try:
+        with pytest.raises(RecoveryRefused) as refused:
+            await e.start()
+    finally:
+        await e.close()
+    return str(refused.value)
+
+
+def test_a_damaged_wal_record_with_acknowledged_records_after_it_refuses_recovery(s3_bucket, tmp_path):
+    """A flipped bit in the 4th of 6 records: the two after it were
+    acknowledged, so the damage is no torn last write. Serving would hand
+    offsets 3..5 out again: recovery refuses, and leaves the WAL as it is."""
+    vol = tmp_path / "v"
+    _flip_a_bit_in_the_fourth_body(vol, offsets := _write_six_records(s3_bucket, vol))
+    header = W.read_header(vol)
+    for _ in range(2):  # a second start refuses again: the evidence stays
+        message = asyncio.run(_refused(s3_bucket, vol))
+        assert f"stopped at offset {offsets[3]}" in message and "body CRC mismatch" in message, message
+        assert f"2 acknowledged records lie beyond it, WAL offsets [{offsets[4]}, " in message, message
+        assert W.read_header(vol) == header, "the WAL is not reset"
+
+
+def test_an_unreadable_wal_record_refuses_recovery_naming_the_lost_range(s3_bucket, tmp_path, monkeypatch):
+    """EIO on the 4th record's block (a bad sector) stops the scan there;
+    the probe beyond it skips the bad block and finds the two records after
+    it: recovery refuses, naming where the scan stopped and what lies
+    beyond. Once the block reads again, everything is recovered."""
+    from reference.storage import disk
+    vol = tmp_path / "v"
+    offsets = _write_six_records(s3_bucket, vol)
+    bad = W.HEADER_AREA + offsets[3] % (W.read_header(vol)["capacity"] - W.HEADER_AREA)  # the 4th record's block
+    real_pread = disk.io.pread
+
+    def pread(fd, n, pos):
+        if pos < bad + W.BLOCK and bad < pos + n:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_pread(fd, n, pos)
+    monkeypatch.setattr(disk.io, "pread", pread)
+    message = asyncio.run(_refused(s3_bucket, vol))
+    assert f"stopped at offset {offsets[3]}" in message and "unreadable" in message, message
+    assert f"2 acknowledged records lie beyond it, WAL offsets [{offsets[4]}, " in message, message
+    monkeypatch.setattr(disk.io, "pread", real_pread)   # the sector heals
+
+    async def reopen():
+        e = engine(s3_bucket, vol)
+        await e.start()
+        assert [v for _, v in await read_all(e, "c", 0)] == [f"v{i}".encode() for i in range(6)]
+        await e.close()
+    asyncio.run(reopen())
+
+
+def test_an_unreadable_last_wal_record_refuses_recovery_too(s3_bucket, tmp_path, monkeypatch):
+    """Nothing lies beyond the unreadable record, but a read error is no torn
+    write: the record may well have been acknowledged. Refused."""
+    from reference.storage import disk
+    vol = tmp_path / "v"
+    offsets = _write_six_records(s3_bucket, vol)
+    bad = W.HEADER_AREA + offsets[5] % (W.read_header(vol)["capacity"] - W.HEADER_AREA)
+    real_pread = disk.io.pread
+
+    def pread(fd, n, pos):
+        if pos < bad + W.BLOCK and bad < pos + n:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_pread(fd, n, pos)
+    monkeypatch.setattr(disk.io, "pread", pread)
+    message = asyncio.run(_refused(s3_bucket, vol))
+    assert f"stopped at offset {offsets[5]}" in message and "nothing readable lies beyond it" in message, message
+
+
+def test_a_torn_last_wal_record_is_not_served_and_recovery_goes_on(s3_bucket, tmp_path, caplog):
+    """A damaged last record with nothing after it: a write the crash tore,
+    never acknowledged. The scan stops there and the node serves."""
+    caplog.set_level(logging.INFO, logger="reference.storage")
+    vol = tmp_path / "v"
+    offsets = _write_six_records(s3_bucket, vol)
+    f = W.WalFile(vol / "wal", 1 << 20, 1)
+    phys = W.HEADER_AREA + offsets[5] % f.ring + 24 + 40
     b = bytearray(os.pread(f.fd, 1, phys))
     b[0] ^= 0x04
     os.pwrite(f.fd, bytes(b), phys)
@@ -195,17 +281,64 @@ def test_corrupt_wal_record_is_reported_never_served(s3_bucket, tmp_path, caplog
     async def reopen():
         e = engine(s3_bucket, vol)
         await e.start()
-        got = await read_all(e, "c", 0)
-        assert [v for _, v in got] == [b"v0", b"v1", b"v2"]
-        assert e.recovery_summary["corrupt"] and e.recovery_summary["lost_after"] == 2
-        # the stream continues after the last good record
-        r = await e.append("c", 0, make_batch(["after"]))
-        assert r.base_offset == 3
+        assert [v for _, v in await read_all(e, "c", 0)] == [f"v{i}".encode() for i in range(5)]
+        assert e.recovery_summary["corrupt"] and e.recovery_summary["lost_after"] == 0
+        assert (await e.append("c", 0, make_batch(["after"]))).base_offset == 5
         await e.close()
     asyncio.run(reopen())
-    errors_logged = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert any("body CRC mismatch" in r.getMessage() and "2 valid-looking records beyond it are LOST" in r.getMessage()
-               for r in errors_logged)
+    assert "a torn last write?" in caplog.text
+
+
+@pytest.fixture
+def serve_after_gap():
+    """The planted bug `serve-after-gap` on for one test."""
+    from reference import bugs
+    bugs.enable(["serve-after-gap"])
+    try:
+        yield
+    finally:
+        bugs.disable_all()
+
+
+def test_with_serve_after_gap_a_damaged_record_is_served_past_and_its_offset_reused(s3_bucket, tmp_path,
+                                                                                      serve_after_gap, caplog):
+    """The planted bug: the same damage as above, but recovery logs it,
+    resets the WAL and serves; the stream goes on from the last record
+    before the damage, so the next append is acknowledged at offset 3,
+    which v3 was acknowledged at before the crash."""
+    caplog.set_level(logging.INFO, logger="reference.storage")
+    vol = tmp_path / "v"
+    _flip_a_bit_in_the_fourth_body(vol, _write_six_records(s3_bucket, vol))
+
+    async def reopen():
+        e = engine(s3_bucket, vol)
+        await e.start()
+        assert [v for _, v in await read_all(e, "c", 0)] == [b"v0", b"v1", b"v2"]
+        assert e.offsets("c", 0) == (0, 3)
+        assert (await e.append("c", 0, make_batch(["reused"]))).base_offset == 3
+        await e.close()
+    asyncio.run(reopen())
+    assert "Serving anyway (planted bug serve-after-gap)" in caplog.text
+
+
+def test_with_serve_after_gap_a_stream_hole_is_served_past_and_its_offsets_reused(s3_bucket, tmp_path,
+                                                                                   serve_after_gap):
+    """The planted bug on a stream's hole (its first WAL record lies past
+    its committed end): the stream reopens at its committed end, 0, and the
+    next append reuses offset 0."""
+    vol = tmp_path / "v"
+    offsets = _write_six_records(s3_bucket, vol)
+    f = W.WalFile(vol / "wal", 1 << 20, 1)
+    f.write_header(trim_offset=offsets[1])   # record 0 was acknowledged, and is gone now
+    f.close()
+
+    async def reopen():
+        e = engine(s3_bucket, vol)
+        await e.start()
+        assert e.offsets("c", 0) == (0, 0)
+        assert (await e.append("c", 0, make_batch(["reused"]))).base_offset == 0
+        await e.close()
+    asyncio.run(reopen())
 
 
 def test_uncommitted_objects_are_deleted_after_retention(s3_bucket, tmp_path):

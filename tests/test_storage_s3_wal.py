@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from reference.storage import s3_wal as SW
 from reference.storage.engine import EngineConfig, S3Engine
+from reference.storage.recovery import RecoveryRefused
 from reference.storage.s3io import ObjectStore
 from reference.storage.testing import batch_values, make_batch
 
@@ -188,8 +189,10 @@ def test_s3_wal_crash_recovery_exactly_once(s3_bucket, tmp_path, caplog):
     asyncio.run(phase3())
 
 
-def test_damaged_wal_object_is_reported_never_served(s3_bucket, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="reference.storage")
+def test_a_damaged_wal_object_with_acknowledged_objects_after_it_refuses_recovery(s3_bucket, tmp_path):
+    """The 3rd of 5 WAL objects damaged: the two after it were acknowledged,
+    so recovery refuses rather than hand their offsets out again, and
+    leaves the WAL objects where they are."""
     endpoint, bucket = s3_bucket
     store = ObjectStore(endpoint, bucket)
     cfg = s3_config(s3_wal_interval=0.0, upload_interval=3600, upload_bytes=1 << 30)
@@ -210,10 +213,12 @@ def test_damaged_wal_object_is_reported_never_served(s3_bucket, tmp_path, caplog
 
     async def reopen():
         e = S3Engine(1, tmp_path, endpoint, bucket, cfg)
-        await e.start()
-        assert [v for _, v in batch_values(await e.read("c", 0, 0, 1 << 20))] == [b"v0", b"v1"]
-        assert e.recovery_summary["corrupt"] and e.recovery_summary["lost_after"] == 2
-        assert (await e.append("c", 0, make_batch(["after"]))).base_offset == 2
-        await e.close()
-    asyncio.run(reopen())
-    assert "LOST" in caplog.text
+        try:
+            with pytest.raises(RecoveryRefused) as refused:
+                await e.start()
+        finally:
+            await e.close()
+        return str(refused.value)
+    message = asyncio.run(reopen())
+    assert "2 acknowledged records lie beyond it" in message, message
+    assert [k for k, _ in store.list("wal/1/")] == keys, "the WAL objects are left as they are"

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from harness.ports import free_port
-from nemeses.volume import DetachFault, DiskErrorFault, DiskSlowFault, LoseUnsyncedFault
+from nemeses.volume import BadSectorFault, DetachFault, DiskErrorFault, DiskSlowFault, LoseUnsyncedFault
 from reference.volumes.local import force_cleanup, start_service
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
@@ -40,10 +40,12 @@ class FuseBrokerTarget:
 
     name = "fuse-broker"
 
-    def __init__(self, run_dir: Path, vols, s3_endpoint: str, bucket: str, *, fdatasync: bool = True):
+    def __init__(self, run_dir: Path, vols, s3_endpoint: str, bucket: str, *, fdatasync: bool = True,
+                 broker_args: tuple[str, ...] = ()):
         self.run_dir, self.vols = run_dir, vols
         self.s3_endpoint, self.bucket = s3_endpoint, bucket
         self.fdatasync = fdatasync
+        self.broker_args = broker_args
         self.port = free_port()
         self.process: subprocess.Popen | None = None
         self.log_path = run_dir / "broker.log"
@@ -70,7 +72,8 @@ class FuseBrokerTarget:
             self.process = subprocess.Popen(
                 [sys.executable, *launcher, "--node-id", "1", "--listen", self.bootstrap_servers,
                  "--volume", self.volume_path, "--s3-endpoint", self.s3_endpoint, "--bucket", self.bucket,
-                 "--wal-capacity", "8MiB", "--upload-interval", "10m", "--upload-bytes", "256MiB"],
+                 "--wal-capacity", "8MiB", "--upload-interval", "10m", "--upload-bytes", "256MiB",
+                 *self.broker_args],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + 60
@@ -88,6 +91,10 @@ class FuseBrokerTarget:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+    def died_on_their_own(self) -> dict[str, int]:
+        code = self.process.poll() if self.process is not None else None
+        return {"n1": code} if code is not None and code >= 0 else {}
 
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
@@ -249,4 +256,56 @@ def test_detach_disk_error_and_disk_slow_on_a_live_broker(tmp_path, volume_servi
         lost = {v: off for v, off in acked.items() if got.get(off) != v}
         assert not lost, f"{len(lost)} acknowledged records lost: {sorted(lost.items())[:5]}"
     finally:
+        target.teardown()
+
+
+def _bad_sector_run(tmp_path, vols, s3_bucket, broker_args=()):
+    """40 acknowledged records (each its own group commit), then the
+    bad-sector fault: returns the target, what was acknowledged, the fault
+    and its recorded parameters."""
+    endpoint, bucket = s3_bucket
+    target = FuseBrokerTarget(tmp_path, vols, endpoint, bucket, broker_args=broker_args)
+    target.start_node("n1")
+    _make_wal_entry_durable(target)
+    _create_topic(target.bootstrap_servers)
+    acked = _produce(target.bootstrap_servers, range(40))
+    fault = BadSectorFault(target)
+    fault.check_supported()
+    return target, acked, fault, fault.start(["n1"])
+
+
+@pytest.mark.timeout(180)
+def test_bad_sector_the_broker_refuses_to_serve_until_healed_and_then_loses_nothing(tmp_path, volume_service,
+                                                                                     s3_bucket):
+    """A synced block in the middle of the WAL reads EIO, and the broker is
+    restarted onto it: recovery cannot read acknowledged records and refuses
+    (exit 3), which the fault records. The heal clears the sector and
+    starts the broker: every acknowledged record is back at its offset."""
+    target, acked, fault, params = _bad_sector_run(tmp_path, volume_service.client, s3_bucket)
+    try:
+        assert params["sectors"]["n1"]["file"] == "/wal", params
+        assert params["node"]["n1"].startswith("exited with code 3 during its start"), params
+        assert "Refusing to serve" in target.log_tail() and "unreadable" in target.log_tail()
+        fault.stop(["n1"])
+        got = _consume(target.bootstrap_servers)
+        lost = {v: off for v, off in acked.items() if got.get(off) != v}
+        assert not lost, f"{len(lost)} acknowledged records lost: {sorted(lost.items())[:5]}"
+    finally:
+        target.teardown()
+
+
+@pytest.mark.timeout(180)
+def test_bad_sector_with_serve_after_gap_the_broker_serves_and_reuses_an_acknowledged_offset(
+        tmp_path, volume_service, s3_bucket):
+    """The planted bug: the same fault, but the broker serves past the
+    unreadable record, and the next produce is acknowledged at an offset
+    already acknowledged to another value before the fault."""
+    target, acked, fault, params = _bad_sector_run(tmp_path, volume_service.client, s3_bucket,
+                                                   ("--bug", "serve-after-gap"))
+    try:
+        assert params["node"]["n1"] == "serving", params
+        reused = _produce(target.bootstrap_servers, [10_000])[10_000]
+        assert reused in set(acked.values()), (reused, max(acked.values()))
+    finally:
+        fault.stop(["n1"])
         target.teardown()

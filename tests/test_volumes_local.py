@@ -341,6 +341,72 @@ def test_the_error_fault_fails_the_given_fraction_of_writes_and_syncs(vols):
 
 
 @pytest.mark.timeout(60)
+def test_a_bad_sector_is_a_synced_block_in_the_middle_of_a_file_that_reads_eio_until_healed(vols):
+    """Four 8 KiB appends, each synced (a log's group commits), and a fifth
+    never synced: the fault damages the first block of the most recent
+    synced write with two synced writes beyond it (the second append). That
+    block reads EIO, on an open descriptor and a new one, alone or as part
+    of a larger read; every other block reads as written. The damage stays
+    with the volume across a re-attach, and the heal clears it."""
+    vols.create("v1")
+    m = vols.attach("v1", "n1").path
+    path = os.path.join(m, "log")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    _fsync_dir(m)                                    # its name survives the detach below
+    chunks = [bytes([65 + i]) * 8192 for i in range(5)]
+    for i, chunk in enumerate(chunks):
+        os.pwrite(fd, chunk, i * 8192)
+        if i < 4:
+            os.fdatasync(fd)
+    where = vols.mark_bad_sector("v1", behind=2)
+    assert (where["file"], where["offset"], where["length"]) == ("/log", 8192, 4096), where
+    _expect_eio(os.pread, fd, 100, 8192 + 50)
+    _expect_eio(os.pread, fd, 16384, 0)              # a larger read that covers it
+    for good in (0, 4096, 12288, 16384, 24576, 32768):
+        assert os.pread(fd, 4096, good) == chunks[good // 8192][:4096], good
+    fd2 = os.open(path, os.O_RDONLY)
+    _expect_eio(os.pread, fd2, 4096, 8192)
+    os.close(fd2)
+    os.pwrite(fd, b"w" * 4096, 8192)                 # writes still succeed; the sector still fails reads
+    os.fdatasync(fd)
+    _expect_eio(os.pread, fd, 4096, 8192)
+    status = vols.status("v1")["fs"]
+    assert status["injected"]["bad_sector_reads"] >= 4 and status["bad_blocks"][0]["offset"] == 8192
+    os.close(fd)
+    vols.detach("v1", "n1")
+    m = vols.attach("v1", "n1").path
+    fd = os.open(os.path.join(m, "log"), os.O_RDONLY)
+    _expect_eio(os.pread, fd, 4096, 8192)            # a place on the disk: it follows the volume
+    vols.heal_bad_sectors("v1")
+    assert os.pread(fd, 4096, 8192) == b"w" * 4096
+    assert os.pread(fd, 4096, 0) == chunks[0][:4096]
+    os.close(fd)
+
+
+@pytest.mark.timeout(60)
+def test_a_bad_sector_needs_a_synced_write_with_later_synced_writes_beyond_it(vols):
+    """Unsynced writes never count, nor later writes before it in the file
+    (a header rewritten at the front), and the most recent qualifying
+    write wins."""
+    vols.create("v1")
+    m = vols.attach("v1", "n1").path
+    fd = os.open(os.path.join(m, "log"), os.O_RDWR | os.O_CREAT, 0o644)
+    os.pwrite(fd, b"a" * 4096, 0)
+    os.fdatasync(fd)
+    os.pwrite(fd, b"b" * 4096, 4096)                 # never synced
+    with pytest.raises(VolumeError, match="no synced write has 1 later synced writes"):
+        vols.mark_bad_sector("v1", behind=1)
+    for i in range(2, 4):
+        os.pwrite(fd, bytes([97 + i]) * 4096, i * 4096)
+        os.fdatasync(fd)
+    os.pwrite(fd, b"h" * 4096, 0)                    # a header rewritten at the front: not beyond anything
+    os.fdatasync(fd)
+    # the second sync made [4096, 12288) durable at once: one extent, with [12288, 16384) beyond it
+    assert vols.mark_bad_sector("v1", behind=1)["offset"] == 4096
+    os.close(fd)
+
+
+@pytest.mark.timeout(60)
 def test_fault_settings_follow_the_volume_to_its_next_attachment(vols):
     vols.create("v1")
     vols.attach("v1", "n1")

@@ -3,6 +3,7 @@ group commit and back-pressure. No S3 needed."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 
 import pytest
@@ -121,6 +122,33 @@ def test_flipped_bit_in_body_stops_scan_and_reports_loss(tmp_path):
     assert [x for _, x in r.records] == [b"A" * 200, b"B" * 200]
     assert r.corrupt and "body CRC" in r.stop_reason
     assert r.lost_after == 2  # the two valid records after it are reported lost
+    assert r.lost_span == (offs[3], offs[4] + 24 + 200) and not r.unreadable
+
+
+@pytest.mark.parametrize("bad_block", [0, 1], ids=["its-header-block", "its-second-block"])
+def test_an_unreadable_block_stops_the_scan_and_the_probe_reads_around_it(tmp_path, monkeypatch, bad_block):
+    """EIO on a block of the third record (a bad sector; the record spans
+    two blocks): the scan stops at that record as at a damaged one, and the
+    probe beyond it reads around the bad block and finds the two records
+    after it."""
+    from reference.storage import disk
+    f = _open(tmp_path)
+    pos, offs = 0, []
+    for i in range(5):
+        pos, spans = _write(f, pos, [bytes([65 + i]) * (6000 if i == 2 else 200)])
+        offs.append(spans[0][0])
+    bad = W.HEADER_AREA + offs[2] % f.ring + bad_block * W.BLOCK
+    real_pread = disk.io.pread
+
+    def pread(fd, n, at):
+        if at < bad + W.BLOCK and bad < at + n:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_pread(fd, n, at)
+    monkeypatch.setattr(disk.io, "pread", pread)
+    r = f.scan()
+    assert [x for _, x in r.records] == [b"A" * 200, b"B" * 200]
+    assert r.end == offs[2] and r.corrupt and r.unreadable and "unreadable" in r.stop_reason
+    assert r.lost_after == 2 and r.lost_span == (offs[3], offs[4] + 24 + 200)
 
 
 def test_flipped_bit_in_record_header(tmp_path):

@@ -155,7 +155,7 @@ class ReferenceCluster(Target):
 
     name = "reference"
     OFFERS = ("process", "pause", "bug", "reassign")
-    VOLUME_FAULTS = ("detach", "lose-unsynced", "disk-slow", "disk-error")
+    VOLUME_FAULTS = ("detach", "lose-unsynced", "disk-slow", "disk-error", "bad-sector")
 
     @classmethod
     def from_options(cls, options: dict, run_dir):

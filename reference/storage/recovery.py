@@ -28,11 +28,18 @@ a record that no client could read is never served.
 A stream whose records in the WAL do not continue its committed end offset
 (the first one lies beyond it, or one is missing between two), or whose next
 record holds a batch that fails validation, has a hole: acknowledged data is
-gone. Serving it would hand the lost offsets to new
-appends, so that two different records were acknowledged at one offset.
-As AutoMQ treats it (a bug signal), recovery refuses: `on_gap` raises
-`RecoveryRefused`, the engine does not start, and the WAL is left as it is
-(not reset) for an operator to inspect. That decision lives in `on_gap` alone.
+gone. So has a WAL whose scan stopped at a damaged record with records of
+the current lap beyond it (acknowledged after the damaged one was written,
+so the damage is no torn last write), or at a record that cannot be read at
+all (EIO from a bad sector: unreadable is not torn, the bytes may be whole).
+Serving would hand the lost offsets to new appends, so that two different
+records were acknowledged at one offset. As AutoMQ treats it (a bug
+signal), recovery refuses: `on_gap` raises `RecoveryRefused`, the engine
+does not start, and the WAL is left as it is (not reset) for an operator to
+inspect, or for a later start once the sector reads again. That decision
+lives in `on_gap` alone. A damaged record with nothing valid after it is a
+write torn by the crash, never acknowledged: the scan stops there, and
+recovery serves.
 """
 from __future__ import annotations
 
@@ -69,6 +76,32 @@ class Gap:
                     f"that cannot be served ({self.invalid}): acknowledged records from {self.found} on are lost")
         return (f"stream {self.stream_id}: WAL record at {self.wal_offset} has offset {self.found}, expected "
                 f"{self.expected}: acknowledged records [{self.expected}, {self.found}) are lost")
+
+
+@dataclass(frozen=True)
+class WalHole:
+    """The WAL scan stopped at a damaged or unreadable record: what lies
+    between it and the records found beyond it is lost to every stream."""
+    wal_offset: int                      # where the scan stopped
+    reason: str
+    lost_after: int                      # records of this lap found beyond it
+    lost_span: tuple[int, int] | None    # WAL offsets from the first of them to past the last
+
+    def describe(self) -> str:
+        beyond = (f"; {self.lost_after} acknowledged records lie beyond it"
+                  + (f", WAL offsets [{self.lost_span[0]}, {self.lost_span[1]})" if self.lost_span else "")
+                  if self.lost_after else "; nothing readable lies beyond it")
+        return (f"WAL scan stopped at offset {self.wal_offset}: {self.reason}{beyond}: acknowledged records "
+                f"from WAL offset {self.wal_offset} on are lost")
+
+
+def wal_hole(scan: ScanResult) -> WalHole | None:
+    """The hole a scan's stop leaves, if it is one: a damaged record with
+    records of this lap beyond it, or a record that could not be read. A
+    damaged record with nothing after it is a torn last write: no hole."""
+    if scan.corrupt and (scan.lost_after or scan.unreadable):
+        return WalHole(scan.end, scan.stop_reason, scan.lost_after, scan.lost_span)
+    return None
 
 
 @dataclass
@@ -150,12 +183,18 @@ def plan_replay(records: list[tuple[int, bytes]], end_offsets: dict[int, int],
     return ReplayPlanner(end_offsets, epochs=epochs).plan(records)
 
 
-def on_gap(gaps: list[Gap], describe_stream) -> None:
-    """What recovery does about streams with a hole: refuse to start, so no
-    new append can reuse an offset already acknowledged to another record."""
+def on_gap(gaps: list, describe_stream) -> None:
+    """What recovery does about a hole (a stream's `Gap`, or a `WalHole`):
+    refuse to start, so no new append can reuse an offset already
+    acknowledged to another record."""
     if not gaps:
         return
-    lines = "; ".join(f"{gap.describe()} ({describe_stream(gap.stream_id)})" for gap in gaps)
+    lines = "; ".join(gap.describe() + (f" ({describe_stream(gap.stream_id)})" if isinstance(gap, Gap) else "")
+                      for gap in gaps)
+    if bugs.enabled("serve-after-gap"):  # planted bug: log the hole, then reset the WAL and serve past it
+        log.error("WAL recovery found acknowledged data missing: %s. Serving anyway (planted bug "
+                  "serve-after-gap): new appends reuse those offsets", lines)
+        return
     raise RecoveryRefused(
         f"WAL recovery found acknowledged data missing: {lines}. Refusing to serve: new appends would reuse "
         "those offsets. The WAL is left as it is (not reset) for inspection.")
@@ -210,16 +249,17 @@ async def recover(engine) -> dict:
                 object_ids.extend(summary.object_ids)
         if scan.done:
             break
-    if scan.corrupt and scan.lost_after:
-        log.error("WAL scan stopped at offset %d: %s; the damaged record is not served, and %d valid-looking "
-                  "records beyond it are LOST", scan.end, scan.stop_reason, scan.lost_after)
+    hole = wal_hole(scan)
+    if hole is not None:
+        errors.append(hole.describe())
+        on_gap([hole], lambda sid: _stream_name(e, sid))
     elif scan.corrupt:
         # nothing valid after it: most likely a write torn by the crash, never acknowledged
         log.warning("WAL scan stopped at offset %d: %s (a torn last write?); the damaged record is not served",
                     scan.end, scan.stop_reason)
     new_start = await loop.run_in_executor(e.wal_executor, e.wal_file.reset, scan.end, e.node_id, e.node_epoch)
     result = {**totals, "errors": errors, "corrupt": scan.corrupt, "stop_reason": scan.stop_reason,
-              "lost_after": scan.lost_after, "wal_start": wal_start, "wal_end": scan.end, "new_start": new_start,
+              "lost_after": scan.lost_after, "unreadable": scan.unreadable, "wal_start": wal_start, "wal_end": scan.end, "new_start": new_start,
               "objects": object_ids}
     log.info("recovered %d records from WAL [%d, %d) in %d chunks: %d replayed (%d bytes) and uploaded to %s, "
              "%d already committed, %d of deleted or not-owned streams, %d of stale epochs; WAL reset to %d "

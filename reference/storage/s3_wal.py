@@ -169,13 +169,17 @@ class S3WalObjects:
             if damaged or end != o_end:
                 reason, corrupt, stopped = why or f"object at {o_start} ends early", True, i + 1
                 break
+        lost_span = None
         if corrupt and stopped is not None:
-            for o_start, _ in objects[stopped:]:  # acknowledged records beyond the damage
+            for o_start, o_end in objects[stopped:]:  # acknowledged records beyond the damage
                 try:
-                    lost_after += len(parse_object(o_start, self.store.get(wal_key(self.node_id, o_start)))[0])
+                    found = len(parse_object(o_start, self.store.get(wal_key(self.node_id, o_start)))[0])
                 except NoSuchKey:
-                    pass
-        return ScanResult(records, start, pos, reason, corrupt, lost_after, done)
+                    continue
+                if found:
+                    lost_after += found
+                    lost_span = (lost_span[0] if lost_span else o_start, o_end)
+        return ScanResult(records, start, pos, reason, corrupt, lost_after, done, lost_span=lost_span)
 
     def reset(self, scan_end: int, node_id: int, node_epoch: int) -> int:
         """After recovery uploaded and committed what it scanned: delete every

@@ -204,6 +204,8 @@ class ScanResult:
     corrupt: bool = False              # stopped at a damaged record (not a clean end)
     lost_after: int = 0                # valid-looking records found beyond the stop point
     done: bool = True                  # False: stopped at the chunk budget; scan on from `end`
+    unreadable: bool = False           # the damage is a read error (EIO), not bad bytes: never a torn write
+    lost_span: tuple[int, int] | None = None  # WAL offsets from the first to past the last record beyond
 
 
 
@@ -346,14 +348,20 @@ class WalFile:
         """Read valid records from `start` (default: the trim offset), at most
         about `max_bytes` of them (at least one), so recovery holds one chunk
         in memory at a time, never the whole ring; stop at the first record
-        that fails its checks (a torn tail, a flipped bit, a stale lap)."""
+        that fails its checks (a torn tail, a flipped bit, a stale lap) or
+        cannot be read at all (EIO: a bad sector), and then look beyond it
+        for records of this lap that the stop gives up."""
         limit = self.header.trim_offset + self.ring
         start = pos = self.header.trim_offset if start is None else start
         records: list[tuple[int, bytes]] = []
         size = 0
-        reason, corrupt, done = "ring full", False, True
+        reason, corrupt, unreadable, done = "ring full", False, False, True
         while pos + RECORD_HEADER_SIZE <= limit:
-            check = check_record_header(self.pread(pos, RECORD_HEADER_SIZE), pos)
+            try:
+                check = check_record_header(self.pread(pos, RECORD_HEADER_SIZE), pos)
+            except OSError as e:
+                reason, corrupt, unreadable = f"record at {pos}: header unreadable ({e})", True, True
+                break
             if not check.ok:
                 reason, corrupt = check.reason, check.looks_current
                 break
@@ -365,34 +373,55 @@ class WalFile:
                 if max_bytes is not None and records and size + check.body_length > max_bytes:
                     reason, done = "chunk full", False
                     break
-                body = self.pread(pos + RECORD_HEADER_SIZE, check.body_length)
+                try:
+                    body = self.pread(pos + RECORD_HEADER_SIZE, check.body_length)
+                except OSError as e:
+                    reason, corrupt, unreadable = f"record at {pos}: body unreadable ({e})", True, True
+                    break
                 if len(body) != check.body_length or crc32c(body) != check.body_crc:
                     reason, corrupt = f"record at {pos}: body CRC mismatch ({check.body_length} bytes)", True
                     break
                 records.append((pos, body))
                 size += check.body_length
             pos = end
-        result = ScanResult(records, start, pos, reason, corrupt, done=done)
+        result = ScanResult(records, start, pos, reason, corrupt, done=done, unreadable=unreadable)
         if corrupt:
-            result.lost_after = self._probe_after(pos, min(limit, pos + probe_window))
+            result.lost_after, result.lost_span = self._probe_after(pos, min(limit, pos + probe_window))
         return result
 
-    def _probe_after(self, pos: int, limit: int) -> int:
+    def _probe_after(self, pos: int, limit: int) -> tuple[int, tuple[int, int] | None]:
         """Count block-aligned, valid-looking records of this lap beyond a
-        damaged one: acknowledged writes that the scan had to give up."""
-        found = 0
+        damaged one: acknowledged writes that the scan had to give up (every
+        group commit starts a block with a record). Returns the count and
+        the WAL span from the first of them to past the last. Blocks that
+        cannot be read (EIO) are skipped: the records beyond a bad sector
+        are what matters."""
+        found, first, last_end = 0, None, None
         block = align_up(pos + 1)
         chunk = 1 << 20
         while block < limit:
-            data = self.pread(block, min(chunk, limit - block))
-            if not data:
+            want = min(chunk, limit - block)
+            try:
+                data = self.pread(block, want)
+            except OSError:  # a bad sector in this chunk: read it block by block, skipping the bad ones
+                data = b"".join(self._read_block_or_zeros(b) for b in range(block, block + want, BLOCK))
+            whole = len(data) // BLOCK * BLOCK
+            if not whole:
                 break
-            for i in range(0, len(data) - RECORD_HEADER_SIZE + 1, BLOCK):
+            for i in range(0, whole, BLOCK):
                 c = check_record_header(data[i:i + RECORD_HEADER_SIZE], block + i)
                 if c.ok and not c.padding:
                     found += 1
-            block += len(data)
-        return found
+                    first = block + i if first is None else first
+                    last_end = block + i + RECORD_HEADER_SIZE + c.body_length
+            block += whole
+        return found, (None if first is None else (first, last_end))
+
+    def _read_block_or_zeros(self, logical: int) -> bytes:
+        try:
+            return self.pread(logical, BLOCK).ljust(BLOCK, b"\0")
+        except OSError:
+            return bytes(BLOCK)  # zeros never pass a record header check
 
 
     # -- what recovery needs (the S3 WAL offers the same three) ---------------
@@ -528,9 +557,18 @@ class WalDevice(WalFile):
         if w0 <= phys and phys + n <= w0 + len(wdata):
             return wdata[phys - w0:phys - w0 + n]
         start = phys // BLOCK * BLOCK
-        length = min(max(align_up(phys + n) - start, self.READ_WINDOW), self.capacity - start)
+        exact = min(align_up(phys + n) - start, self.capacity - start)
+        length = min(max(exact, self.READ_WINDOW), self.capacity - start)
         buf = self._aligned(length)
-        got = os.preadv(self.fd, [memoryview(buf)[:length]], start)
+        try:
+            got = os.preadv(self.fd, [memoryview(buf)[:length]], start)
+        except OSError:
+            if length == exact:
+                raise
+            # a bad sector somewhere in the read-ahead window: it must not fail a
+            # read of the good blocks before it, so read just what was asked
+            length = exact
+            got = os.preadv(self.fd, [memoryview(buf)[:length]], start)
         data = bytes(buf[:got])
         self._window = (start, data)
         return data[phys - start:phys - start + n]

@@ -70,7 +70,7 @@ class VolumeProvider(abc.ABC):
         """Where the volume is attached now, or None."""
 
 
-VOLUME_FAULTS = ("detach", "lose-unsynced", "disk-slow", "disk-error")
+VOLUME_FAULTS = ("detach", "lose-unsynced", "disk-slow", "disk-error", "bad-sector")
 
 
 class VolumeControl:
@@ -118,6 +118,14 @@ class VolumeControl:
 
     def set_errors(self, spec) -> None:
         self._faults("disk-error").set_errors(self.volume_id, spec)
+
+    def mark_bad_sector(self, behind: int = 2) -> dict:
+        """A block written and synced `behind` synced writes ago (or more)
+        reads EIO from now on (bad-sector); returns where."""
+        return self._faults("bad-sector").mark_bad_sector(self.volume_id, behind)
+
+    def heal_bad_sectors(self) -> None:
+        self._faults("bad-sector").heal_bad_sectors(self.volume_id)
 
     def status(self) -> dict:
         return self.provider.status(self.volume_id) if hasattr(self.provider, "status") else {}

@@ -39,6 +39,13 @@ node's page cache:
   leaves the data unsynced (a retry writes it; Linux's "fsyncgate" behaviour,
   where the kernel forgets dirty pages after a failed writeback, is not
   modeled).
+- **Bad sector** (a latent sector error): a 4 KiB block that was written
+  *and synced* earlier reads back EIO from now on, until healed; its bytes
+  are untouched, writes still succeed. The file system remembers the recent
+  synced writes of each file (merged per sync: one group commit is one
+  extent) and damages the first block of the most recent one that has
+  `behind` later synced writes of the same file beyond it, so the damage
+  lands in the middle of a log, with acknowledged data after it.
 
 Operation classes: `read` (read), `write` (write, truncate), `sync` (fsync,
 fdatasync, fsyncdir), `meta` (everything else: lookups, open, create,
@@ -67,6 +74,8 @@ once the kernel has mounted the file system (or `{"ready": false, "error":
     {"op": "lazy", "on": BOOL}        switch lazy mode (off: everything is made durable first)
     {"op": "slow", "spec": SPEC|null} delay operations; SPEC: see DelaySpec.from_json
     {"op": "errors", "spec": SPEC|null}  fail operations; SPEC: see ErrorSpec.from_json
+    {"op": "bad_sector", "behind": N} -> {"ino", "file", "offset", "length"}: damage a synced block (above)
+    {"op": "bad_sectors", "blocks": [{"ino", "offset", ...}]}  exactly these blocks read EIO ([] heals)
     {"op": "exit"}                    dead from now on; the parent unmounts (lazily), and the process
                                       exits when the kernel lets go (no descriptor left open on it)
 
@@ -88,12 +97,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 log = logging.getLogger("highwater.volume")
 
 TRASH = ".highwater-trash"        # unlinked files whose unlink is not durable yet (lazy mode)
 OP_CLASSES = ("read", "write", "sync", "meta")
+SECTOR = 4096                     # the unit a bad sector damages (a page: what the kernel reads at least)
+SYNCED_HISTORY = 64               # recent synced writes remembered per file, for the bad-sector fault
 
 
 # --------------------------------------------------------------------------
@@ -355,7 +367,14 @@ def build_operations_class():
             self.errors: ErrorSpec | None = None
             self.error_rng = random.Random()
             self.counts = {c: 0 for c in OP_CLASSES}
-            self.injected = {"errors": 0, "delays": 0, "delay_ms_total": 0.0}
+            self.injected = {"errors": 0, "delays": 0, "delay_ms_total": 0.0, "bad_sector_reads": 0}
+            # for the bad-sector fault: what each file (by backing inode) wrote since its last
+            # sync, the writes its syncs made durable (sequence, start, end), and the damage
+            self.unsynced_writes: dict[int, list[tuple[int, int]]] = {}
+            self.synced_writes: dict[int, deque] = {}
+            self.sync_seq = 0
+            self.paths: dict[int, str] = {}
+            self.bad_blocks: dict[int, set[int]] = {}
             self.on_ready = None
             # files left in the trash by an earlier process were unlinked and never restored: gone
             _remove(os.path.join(self.backing, TRASH))
@@ -607,6 +626,10 @@ def build_operations_class():
 
         def read(self, path, size, offset, fh):
             handle = self._enter("read", fh)
+            bad = self.bad_blocks.get(handle.ino)
+            if bad and any(offset < b + SECTOR and b < offset + size for b in bad):
+                self.injected["bad_sector_reads"] += 1
+                raise _eio()
             with self._mutex:
                 ov = self.overlays.get(handle.ino)
             if ov is None:
@@ -618,6 +641,9 @@ def build_operations_class():
 
         def write(self, path, data, offset, fh):
             handle = self._enter("write", fh)
+            with self._mutex:
+                self.unsynced_writes.setdefault(handle.ino, []).append((offset, offset + len(data)))
+                self.paths[handle.ino] = path
             if not self.lazy:
                 n = os.pwrite(handle.fd, data, offset)
                 if handle.flags & os.O_DSYNC:  # O_SYNC includes O_DSYNC's bit
@@ -668,11 +694,63 @@ def build_operations_class():
             if ov is None:
                 if self.real_sync:
                     (os.fdatasync if datasync else os.fsync)(handle.fd)
+                self._note_synced(handle.ino)
                 return
             with ov.lock:
                 if ov.dropped:
                     raise _eio()
                 ov.flush(datasync, self.real_sync)
+            self._note_synced(handle.ino)
+
+        def _note_synced(self, ino: int) -> None:
+            """The file's writes since its last sync are durable: remember
+            them as synced writes, touching ones merged (one group commit,
+            split by the kernel into several FUSE writes, is one extent)."""
+            with self._mutex:
+                pending = sorted(self.unsynced_writes.pop(ino, ()))
+                merged: list[list[int]] = []
+                for start, end in pending:
+                    if merged and start <= merged[-1][1]:
+                        merged[-1][1] = max(merged[-1][1], end)
+                    else:
+                        merged.append([start, end])
+                history = self.synced_writes.setdefault(ino, deque(maxlen=SYNCED_HISTORY))
+                for start, end in merged:
+                    self.sync_seq += 1
+                    history.append((self.sync_seq, start, end))
+
+        def mark_bad_sector(self, behind: int) -> dict:
+            """Damage the first block of the most recent synced write that
+            has at least `behind` later synced writes of its file beyond it
+            (at higher offsets): a latent sector error in the middle of a
+            log, with acknowledged data after it. ValueError if no write
+            qualifies yet."""
+            if behind < 1:
+                raise ValueError(f"bad-sector: behind must be at least 1, got {behind}")
+            with self._mutex:
+                best = None
+                for ino, history in self.synced_writes.items():
+                    items = list(history)
+                    for i, (seq, start, end) in enumerate(items):
+                        later = sum(1 for _, s2, _ in items[i + 1:] if s2 >= end)
+                        if later >= behind and (best is None or seq > best[0]):
+                            best = (seq, ino, start)
+                if best is None:
+                    raise ValueError(f"bad-sector: no synced write has {behind} later synced writes of its file "
+                                     "beyond it yet (nothing to damage in the middle of a log)")
+                _, ino, start = best
+                block = start // SECTOR * SECTOR
+                self.bad_blocks.setdefault(ino, set()).add(block)
+                return {"ino": ino, "file": self.paths.get(ino), "offset": block, "length": SECTOR}
+
+        def set_bad_blocks(self, blocks: list[dict]) -> None:
+            """Exactly these blocks read EIO from now on (a new attachment of
+            a damaged volume; [] heals)."""
+            with self._mutex:
+                bad: dict[int, set[int]] = {}
+                for b in blocks:
+                    bad.setdefault(int(b["ino"]), set()).add(int(b["offset"]) // SECTOR * SECTOR)
+                self.bad_blocks = bad
 
         def fsync(self, path, datasync, fh):
             handle = self._enter("sync", fh)
@@ -712,6 +790,8 @@ def build_operations_class():
                     with ov.lock:
                         if not ov.dropped:
                             ov.flush(False, self.real_sync)
+                for ino in list(self.unsynced_writes):
+                    self._note_synced(ino)
                 for change in self.journal:
                     if change.trash is not None:
                         _remove(change.trash)
@@ -730,6 +810,7 @@ def build_operations_class():
                         ov.dropped = True
                         os.close(ov.fd)
                 self.overlays = {}
+                self.unsynced_writes = {}
                 undone = 0
                 for change in reversed(self.journal):
                     undone += self._undo(change)
@@ -778,7 +859,9 @@ def build_operations_class():
                         "open_handles": len(self.handles),
                         "slow": self.slow.to_json() if self.slow else None,
                         "errors": self.errors.to_json() if self.errors else None,
-                        "counts": dict(self.counts), "injected": dict(self.injected)}
+                        "counts": dict(self.counts), "injected": dict(self.injected),
+                        "bad_blocks": [{"ino": ino, "file": self.paths.get(ino), "offset": b}
+                                       for ino, blocks in self.bad_blocks.items() for b in sorted(blocks)]}
 
     class VolumeFUSE(mfusepy.FUSE):
         # mfusepy drops rename's flags; RENAME_NOREPLACE must not silently replace
@@ -848,6 +931,11 @@ def _serve_control(fs, mountpoint: str, inp, out) -> None:
                 spec = None if req.get("spec") is None else ErrorSpec.from_json(req["spec"])
                 fs.errors = spec
                 fs.error_rng = random.Random(spec.seed if spec else None)
+                reply({"ok": True})
+            elif op == "bad_sector":
+                reply({"ok": True, **fs.mark_bad_sector(int(req.get("behind", 2)))})
+            elif op == "bad_sectors":
+                fs.set_bad_blocks(list(req.get("blocks") or []))
                 reply({"ok": True})
             elif op == "exit":
                 # the parent unmounts (it may mount a new attachment here right after:

@@ -26,8 +26,9 @@ Semantics
   unmounting at once would let a process restarted on that node write into the
   bare mount-point directory instead of failing.
 - The volume faults are settings of the volume, not of one attachment: lazy
-  mode, delay and errors follow the volume when it moves, and are applied to
-  each new attachment.
+  mode, delay, errors and bad sectors follow the volume when it moves, and
+  are applied to each new attachment (a bad sector is a place on the disk:
+  its file's inode and offset in the backing directory).
 
 Control protocol (JSON Lines over ROOT/control.sock)
 ----------------------------------------------------
@@ -51,6 +52,9 @@ Names (volume, node) match `[A-Za-z0-9][A-Za-z0-9._-]*`.
     {"op": "lazy", "volume": V, "on": BOOL}        -> {}
     {"op": "slow", "volume": V, "spec": SPEC|null} -> {}   (disk-slow; SPEC: fusefs.DelaySpec)
     {"op": "errors", "volume": V, "spec": SPEC|null} -> {}   (disk-error; SPEC: fusefs.ErrorSpec)
+    {"op": "bad_sector", "volume": V, "behind": N} -> {"ino", "file", "offset", "length"}   (bad-sector:
+                                                        a block written and synced before reads EIO)
+    {"op": "heal_sectors", "volume": V}            -> {}   (every bad sector reads again)
     {"op": "status", "volume": V}                  -> {"attachment": {...}, "fs": {...} | null}
     {"op": "shutdown"}                             -> {}   (unmount everything, stop the service)
 
@@ -197,6 +201,7 @@ class VolumeState:
     lazy: bool = True
     slow: DelaySpec | None = None
     errors: ErrorSpec | None = None
+    bad_blocks: list = field(default_factory=list)   # [{"ino", "offset", ...}]: read EIO until healed
     attached: FsProcess | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -280,6 +285,8 @@ class VolumeService:
                     fs.request("slow", spec=state.slow.to_json())
                 if state.errors is not None:
                     fs.request("errors", spec=state.errors.to_json())
+                if state.bad_blocks:
+                    fs.request("bad_sectors", blocks=state.bad_blocks)
             except VolumeError:
                 fs.stop()
                 raise
@@ -362,6 +369,21 @@ class VolumeService:
         with state.lock:
             state.errors = spec
             self._forward(state, "errors", spec=spec.to_json() if spec else None)
+
+    def op_bad_sector(self, req):
+        name, state = self._volume(req)
+        with state.lock:
+            got = self._forward(state, "bad_sector", behind=int(req.get("behind", 2)))
+            if got is None:
+                raise VolumeError(f"bad-sector: volume {name} is not attached (no recent synced write to damage)")
+            state.bad_blocks.append(got)
+        return got
+
+    def op_heal_sectors(self, req):
+        _, state = self._volume(req)
+        with state.lock:
+            state.bad_blocks = []
+            self._forward(state, "bad_sectors", blocks=[])
 
     def op_status(self, req):
         name, state = self._volume(req)
@@ -531,6 +553,12 @@ class LocalVolumes(VolumeProvider):
     def set_errors(self, volume_id: str, spec: ErrorSpec | dict | None) -> None:
         self.request("errors", volume=volume_id, spec=_spec_json(spec))
 
+    def mark_bad_sector(self, volume_id: str, behind: int = 2) -> dict:
+        return self.request("bad_sector", volume=volume_id, behind=behind)
+
+    def heal_bad_sectors(self, volume_id: str) -> None:
+        self.request("heal_sectors", volume=volume_id)
+
     def status(self, volume_id: str) -> dict:
         return self.request("status", volume=volume_id)
 
@@ -541,7 +569,7 @@ class LocalVolumes(VolumeProvider):
         return VolumeControl(self, volume_id, node)
 
     # the fault hooks VolumeControl calls
-    supported_faults = ("detach", "lose-unsynced", "disk-slow", "disk-error")
+    supported_faults = ("detach", "lose-unsynced", "disk-slow", "disk-error", "bad-sector")
 
 
 def _spec_json(spec):

@@ -60,6 +60,31 @@ def unexercised_paths(faults, target_info: dict) -> list[str]:
     return reasons
 
 
+def qualify(results: dict, run_info: dict, faults) -> dict:
+    """What the run itself says about a verdict the checkers found valid:
+    each reason below makes it "unknown" (never false, never hidden), with
+    the reason in `reasons`."""
+    reasons = []
+    if run_info.get("nodes_exited_by_themselves"):
+        # No lost write was seen, but a node that dies without a fault is not a pass.
+        reasons.append("node(s) exited without a fault: " + ", ".join(
+            f"{n} (code {c})" for n, c in sorted(run_info["nodes_exited_by_themselves"].items())))
+    if run_info.get("harness_errors"):
+        reasons.append("the harness itself hit errors: " + "; ".join(run_info["harness_errors"][:5]))
+    if run_info.get("final_polls_short"):
+        # Jepsen's final reads must reach every offset the run saw; a log that
+        # ends short of them cannot be called intact.
+        reasons.append("the final polls never read these keys as far as the run had acknowledged or read them: "
+                       + ", ".join(f"key {k} reached {v['reached']} of {v['target']}"
+                                   for k, v in run_info["final_polls_short"].items()))
+    # A fault aimed at a path that never ran proved nothing about it.
+    reasons.extend(unexercised_paths(faults, run_info.get("target") or {}))
+    if reasons and results.get("valid") is True:
+        results["valid"] = "unknown"
+        results.setdefault("reasons", []).extend(reasons)
+    return results
+
+
 def run_test(options: dict) -> int:
     return execute_test(options)[0]
 
@@ -134,29 +159,7 @@ def execute_test(options: dict, announce: bool = True):
     checkers = ("kafka", "recovery", "perf") + (("linearizable",) if options.get("reads_to_end") else ())
     results = check_history(history, checkers=checkers, options=checker_options)
     results["run"] = run_info
-    if run_info.get("nodes_exited_by_themselves") and results.get("valid") is True:
-        # No lost write was seen, but a node that dies without a fault is not a pass.
-        results["valid"] = "unknown"
-        results.setdefault("reasons", []).append(
-            "node(s) exited without a fault: " + ", ".join(f"{n} (code {c})" for n, c in
-                                                           sorted(run_info["nodes_exited_by_themselves"].items())))
-    if run_info.get("harness_errors") and results.get("valid") is True:
-        results["valid"] = "unknown"
-        results.setdefault("reasons", []).append("the harness itself hit errors: "
-                                                 + "; ".join(run_info["harness_errors"][:5]))
-    if run_info.get("final_polls_short") and results.get("valid") is True:
-        # Jepsen's final reads must reach every offset the run saw; a log that
-        # ends short of them cannot be called intact.
-        results["valid"] = "unknown"
-        results.setdefault("reasons", []).append(
-            "the final polls never read these keys as far as the run had acknowledged or read them: "
-            + ", ".join(f"key {k} reached {v['reached']} of {v['target']}"
-                        for k, v in run_info["final_polls_short"].items()))
-    quiet_paths = unexercised_paths(options["nemesis"], (run_info.get("target") or {}))
-    if quiet_paths and results.get("valid") is True:
-        # A fault aimed at a path that never ran proved nothing about it.
-        results["valid"] = "unknown"
-        results.setdefault("reasons", []).extend(quiet_paths)
+    qualify(results, run_info, options["nemesis"])
     write_json(run_dir / "results.json", results)
     try:
         from harness.plots import write_plots

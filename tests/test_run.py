@@ -216,3 +216,13 @@ def test_a_fault_aimed_at_a_path_that_never_ran_makes_the_run_unknown():
     reasons = unexercised_paths(["kill", "reassign"], ran)
     assert any("recoveries" in r for r in reasons) and any("reassign" in r for r in reasons)
     assert unexercised_paths(["kill"], {}) == []          # a target that does not count its paths
+
+
+def test_final_polls_that_never_reach_what_the_run_saw_make_a_valid_run_unknown():
+    from harness.run_test import qualify
+    short = {"final_polls_short": {"2": {"reached": 75, "target": 185}}}
+    r = qualify({"valid": True}, short, ["kill"])
+    assert r["valid"] == "unknown" and "key 2 reached 75 of 185" in r["reasons"][0]
+    assert qualify({"valid": False, "anomaly_types": ["unseen"]}, short, ["kill"])["valid"] is False
+    assert qualify({"valid": True}, {"final_polls_short": {}}, ["kill"]) == {"valid": True}
+    assert qualify({"valid": True}, {"harness_errors": ["worker 1: boom"]}, [])["valid"] == "unknown"

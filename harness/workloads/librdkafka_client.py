@@ -118,25 +118,14 @@ class LibrdkafkaClient:
     def read_to_end(self, keys: list[str]) -> list[str]:
         """Keys whose position equals the high watermark of this consumer's
         last fetch (cached watermarks: no extra request)."""
-        from confluent_kafka import TopicPartition
-        out = []
-        try:
-            positions = self.consumer.position([TopicPartition(*key_topic_partition(k)) for k in keys])
-        except Exception:
-            log.debug("positions", exc_info=True)
-            return out
-        for k, tp in zip(keys, positions):
-            try:
-                _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
-            except Exception:
-                continue
-            if tp.offset >= 0 and high >= 0 and tp.offset == high:
-                out.append(k)
-        return out
+        return self._at_watermark(keys, cached=True)
 
     def ends_reached_now(self, keys: list[str]) -> list[str]:
         """Keys whose position equals the high watermark their leader reports
         to a query sent now (not the cached one of an earlier fetch)."""
+        return self._at_watermark(keys, cached=False)
+
+    def _at_watermark(self, keys: list[str], cached: bool) -> list[str]:
         from confluent_kafka import TopicPartition
         out = []
         try:
@@ -146,7 +135,8 @@ class LibrdkafkaClient:
             return out
         for k, tp in zip(keys, positions):
             try:
-                _low, high = self.consumer.get_watermark_offsets(tp, timeout=self.send_timeout, cached=False)
+                _low, high = (self.consumer.get_watermark_offsets(tp, cached=True) if cached else
+                              self.consumer.get_watermark_offsets(tp, timeout=self.send_timeout, cached=False))
             except Exception:
                 continue
             if tp.offset >= 0 and high >= 0 and tp.offset == high:

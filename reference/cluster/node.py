@@ -7,7 +7,7 @@ becomes the controller when it wins the lease.
     storage engine serves the streams the metadata says we hold open ->
     heartbeat every --heartbeat-interval.
 
-The ack-path session check: `session_ok()` is true only until
+The session check (acks and reads): `session_ok()` is true only until
 `sent + session_timeout - margin`, where `sent` is when the newest
 acknowledged heartbeat was *sent* (monotonic clock). The controller fences a
 broker only `session_timeout` after it last *received* one, so a broker stops

@@ -168,3 +168,17 @@ def test_pick_stream_object_runs():
     assert pick_stream_object_runs(state, 1 << 20, 16) == [[1, 2, 3], [4, 5]]
     assert pick_stream_object_runs(state, 250, 16) == [[1, 2], [4, 5]]   # size cap: 3 starts a run alone
     assert pick_stream_object_runs(state, 1 << 20, 2) == [[1, 2], [4, 5]]
+    assert pick_stream_object_runs(state, 1 << 20, 16, streams={2}) == []   # a cluster node: only its streams
+
+
+def test_pick_sources_in_a_cluster_takes_only_the_nodes_own_objects():
+    from reference.storage.compaction import pick_sources
+    from reference.storage.metadata import COMMITTED, MetadataState, ObjectMeta
+    state = MetadataState()
+    for oid, node in [(1, 1), (2, 2), (3, 1), (4, 2), (5, 2)]:
+        state.objects[oid] = ObjectMeta(oid, COMMITTED, node, size=10, kind="set", ranges=[[1, oid, oid + 1]],
+                                        order=oid)
+    assert pick_sources(state, 100, 16) == [1, 2, 3, 4, 5]
+    assert pick_sources(state, 100, 16, node=1) == [1, 3]
+    assert pick_sources(state, 100, 16, node=2) == [2, 4, 5]
+    assert pick_sources(state, 100, 16, node=3) == []

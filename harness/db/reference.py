@@ -79,10 +79,11 @@ RECOVERED_LINE = re.compile(r"recovered (\d+) records from WAL .*?: (\d+) replay
 # Settings for chaos runs (a user's --broker-args come after and win): uploads
 # by size and time, a small log cache and block cache, so that uploads,
 # commits, trims and reads that miss the caches run many times per fault
-# window instead of once at recovery; a small WAL (FUSE keeps the unsynced
-# part of a volume in memory).
+# window instead of once at recovery; compaction every 2 s, so objects are
+# rewritten (and readers meet the rewrites) while faults land; a small WAL
+# (FUSE keeps the unsynced part of a volume in memory).
 CHAOS_BROKER_ARGS = ["--upload-interval", "1s", "--upload-bytes", "256KiB", "--cache-size", "2MiB",
-                     "--block-cache-size", "512KiB", "--wal-capacity", "64MiB"]
+                     "--block-cache-size", "512KiB", "--wal-capacity", "64MiB", "--compaction-interval", "2s"]
 REASSIGN_LINE = re.compile(r"highwater-reassignment (\{.*\})\s*$")
 
 

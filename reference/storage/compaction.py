@@ -35,10 +35,13 @@ from reference.storage.object_format import StreamRecord, decode_object, encode_
 log = logging.getLogger(__name__)
 
 
-def pick_sources(state: MetadataState, small_bytes: int, max_objects: int) -> list[int]:
-    """The oldest small committed stream-set objects, or [] if fewer than two."""
+def pick_sources(state: MetadataState, small_bytes: int, max_objects: int, node: int | None = None) -> list[int]:
+    """The oldest small committed stream-set objects (in a cluster: those
+    `node` uploaded, so that two nodes never race to merge one object), or
+    [] if fewer than two."""
     small = sorted((o for o in state.objects.values()
-                    if o.state == COMMITTED and o.kind == "set" and o.size < small_bytes),
+                    if o.state == COMMITTED and o.kind == "set" and o.size < small_bytes
+                    and (node is None or o.node == node)),
                    key=lambda o: o.order)
     picked = [o.object_id for o in small[:max_objects]]
     return picked if len(picked) >= 2 else []
@@ -77,12 +80,15 @@ def ranges_of(records: list[StreamRecord]) -> list[list[int]]:
     return out
 
 
-def pick_stream_object_runs(state: MetadataState, max_bytes: int, max_objects: int) -> list[list[int]]:
-    """Runs of >= 2 committed single-range stream objects of one stream,
-    contiguous in offsets, in offset order, each at most max_bytes in all."""
+def pick_stream_object_runs(state: MetadataState, max_bytes: int, max_objects: int,
+                            streams=None) -> list[list[int]]:
+    """Runs of >= 2 committed single-range stream objects of one stream (in
+    a cluster: of the `streams` this node holds), contiguous in offsets, in
+    offset order, each at most max_bytes in all."""
     by_stream: dict[int, list[tuple[int, int, int, int]]] = {}
     for o in state.objects.values():
-        if o.state == COMMITTED and o.kind == "stream" and len(o.ranges) == 1 and o.ranges[0][0] in state.streams:
+        if o.state == COMMITTED and o.kind == "stream" and len(o.ranges) == 1 and o.ranges[0][0] in state.streams \
+                and (streams is None or o.ranges[0][0] in streams):
             sid, start, end = o.ranges[0]
             by_stream.setdefault(sid, []).append((start, end, o.size, o.object_id))
     runs: list[list[int]] = []
@@ -131,7 +137,8 @@ class Compactor:
         loop = asyncio.get_running_loop()
         async with e.uploader._lock:  # one writer of objects at a time
             state = e.meta.state
-            picked = pick_sources(state, cfg.compaction_small_bytes, cfg.compaction_max_objects)
+            picked = pick_sources(state, cfg.compaction_small_bytes, cfg.compaction_max_objects,
+                                  e.node_id if e.cluster else None)
             if not picked:
                 return None
             bodies = await asyncio.gather(*[loop.run_in_executor(e.s3_executor, e.store.get, object_key(oid))
@@ -166,7 +173,7 @@ class Compactor:
         made: list[int] = []
         async with e.uploader._lock:
             for run in pick_stream_object_runs(e.meta.state, cfg.stream_compaction_max_bytes,
-                                               cfg.compaction_max_objects):
+                                               cfg.compaction_max_objects, set(e.streams) if e.cluster else None):
                 state = e.meta.state
                 if any(state.objects.get(oid) is None or state.objects[oid].state != COMMITTED for oid in run):
                     continue

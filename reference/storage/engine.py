@@ -164,7 +164,8 @@ class S3Engine(StorageEngine):
         recover whatever it holds for streams we own (normally nothing: the
         previous incarnation's records were recovered before registering),
         reset it to our epoch, start the WAL and the uploader. The cleaner
-        runs on the controller; compaction is off in a cluster."""
+        runs on the controller; each node compacts the objects it uploaded
+        and the stream objects of the streams it holds."""
         cfg = self.config
         loop = asyncio.get_running_loop()
         self.wal_file = wal_file
@@ -177,6 +178,8 @@ class S3Engine(StorageEngine):
         self.wal.start()
         self._tasks = [loop.create_task(self.uploader.run(), name=f"uploader-n{self.node_id}"),
                        loop.create_task(self._log_counters(), name=f"counters-n{self.node_id}")]
+        if cfg.compaction_interval > 0:
+            self._tasks.append(loop.create_task(self.compactor.run(), name=f"compactor-n{self.node_id}"))
         self.started = True
         self.meta.listeners.append(self._sync_streams)
         log.info("storage engine node %d (epoch %d) serving in the cluster: %d streams open here",

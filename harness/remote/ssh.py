@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import logging
 import os
 import re

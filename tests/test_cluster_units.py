@@ -304,3 +304,40 @@ def test_directory_volumes_attach_to_one_node_at_a_time(tmp_path):
     with pytest.raises(VolumeError):
         v.attach("nope", "n1")
     assert DirectoryVolumeProvider.fences_io is False
+
+
+def test_a_replica_catching_up_applies_records_on_its_loop_only(s3_bucket, monkeypatch):
+    """The replica's state is also fed by the controller's pushes on the
+    event loop: a catch-up that applied records from its worker thread could
+    apply one twice (an object id handed out twice, a state that no longer
+    matches the log; found by a chaos run with compaction on)."""
+    import threading
+    import uuid
+
+    from reference.cluster import replica as RP
+    endpoint, bucket = s3_bucket
+    prefix = f"replica-{uuid.uuid4().hex[:8]}"
+    appliers: set[str] = set()
+    real_apply = M.apply
+
+    def watched(state, rec, seq):
+        appliers.add(threading.current_thread().name)
+        return real_apply(state, rec, seq)
+
+    async def main():
+        writer = M.MetadataLog(ObjectStore(endpoint, bucket), prefix)
+        writer.load_sync()
+        for _ in range(3):
+            await writer.append({"type": "prepare_objects", "node": 1, "count": 1, "deadline": 9e9, "ts": 0})
+        monkeypatch.setattr(M, "apply", watched)
+        monkeypatch.setattr(RP, "apply", watched)
+        reader = M.MetadataLog(ObjectStore(endpoint, bucket), prefix)
+        replica = RP.MetadataReplica(reader, node=2, epoch=1, controller_call=None)
+        await replica.catch_up()
+        allocated = writer.state.next_object_id
+        assert replica.state.seq == 2 and replica.state.next_object_id == allocated
+        # a push of what it already has changes nothing
+        assert replica.receive([dict(rec, seq=seq) for seq, rec in reader.read_after(-1)])
+        assert replica.state.next_object_id == allocated
+    asyncio.run(main())
+    assert appliers == {threading.main_thread().name}

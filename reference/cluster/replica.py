@@ -63,10 +63,13 @@ class MetadataReplica:
         async with self._catching_up:
             if upto is not None and self.state.seq >= upto:
                 return
-            before = self.state.seq
-            await asyncio.get_running_loop().run_in_executor(self.executor, self.reader.catch_up_sync)
-            if self.state.seq != before:
-                self._notify()
+            # Read in a worker thread, apply here: records pushed by the
+            # controller are applied on this loop meanwhile, and two appliers
+            # of one state would apply a record twice (an object id handed
+            # out twice, a state that no longer matches the log).
+            records = await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.reader.read_after, self.state.seq)
+            self.receive([dict(rec, seq=seq) for seq, rec in records])
 
     async def sync(self, records, upto) -> None:
         if not self.receive(records, upto):

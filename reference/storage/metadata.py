@@ -496,17 +496,28 @@ class MetadataLog:
         return state
 
     def catch_up_sync(self) -> int:
-        """Apply records written after our position (by anyone)."""
-        start_after = self.log_key(self.state.seq) if self.state.seq >= 0 else None
+        """Apply records written after our position (by anyone). Only where
+        nothing else touches the state meanwhile (loading, before serving):
+        elsewhere read with `read_after` off the event loop and apply on it."""
         n = 0
-        for key, _ in self.store.list(f"{self.prefix}/log/", start_after):
-            seq = int(key.rsplit("/", 1)[1])
-            if seq != self.state.seq + 1:
-                log.warning("metadata log gap: expected %d, found %s; stopping there", self.state.seq + 1, key)
-                break
-            apply(self.state, json.loads(self.store.get(key)), seq)
+        for seq, rec in self.read_after(self.state.seq):
+            apply(self.state, rec, seq)
             n += 1
         return n
+
+    def read_after(self, seq: int) -> list[tuple[int, dict]]:
+        """The records written after `seq`, in order, up to the first gap.
+        Reads S3 only: safe in a worker thread while the state is in use."""
+        start_after = self.log_key(seq) if seq >= 0 else None
+        out = []
+        for key, _ in self.store.list(f"{self.prefix}/log/", start_after):
+            found = int(key.rsplit("/", 1)[1])
+            if found != seq + 1:
+                log.warning("metadata log gap: expected %d, found %s; stopping there", seq + 1, key)
+                break
+            out.append((found, json.loads(self.store.get(key))))
+            seq = found
+        return out
 
     # -- appending ---------------------------------------------------------------
     async def append(self, rec: dict):

@@ -341,3 +341,25 @@ def test_a_replica_catching_up_applies_records_on_its_loop_only(s3_bucket, monke
         assert replica.state.next_object_id == allocated
     asyncio.run(main())
     assert appliers == {threading.main_thread().name}
+
+
+def test_an_answer_from_its_own_former_controller_extends_no_session():
+    """A heartbeat a node sent to its own controller, answered after it gave
+    the role up (lease taken by another node), must not extend its session:
+    it served a read from its old view during a controller hand-over (a
+    clean run with --reads-to-end and the controller's S3 slowed)."""
+    from types import SimpleNamespace
+
+    from reference.cluster.node import NodeAgent
+    node = object.__new__(NodeAgent)
+    node.cfg = SimpleNamespace(cluster=SimpleNamespace(session_timeout=3.0))
+    node.margin, node.valid_until = 0.3, 0.0
+    node.controller, node.lease_valid_until = None, 0.0      # abdicated meanwhile
+    node._session_from(100.0, own_controller=True)           # sent while it was the controller
+    assert node.valid_until == 0.0
+    node._session_from(100.0, own_controller=False)          # another controller's answer
+    assert node.valid_until == 100.0 + 3.0 - 0.3
+    node.controller, node.lease_valid_until = object(), 101.0   # the controller: bounded by its lease
+    node.valid_until = 0.0
+    node._session_from(100.0)
+    assert node.valid_until == 101.0

@@ -94,11 +94,15 @@ class NodeAgent:
             return True
         return self.clock() < self.valid_until
 
-    def _session_from(self, sent: float) -> None:
+    def _session_from(self, sent: float, own_controller: bool | None = None) -> None:
+        """A heartbeat sent at `sent` was answered ok. `own_controller`: it
+        went to this node's own controller (decided when it was sent: an
+        answer may arrive after this node gave the role up)."""
         until = sent + self.cfg.cluster.session_timeout - self.margin
-        if self.controller is not None:
+        if self.controller is not None if own_controller is None else own_controller:
             # the controller's own broker acks only within the controller's lease: once the
-            # lease has lapsed, the next controller may give this node's partitions away at once
+            # lease has lapsed, the next controller may give this node's partitions away at
+            # once (and after abdicating, the bound is 0: its own old answer extends nothing)
             until = min(until, self.lease_valid_until)
         self.valid_until = max(self.valid_until, until)
 
@@ -430,6 +434,7 @@ class NodeAgent:
         interval = self.cfg.cluster.heartbeat_interval
         while not self.stopping:
             sent = self.clock()
+            own_controller = self.controller is not None   # then it answers itself
             try:
                 await buggify.delay("heartbeat.slow")   # after `sent`: as a slow network would
                 r = await self.controller_call("heartbeat", {"node": self.cfg.node_id, "epoch": self.epoch,
@@ -438,7 +443,7 @@ class NodeAgent:
                 if self._refencing:
                     pass  # registering again: this answer is about the old incarnation
                 elif r["status"] == "ok":
-                    self._session_from(sent)
+                    self._session_from(sent, own_controller)
                     await self.replica.sync(r.get("records"), r["seq"])
                 elif bugs.enabled("no-fencing"):  # planted bug: told it is fenced, it carries on
                     await self.replica.sync(r.get("records"), r.get("seq", self.replica.state.seq))

@@ -32,6 +32,18 @@ def _cli(*args, timeout=60):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def _kill_run_through(recipe: Path, store: Path) -> tuple[Path, dict]:
+    """A 20 s kill test through the recipe: it must exit 0; its run
+    directory and results."""
+    r = _cli("--db", "external", "--recipe", str(recipe), "--nemesis", "kill", "--time-limit", "20s",
+             "--nemesis-interval", "5s", "--final-time-limit", "20s", "--rate", "40", "--seed", "3",
+             "--store", str(store), timeout=220)
+    run_dir = (store / "latest").resolve()
+    results = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").exists() else {}
+    assert r.returncode == 0, f"exit {r.returncode}\n{r.stderr[-3000:]}\n{json.dumps(results)[:3000]}"
+    return run_dir, results
+
+
 def _recipe(tmp_path, text: str) -> Path:
     path = tmp_path / "recipe.toml"
     path.write_text(textwrap.dedent(text))
@@ -336,14 +348,8 @@ def test_kill_test_through_a_recipe_of_a_reference_node_started_over_ssh(tmp_pat
         data = ["{{dir}}/volume"]
         ssh = {_ssh_table(loopback_sshd, tmp_path, "n1")}
     """)
-    store = tmp_path / "store"
-    r = _cli("--db", "external", "--recipe", str(recipe), "--nemesis", "kill", "--time-limit", "20s",
-             "--nemesis-interval", "5s", "--final-time-limit", "20s", "--rate", "40", "--seed", "3",
-             "--store", str(store), timeout=220)
-    run_dir = (store / "latest").resolve()
-    results = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").exists() else {}
-    assert r.returncode == 0 and results.get("valid") is True, \
-        f"exit {r.returncode}\n{r.stderr[-3000:]}\n{json.dumps(results)[:3000]}"
+    run_dir, results = _kill_run_through(recipe, tmp_path / "store")
+    assert results.get("valid") is True, json.dumps(results)[:3000]
     kills = [json.loads(line) for line in (run_dir / "nemesis.jsonl").read_text().splitlines()]
     assert [e for e in kills if e["f"] == "start-kill" and e["type"] == "info"]
     node = results["run"]["target"]["nodes"]["n1"]
@@ -389,14 +395,8 @@ def test_kill_test_through_a_recipe_of_a_reference_node_started_by_hand(tmp_path
             logs = ["{log}"]
             data = ["{volume}"]
         """)
-        store = tmp_path / "store"
-        r = _cli("--db", "external", "--recipe", str(recipe), "--nemesis", "kill", "--time-limit", "20s",
-                 "--nemesis-interval", "5s", "--final-time-limit", "20s", "--rate", "40", "--seed", "3",
-                 "--store", str(store), timeout=220)
-        run_dir = (store / "latest").resolve()
-        results = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").exists() else {}
-        assert r.returncode == 0, f"exit {r.returncode}\n{r.stderr[-3000:]}\n{json.dumps(results)[:3000]}"
-        assert results["valid"] is True
+        run_dir, results = _kill_run_through(recipe, tmp_path / "store")
+        assert results["valid"] is True, json.dumps(results)[:3000]
         kills = [json.loads(line) for line in (run_dir / "nemesis.jsonl").read_text().splitlines()]
         kills = [e for e in kills if e["f"] == "start-kill" and e["type"] == "info"]
         assert len(kills) >= 1 and results["run"]["faults_executed"] >= 1

@@ -4,7 +4,6 @@ S3, idempotence across restarts, corruption, garbage collection."""
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
 import time
@@ -21,7 +20,7 @@ from reference.storage.recovery import RecoveryRefused
 from reference.batch import parse_header
 from reference.validation import ValidBatch
 from reference.storage.s3io import ObjectStore
-from reference.storage.testing import batch_offsets, batch_values, make_batch
+from reference.storage.testing import batch_offsets, batch_values, make_batch, pread_failing_at
 
 
 def small_config(**kw) -> EngineConfig:
@@ -228,12 +227,7 @@ def test_an_unreadable_wal_record_refuses_recovery_naming_the_lost_range(s3_buck
     offsets = _write_six_records(s3_bucket, vol)
     bad = W.HEADER_AREA + offsets[3] % (W.read_header(vol)["capacity"] - W.HEADER_AREA)  # the 4th record's block
     real_pread = disk.io.pread
-
-    def pread(fd, n, pos):
-        if pos < bad + W.BLOCK and bad < pos + n:
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
-        return real_pread(fd, n, pos)
-    monkeypatch.setattr(disk.io, "pread", pread)
+    monkeypatch.setattr(disk.io, "pread", pread_failing_at(real_pread, bad, W.BLOCK))
     message = asyncio.run(_refused(s3_bucket, vol))
     assert f"stopped at offset {offsets[3]}" in message and "unreadable" in message, message
     assert f"2 acknowledged records lie beyond it, WAL offsets [{offsets[4]}, " in message, message
@@ -255,12 +249,7 @@ def test_an_unreadable_last_wal_record_refuses_recovery_too(s3_bucket, tmp_path,
     offsets = _write_six_records(s3_bucket, vol)
     bad = W.HEADER_AREA + offsets[5] % (W.read_header(vol)["capacity"] - W.HEADER_AREA)
     real_pread = disk.io.pread
-
-    def pread(fd, n, pos):
-        if pos < bad + W.BLOCK and bad < pos + n:
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
-        return real_pread(fd, n, pos)
-    monkeypatch.setattr(disk.io, "pread", pread)
+    monkeypatch.setattr(disk.io, "pread", pread_failing_at(real_pread, bad, W.BLOCK))
     message = asyncio.run(_refused(s3_bucket, vol))
     assert f"stopped at offset {offsets[5]}" in message and "nothing readable lies beyond it" in message, message
 

@@ -150,6 +150,17 @@ def _consume(bootstrap: str) -> dict[int, int]:
         consumer.close()
 
 
+def _lost(target, acked: dict[int, int]) -> dict[int, int]:
+    """Acknowledged values (value -> offset) not read back at their offset."""
+    got = _consume(target.bootstrap_servers)
+    return {v: off for v, off in acked.items() if got.get(off) != v}
+
+
+def _assert_nothing_lost(target, acked: dict[int, int]) -> None:
+    lost = _lost(target, acked)
+    assert not lost, f"{len(lost)} acknowledged records lost: {sorted(lost.items())[:5]}"
+
+
 def _create_topic(bootstrap: str) -> None:
     from kafka.admin import KafkaAdminClient, NewTopic
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
@@ -190,9 +201,7 @@ def _lose_unsynced_run(tmp_path, vols, s3_bucket, *, fdatasync: bool):
         assert target.process.poll() == -signal.SIGKILL
         fault.stop(["n1"])
 
-        after = _consume(target.bootstrap_servers)
-        lost = {v: off for v, off in acked.items() if after.get(off) != v}
-        return acked, lost, params
+        return acked, _lost(target, acked), params
     finally:
         target.teardown()
 
@@ -252,9 +261,7 @@ def test_detach_disk_error_and_disk_slow_on_a_live_broker(tmp_path, volume_servi
         assert time.perf_counter() - t >= 5 * 0.150
         slow.stop(["n1"])
 
-        got = _consume(target.bootstrap_servers)
-        lost = {v: off for v, off in acked.items() if got.get(off) != v}
-        assert not lost, f"{len(lost)} acknowledged records lost: {sorted(lost.items())[:5]}"
+        _assert_nothing_lost(target, acked)
     finally:
         target.teardown()
 
@@ -287,9 +294,7 @@ def test_bad_sector_the_broker_refuses_to_serve_until_healed_and_then_loses_noth
         assert params["node"]["n1"].startswith("exited with code 3 during its start"), params
         assert "Refusing to serve" in target.log_tail() and "unreadable" in target.log_tail()
         fault.stop(["n1"])
-        got = _consume(target.bootstrap_servers)
-        lost = {v: off for v, off in acked.items() if got.get(off) != v}
-        assert not lost, f"{len(lost)} acknowledged records lost: {sorted(lost.items())[:5]}"
+        _assert_nothing_lost(target, acked)
     finally:
         target.teardown()
 

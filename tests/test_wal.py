@@ -3,7 +3,6 @@ group commit and back-pressure. No S3 needed."""
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 
 import pytest
@@ -138,13 +137,8 @@ def test_an_unreadable_block_stops_the_scan_and_the_probe_reads_around_it(tmp_pa
         pos, spans = _write(f, pos, [bytes([65 + i]) * (6000 if i == 2 else 200)])
         offs.append(spans[0][0])
     bad = W.HEADER_AREA + offs[2] % f.ring + bad_block * W.BLOCK
-    real_pread = disk.io.pread
-
-    def pread(fd, n, at):
-        if at < bad + W.BLOCK and bad < at + n:
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
-        return real_pread(fd, n, at)
-    monkeypatch.setattr(disk.io, "pread", pread)
+    from reference.storage.testing import pread_failing_at
+    monkeypatch.setattr(disk.io, "pread", pread_failing_at(disk.io.pread, bad, W.BLOCK))
     r = f.scan()
     assert [x for _, x in r.records] == [b"A" * 200, b"B" * 200]
     assert r.end == offs[2] and r.corrupt and r.unreadable and "unreadable" in r.stop_reason

@@ -447,21 +447,27 @@ class S3Engine(StorageEngine):
             raise KafkaError(errors.UNKNOWN_TOPIC_OR_PARTITION, f"no partition {topic}-{partition}")
         return s
 
+    def _kept_after_move(self, topic: str, partition: int) -> StreamRuntime | None:
+        """A moved-away stream the planted stale-read bug kept, if it is not
+        open here again."""
+        meta = self.meta.state.stream_for(topic, partition)
+        if meta is None or meta.stream_id in self.streams:
+            return None
+        return self.moved_away.get(meta.stream_id)
+
     def _readable(self, topic: str, partition: int) -> StreamRuntime:
         """The stream reads are answered from: the one open here (or a
         moved-away one the planted stale-read bug kept)."""
-        meta = self.meta.state.stream_for(topic, partition)
-        if meta is not None and meta.stream_id not in self.streams and meta.stream_id in self.moved_away:
-            stale = self.moved_away[meta.stream_id]
+        stale = self._kept_after_move(topic, partition)
+        if stale is not None:
             log.info("stream %d moved away, yet a read is answered here from its epoch %d (high watermark %d)",
-                     meta.stream_id, stale.epoch, stale.high_watermark)
+                     stale.stream_id, stale.epoch, stale.high_watermark)
             return stale
         return self._stream(topic, partition)
 
     def stale_read_epoch(self, topic: str, partition: int) -> int | None:
-        meta = self.meta.state.stream_for(topic, partition)
-        stale = self.moved_away.get(meta.stream_id) if meta is not None else None
-        return stale.epoch if stale is not None and meta.stream_id not in self.streams else None
+        stale = self._kept_after_move(topic, partition)
+        return stale.epoch if stale is not None else None
 
     def _check_session(self, topic, partition) -> None:
         """The ack-path lease check: a broker whose session may have expired

@@ -2,6 +2,9 @@
 a Kafka client builds them (kafka-python's builder), and batch inspection."""
 from __future__ import annotations
 
+import errno
+import os
+
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
 from reference.batch import iter_batches
@@ -31,3 +34,13 @@ def batch_values(data: bytes) -> list[tuple[int, bytes]]:
         for rec in DefaultRecordBatch(bytes(raw)):
             out.append((rec.offset, rec.value))
     return out
+
+
+def pread_failing_at(real_pread, bad: int, length: int):
+    """A pread that raises EIO for any read touching [bad, bad + length) of
+    the file (a bad sector) and reads through `real_pread` elsewhere."""
+    def pread(fd, n, pos):
+        if pos < bad + length and bad < pos + n:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_pread(fd, n, pos)
+    return pread

@@ -253,6 +253,7 @@ class Run:
         if schedule.error is not None:
             self.errors.append(f"nemesis: {schedule.error!r}")
         crashed = self.db.died_on_their_own()
+        down = set()
         for name, code in sorted(crashed.items()):
             log.error("node %s exited by itself with code %s; restarting it for the final polls", name, code)
             if self.progress:
@@ -261,6 +262,7 @@ class Run:
                 self.db.start_node(name)
             except Exception as e:
                 self.errors.append(f"restarting {name} after it exited by itself: {e}")
+                down.add(name)
         if self.progress:
             self.progress.phase("recovery wait", o["recovery_wait"])
         time.sleep(o["recovery_wait"])
@@ -271,6 +273,13 @@ class Run:
         deadline = time.monotonic() + o["final_time_limit"]
         final_threads = [threading.Thread(target=self.final_polls, args=(w, keys, targets, deadline), daemon=True)
                          for w in workers]
+        if down and down >= set(self.db.node_names):
+            # Every node refused to come back: nothing could answer a final
+            # poll, so none is made; every key falls short of its target.
+            log.error("no node is up for the final polls (%s would not start)", ", ".join(sorted(down)))
+            self.errors.append(f"final polls skipped: no node would start ({', '.join(sorted(down))})")
+            final_threads = []
+            self.final_short.append({k: (-1, off) for k, off in targets.items()})
         for t in final_threads:
             t.start()
         for t in final_threads:
@@ -280,7 +289,7 @@ class Run:
         self.history.close()
         info = {"faults_executed": schedule.executed, "harness_errors": self.errors,
                 "nodes_exited_by_themselves": crashed}
-        if self.final_short and len(self.final_short) == len(final_threads):
+        if self.final_short and len(self.final_short) == max(1, len(final_threads)):
             # No worker's final polls read these keys as far as the run had
             # acknowledged or read them: what lies beyond was never re-read.
             short = set.intersection(*(set(m) for m in self.final_short))

@@ -12,12 +12,14 @@ class _S3Fault(Fault):
     requires = "s3_proxy"
     kind = ""
 
-    def __init__(self, db, *, ops=None, prefix: str = "", rate: float | None = None, **rule):
+    def __init__(self, db, *, ops=None, prefix: str = "", rate: float | None = None, body_contains: str = "",
+                 **rule):
         super().__init__(db)
         if rate is None:
             rate = self.default_rate
         # Validated now, so a bad option is refused before the run starts.
-        self.rule = Rule(self.kind, float(rate), parse_ops(ops), prefix, **self._rule_options(**rule))
+        self.rule = Rule(self.kind, float(rate), parse_ops(ops), prefix, body_contains=str(body_contains),
+                         **self._rule_options(**rule))
         self._active: dict[str, list[int]] = {}
 
     default_rate = 1.0

@@ -18,8 +18,10 @@ Faults, switchable at run time from any thread (`add_*` return a rule id for
   dropped and the connection reset (or answered with a 500, which an SDK
   retries: a retried conditional PUT then meets its own first write).
 
-Each rule selects requests by operation (`OPS`) and key prefix, fires with a
-probability `rate` and at most `limit` times. Every matching latency rule
+Each rule selects requests by operation (`OPS`) and key prefix (and, with
+`body_contains`, by a substring of the request body: "fail the writes that
+commit", not every write), fires with a probability `rate` and at most
+`limit` times. Every matching latency rule
 adds its delay; the first matching rule of another kind decides the request's
 fate. The proxy counts requests by operation and faults by kind (`stats()`).
 """
@@ -47,6 +49,9 @@ OPS = ("get", "put", "put-if", "list", "delete", "multipart", "head", "other")
 WRITE_OPS = frozenset({"put", "put-if", "delete", "multipart"})
 KINDS = ("latency", "error", "reset", "hang", "ambiguous")
 READ_SIZE = 256 * 1024
+# A body is read before the request's fate is decided only when a rule
+# matches on it, and only this small (metadata records, not object data).
+BODY_PEEK_BYTES = 64 * 1024
 
 
 # --- what a request is --------------------------------------------------------------
@@ -57,6 +62,7 @@ class S3Request:
     method: str
     bucket: str
     key: str          # the object key; for a LIST, its `prefix` parameter
+    body: bytes | None = None   # the body's bytes, read only when a rule matches on them
 
 
 def classify(head: Head, virtual_host: bool = False) -> S3Request:
@@ -183,6 +189,7 @@ class Rule:
     latency: Fixed | Uniform | LongTail | None = None
     status: int = 503                      # error: 503 SlowDown or 500 InternalError
     answer: str = "reset"                  # ambiguous: "reset" or "500"
+    body_contains: str = ""                # only requests whose body holds this text
     id: int = 0
 
     def __post_init__(self):
@@ -204,13 +211,17 @@ class Rule:
             raise ValueError(f"limit must be >= 0, got {self.limit}")
 
     def selects(self, request: S3Request) -> bool:
-        return (self.ops is None or request.op in self.ops) and request.key.startswith(self.prefix)
+        return ((self.ops is None or request.op in self.ops) and request.key.startswith(self.prefix)
+                and (not self.body_contains
+                     or (request.body is not None and self.body_contains.encode() in request.body)))
 
     def describe(self) -> dict:
         d = {"kind": self.kind, "rate": self.rate, "ops": sorted(self.ops) if self.ops else "all",
              "prefix": self.prefix}
         if self.limit is not None:
             d["limit"] = self.limit
+        if self.body_contains:
+            d["body_contains"] = self.body_contains
         if self.kind == "latency":
             d["latency"] = self.latency.describe()
         elif self.kind == "error":
@@ -485,6 +496,15 @@ class S3FaultProxy:
                 if head is None:
                     return
                 request = classify(head, self.virtual_host)
+                early: list = []   # body events read to decide (forwarded or dropped like the rest)
+                if self._peeks_body(head):
+                    if head.expects_continue:   # botocore asks before every PUT's body
+                        cwriter.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                        await cwriter.drain()
+                    early = await self._read_body(creader, requests)
+                    if early is None:
+                        return
+                    request = replace(request, body=b"".join(e.raw for e in early if isinstance(e, Body)))
                 delay, action = self._plan(request)
                 if delay > 0:
                     await asyncio.sleep(delay)
@@ -496,14 +516,15 @@ class S3FaultProxy:
                     await self._hang(creader, cwriter)
                     return
                 if kind == "error":
-                    if not await self._answer_locally(head, request, action.status, creader, requests, cwriter):
+                    if not await self._answer_locally(head, request, action.status, creader, requests, cwriter,
+                                                      body_read=bool(early)):
                         return
                     continue
                 upstream = await self._connect(upstream)
                 if upstream is None:
                     _abort(cwriter)
                     return
-                keep = await self._exchange(head, request, action, creader, requests, cwriter, upstream)
+                keep = await self._exchange(head, request, action, creader, requests, cwriter, upstream, early)
                 if not keep:
                     return
         except FramingError as e:
@@ -534,6 +555,37 @@ class S3FaultProxy:
                 raise FramingError(f"expected a request head, got {event!r}")
             return event
 
+    def _peeks_body(self, head: Head) -> bool:
+        """Read the body before deciding? Only when a rule matches on bodies,
+        and for a small body of known length (a rule never matches a body
+        it did not read). A client waiting for 100 Continue is told to send
+        it by the proxy (S3's own 100, if it sends one, is then not relayed)."""
+        with self._lock:
+            wanted = any(r.body_contains for r in self._rules)
+        if not wanted:
+            return False
+        try:
+            length = int(head.get("content-length") or 0)
+        except ValueError:
+            return False
+        return 0 < length <= BODY_PEEK_BYTES and head.get("transfer-encoding") is None
+
+    async def _read_body(self, creader, requests: MessageReader) -> list | None:
+        """The body's events up to and including its end; None if the client
+        left before sending it all."""
+        events = []
+        while True:
+            event = requests.next_event()
+            if event is NEED_DATA:
+                data = await creader.read(READ_SIZE)
+                if not data:
+                    return None
+                requests.feed(data)
+                continue
+            events.append(event)
+            if event is END:
+                return events
+
     async def _discard_body(self, creader, requests: MessageReader) -> None:
         while True:
             event = requests.next_event()
@@ -546,16 +598,17 @@ class S3FaultProxy:
                 else:
                     requests.feed_eof()
 
-    async def _answer_locally(self, head, request, status, creader, requests, cwriter) -> bool:
+    async def _answer_locally(self, head, request, status, creader, requests, cwriter, body_read=False) -> bool:
         """Answer an injected error without forwarding. A client waiting for
         100 Continue gets the error at once and the connection closes (it may
         or may not send the body: HTTP leaves no other safe way); otherwise
         the body is read and dropped and the connection stays open."""
-        if head.expects_continue:
+        if head.expects_continue and not body_read:
             cwriter.write(error_response(status, request, close=True, head_only=request.method == "HEAD"))
             await cwriter.drain()
             return False
-        await self._discard_body(creader, requests)
+        if not body_read:
+            await self._discard_body(creader, requests)
         keep = head.keep_alive
         cwriter.write(error_response(status, request, close=not keep, head_only=request.method == "HEAD"))
         await cwriter.drain()
@@ -604,7 +657,7 @@ class S3FaultProxy:
             log.warning("%s: upstream %s:%d unreachable: %s", self.name, *self.upstream, e)
             return None
 
-    async def _exchange(self, head, request, action, creader, requests, cwriter, upstream) -> bool:
+    async def _exchange(self, head, request, action, creader, requests, cwriter, upstream, early=()) -> bool:
         """Forward one request and relay its response (or, for an ambiguous
         fault, swallow it). True if the connection stays open."""
         ureader, uwriter = upstream
@@ -612,7 +665,10 @@ class S3FaultProxy:
         with self._lock:
             self._stats.forwarded += 1
         uwriter.write(head.raw)
-        body = asyncio.ensure_future(self._forward_body(creader, requests, uwriter))
+        for event in early:
+            if isinstance(event, Body):
+                uwriter.write(event.raw)
+        body = asyncio.ensure_future(self._forward_body(creader, requests, uwriter, done=bool(early)))
         # A client that breaks off its request body leaves S3 waiting for the
         # rest: close the upstream side so the response read ends too.
         body.add_done_callback(
@@ -627,7 +683,7 @@ class S3FaultProxy:
                     raise _Closed("S3 closed the connection without answering")
                 status = rhead.status
                 interim = 100 <= status < 200
-                relay = interim or not ambiguous
+                relay = (interim and not (early and status == 100)) or (not interim and not ambiguous)
                 if relay:
                     cwriter.write(rhead.raw)
                 while (event := await self._next_response_event(ureader, responses)) is not END:
@@ -640,7 +696,7 @@ class S3FaultProxy:
                     break
                 sent_continue = sent_continue or status == 100
             if not body.done():
-                if head.expects_continue and not sent_continue:
+                if head.expects_continue and not sent_continue and not early:
                     # S3 answered before asking for the body: the client may
                     # never send it, so this connection cannot be reused.
                     return False
@@ -659,8 +715,8 @@ class S3FaultProxy:
             if not body.done():
                 body.cancel()
 
-    async def _forward_body(self, creader, requests: MessageReader, uwriter) -> None:
-        while True:
+    async def _forward_body(self, creader, requests: MessageReader, uwriter, done: bool = False) -> None:
+        while not done:
             event = requests.next_event()
             if event is END:
                 return

@@ -131,6 +131,38 @@ def test_errors_are_seen_and_retried_by_boto3(proxy, status, code):
         client(endpoint).head_object(Bucket=bucket, Key="k2")      # never reached S3
 
 
+def test_an_error_matched_on_the_body_fails_only_the_writes_that_hold_it(proxy):
+    # e.g. the metadata log's commits fail while its other records go through
+    p, endpoint, bucket = proxy
+    p.add(Rule("error", ops=frozenset({"put-if"}), prefix="log/", body_contains='"type":"commit"'))
+    c = client(p.endpoint)
+    c.put_object(Bucket=bucket, Key="log/1", Body=b'{"type":"prepare","n":1}', IfNoneMatch="*")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        c.put_object(Bucket=bucket, Key="log/2", Body=b'{"type":"commit","n":2}', IfNoneMatch="*")
+    assert e.value.response["Error"]["Code"] == "SlowDown"
+    c.put_object(Bucket=bucket, Key="data/2", Body=b'{"type":"commit","n":2}')   # other op and prefix
+    c.put_object(Bucket=bucket, Key="log/3", Body=b'{"type":"prepare","n":3}', IfNoneMatch="*")
+    assert p.stats()["faults"] == {"error-503": 1}
+    direct = client(endpoint)
+    assert direct.get_object(Bucket=bucket, Key="log/1")["Body"].read() == b'{"type":"prepare","n":1}'
+    assert direct.get_object(Bucket=bucket, Key="log/3")["Body"].read() == b'{"type":"prepare","n":3}'
+    with pytest.raises(botocore.exceptions.ClientError):
+        direct.head_object(Bucket=bucket, Key="log/2")      # never reached S3
+
+
+def test_a_body_read_to_decide_is_forwarded_unchanged_and_signed(signed_bucket):
+    endpoint, bucket = signed_bucket
+    with S3FaultProxy.for_endpoint(endpoint) as p:
+        p.add(Rule("error", body_contains="never in any body"))
+        c = client(p.endpoint)
+        for i, body in enumerate([b"x" * 10, random.Random(3).randbytes(60_000), b"y" * 200_000]):
+            c.put_object(Bucket=bucket, Key=f"k{i}", Body=body)      # small, peeked; and past the peek limit
+            assert client(endpoint).get_object(Bucket=bucket, Key=f"k{i}")["Body"].read() == body
+        p.add(Rule("hang", body_contains="zzz", ops=frozenset({"put"})))
+        c.put_object(Bucket=bucket, Key="big", Body=b"zzz" * 30_000)  # 90 KB: past the peek, never matched
+        assert p.stats()["faults"] == {}
+
+
 def test_error_on_head_request_has_no_body_and_keeps_the_connection(proxy):
     p, _, bucket = proxy
     c = client(p.endpoint)

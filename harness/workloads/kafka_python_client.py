@@ -27,8 +27,10 @@ class KafkaPythonClient:
         timeout_ms = int(request_timeout * 1000)
         self.send_timeout = request_timeout * 3
         self.poll_timeout_ms = int(poll_timeout * 1000)
+        # bootstrap bounded like a request: its 30 s default kept a worker
+        # (and the final polls) blocked long after a down cluster's deadline
         common = dict(bootstrap_servers=bootstrap_servers, request_timeout_ms=timeout_ms,
-                      reconnect_backoff_max_ms=1000)
+                      reconnect_backoff_max_ms=1000, bootstrap_timeout_ms=timeout_ms)
         self.producer = KafkaProducer(max_block_ms=timeout_ms, delivery_timeout_ms=timeout_ms * 2,
                                       **common)
         # A group only for --sub-via subscribe; offsets are never committed

@@ -300,7 +300,8 @@ def log_operations(history: History):
     key of an ok poll a read. (A multi-key send is split by key.) A poll
     that says it read to the end (``"to_end": true`` or a list of keys, an
     extra field of its completion) gives ``read-end`` reads from the first
-    offset it returned."""
+    offset it returned; ``"to_end_at": {key: offset}`` names keys it read
+    nothing of because their end was that offset (an empty ``read-end``)."""
     by_key = {}
     for op in history.ops:
         if op.f not in ("send", "poll", "txn") or op.type == "fail" or not op.value:
@@ -324,7 +325,21 @@ def log_operations(history: History):
                     else:
                         continue
                     by_key.setdefault(k, []).append(Operation(op.invoke_time, ret, inp, None, ref))
+        if op.f == "poll" and op.type == "ok":
+            for k, at in _empty_reads_to_end(op).items():
+                by_key.setdefault(k, []).append(Operation(op.invoke_time, ret, ("read-end", at, ()), None, ref))
     return by_key
+
+
+def _empty_reads_to_end(op) -> dict:
+    """``to_end_at`` of an ok poll: {key: the offset that was the key's end}."""
+    at = op.extra.get("to_end_at") if op.extra else None
+    if not at:
+        return {}
+    if not isinstance(at, dict) or not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0
+                                           for o in at.values()):
+        raise ValueError(f"to_end_at of op {op.index} must map keys to offsets >= 0, got {at!r}")
+    return {str(k): o for k, o in at.items()}
 
 
 MAX_TIMELINE = 200

@@ -9,7 +9,7 @@ import math
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.history import HistoryWriter
@@ -31,6 +31,7 @@ class Worker:
     process: int = 0
     client: object | None = None   # one of harness.workloads.clients
     key_generation: int = -1
+    read_keys: set = field(default_factory=set)   # keys its client read records of since it took its keys
 
     def __post_init__(self):
         self.process = self.slot
@@ -90,6 +91,7 @@ class Run:
         if w.client is not None:
             w.client.close()
         w.client = None
+        w.read_keys = set()
         w.process += w.concurrency
 
     def invoke_assign(self, w: Worker, keys: list[str], seek_to_beginning: bool = False) -> bool:
@@ -101,6 +103,7 @@ class Run:
             self.history.append(w.process, "fail", "assign", keys, error=repr(e), **extra)
             return False
         self.history.append(w.process, "ok", "assign", keys, **extra)
+        w.read_keys = set()
         return True
 
     def invoke_subscribe(self, w: Worker, keys: list[str]) -> bool:
@@ -111,6 +114,7 @@ class Run:
             self.history.append(w.process, "fail", "subscribe", keys, error=repr(e))
             return False
         self.history.append(w.process, "ok", "subscribe", keys)
+        w.read_keys = set()
         return True
 
     def step(self, w: Worker, generator: QueueGenerator) -> None:
@@ -151,10 +155,19 @@ class Run:
                 # Asked inside the operation: a key whose end is reached is a
                 # read to the end at some moment of it, which must hold every
                 # send acknowledged before the poll began (the log model).
+                # A key it read before and got nothing of now is a read to
+                # the end too if its position is the end: an empty slice at
+                # that offset (to_end_at), which a stale leader fails alike.
                 read = [k for k, pairs in value[0][1].items() if pairs]
-                to_end = w.client.ends_reached_now(read) if read else []
+                idle = sorted(w.read_keys - set(read), key=int)
+                at_end = w.client.ends_reached_now(read + idle) if read or idle else {}
+                to_end = [k for k in read if k in at_end]
                 if to_end:
                     extra["to_end"] = sorted(to_end, key=int)
+                empty_at = {k: at_end[k] for k in idle if k in at_end}
+                if empty_at:
+                    extra["to_end_at"] = empty_at
+                w.read_keys.update(read)
         self.history.append(w.process, type_, op.f, value, **extra)
 
     @staticmethod

@@ -99,7 +99,7 @@ CASES: dict[str, ZooCase] = {
     # each poll asks those leaders for the end: a stale one answers its old
     # end, so a read "to the end" misses sends acknowledged by the new owner.
     "stale-read-after-reassign": ZooCase("reassign", ("nonlinearizable",),
-                                         {"nodes": 3, "nemesis_interval": "3s", "reads_to_end": True}),
+                                         {"nodes": 3, "nemesis_interval": "1500ms", "reads_to_end": True}),
 }
 
 

@@ -115,6 +115,37 @@ def test_log_with_reads_to_the_end_matches_brute_force(ops):
         assert r["state"] == state
 
 
+def test_kafka_poll_that_read_nothing_because_it_was_at_the_end():
+    # a consumer of a stale leader: nothing new, its position 1 is "the end",
+    # while offset 1 had been acknowledged before the poll began
+    lines = [(0, "invoke", "send", [["send", "x", 1]]),
+             (0, "ok", "send", [["send", "x", [0, 1]]]),
+             (1, "invoke", "poll", [["poll"]]),
+             (1, "ok", "poll", [["poll", {"x": [[0, 1]]}]], {"to_end": ["x"]}),
+             (0, "invoke", "send", [["send", "x", 2]]),
+             (0, "ok", "send", [["send", "x", [1, 2]]]),
+             (1, "invoke", "poll", [["poll"]]),
+             (1, "ok", "poll", [["poll", {}]], {"to_end_at": {"x": 1}})]
+    h = parse_events(build(lines))
+    reads = [o.input for o in log_operations(h)["x"] if o.input[0] != "append"]
+    assert reads == [("read-end", 0, ((0, 1),)), ("read-end", 1, ())]
+    r = check_history(h, checkers=("linearizable",), options={"require_activity": False})
+    assert r["valid"] is False
+    (w,) = r["anomalies"]["nonlinearizable"]
+    assert w["op"]["index"] == 7 and w["state"]["length"] == 2
+    # at the true end (2) the same empty read is fine
+    lines[-1] = (1, "ok", "poll", [["poll", {}]], {"to_end_at": {"x": 2}})
+    r = check_history(parse_events(build(lines)), checkers=("linearizable",),
+                      options={"require_activity": False})
+    assert r["valid"] is True
+    # a malformed field decides nothing: unknown, with the reason
+    lines[-1] = (1, "ok", "poll", [["poll", {}]], {"to_end_at": {"x": -1}})
+    r = check_history(parse_events(build(lines)), checkers=("linearizable",),
+                      options={"require_activity": False})
+    assert r["valid"] == "unknown"
+    assert "to_end_at of op 7 must map keys to offsets >= 0" in r["checkers"]["linearizable"]["error"]
+
+
 def test_kafka_poll_marked_to_end():
     lines = [(0, "invoke", "send", [["send", "x", 1]]),
              (0, "ok", "send", [["send", "x", [0, 1]]]),

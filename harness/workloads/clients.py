@@ -1,7 +1,9 @@
 """The workload's clients, keyed by `--client`. Each wraps one real Kafka
 client library and speaks the same small interface to the runner:
 send(mops), poll(), assign(keys, seek_to_beginning), subscribe(keys),
-read_to_end(keys), take_rebalance_log(), close()."""
+read_to_end(keys), ends_reached_now(keys) (key -> its position, for keys
+whose leader reports that position as the end to a query sent now),
+take_rebalance_log(), close()."""
 from __future__ import annotations
 
 import importlib

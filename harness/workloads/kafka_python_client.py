@@ -94,24 +94,25 @@ class KafkaPythonClient:
                 log.debug("position of %s", k, exc_info=True)
         return out
 
-    def ends_reached_now(self, keys: list[str]) -> list[str]:
+    def ends_reached_now(self, keys: list[str]) -> dict[str, int]:
         """Of keys, those whose position equals the end offset their leader
-        (as this consumer knows it) reports to a ListOffsets sent now: what
-        was polled of them reached the log's end at a moment after this call
-        began, so while writes go on (unlike read_to_end's cached watermark,
-        which a fetch made before the poll may have set)."""
+        (as this consumer knows it) reports to a ListOffsets sent now, with
+        that position: what was polled of them reached the log's end at a
+        moment after this call began, so while writes go on (unlike
+        read_to_end's cached watermark, which a fetch made before the poll
+        may have set)."""
         from kafka import TopicPartition
         tps = {k: TopicPartition(*key_topic_partition(k)) for k in keys}
         try:
             ends = self.consumer.end_offsets(list(tps.values()))
         except Exception:
             log.debug("end offsets of %s", keys, exc_info=True)
-            return []
-        out = []
+            return {}
+        out = {}
         for k, tp in tps.items():
             try:
                 if ends.get(tp) is not None and self.consumer.position(tp, timeout_ms=1000) == ends[tp]:
-                    out.append(k)
+                    out[k] = ends[tp]
             except Exception:
                 log.debug("position of %s", k, exc_info=True)
         return out

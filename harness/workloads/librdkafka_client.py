@@ -118,16 +118,17 @@ class LibrdkafkaClient:
     def read_to_end(self, keys: list[str]) -> list[str]:
         """Keys whose position equals the high watermark of this consumer's
         last fetch (cached watermarks: no extra request)."""
-        return self._at_watermark(keys, cached=True)
+        return list(self._at_watermark(keys, cached=True))
 
-    def ends_reached_now(self, keys: list[str]) -> list[str]:
+    def ends_reached_now(self, keys: list[str]) -> dict[str, int]:
         """Keys whose position equals the high watermark their leader reports
-        to a query sent now (not the cached one of an earlier fetch)."""
+        to a query sent now (not the cached one of an earlier fetch), with
+        that position."""
         return self._at_watermark(keys, cached=False)
 
-    def _at_watermark(self, keys: list[str], cached: bool) -> list[str]:
+    def _at_watermark(self, keys: list[str], cached: bool) -> dict[str, int]:
         from confluent_kafka import TopicPartition
-        out = []
+        out = {}
         try:
             positions = self.consumer.position([TopicPartition(*key_topic_partition(k)) for k in keys])
         except Exception:
@@ -140,7 +141,7 @@ class LibrdkafkaClient:
             except Exception:
                 continue
             if tp.offset >= 0 and high >= 0 and tp.offset == high:
-                out.append(k)
+                out[k] = high
         return out
 
     def take_rebalance_log(self) -> list[dict]:

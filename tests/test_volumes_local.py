@@ -484,3 +484,27 @@ def test_open_provider_names_a_local_service(service):
     assert provider.attach("v1", "n1").path.endswith("/mnt/n1/v1")
     with pytest.raises(ValueError, match="expected local:ROOT, ec2:CONFIG.json or directory:ROOT"):
         open_provider("nfs:/x")
+
+
+@pytest.mark.timeout(60)
+def test_detach_heal_leaves_a_volume_that_failover_takes_between_look_and_attach(vols):
+    """The race CI met: the heal saw the volume free, then the failover
+    attached it elsewhere before the heal's attach (VolumeError)."""
+    from reference.volumes.base import VolumeControl
+
+    class FailoverFirst:
+        """The provider, with a failover's attach just before the heal's."""
+        def __getattr__(self, name):
+            return getattr(vols, name)
+
+        def attach(self, volume_id, node):
+            vols.attach(volume_id, "n2")
+            return vols.attach(volume_id, node)
+
+    vols.create("v2")
+    vols.attach("v2", "n1")
+    control = VolumeControl(FailoverFirst(), "v2", "n1")
+    control.detach()
+    assert control.reattach() is None
+    assert vols.attachment("v2").node == "n2"
+

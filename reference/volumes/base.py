@@ -104,7 +104,14 @@ class VolumeControl:
         where = self.provider.attachment(self.volume_id)
         if where is not None:
             return where if where.node == self.node else None
-        return self.provider.attach(self.volume_id, self.node)
+        try:
+            return self.provider.attach(self.volume_id, self.node)
+        except VolumeError:
+            # the failover took it between the look and the attach
+            where = self.provider.attachment(self.volume_id)
+            if where is not None and where.node != self.node:
+                return None
+            raise
 
     def attachment(self) -> Attachment | None:
         return self.provider.attachment(self.volume_id)

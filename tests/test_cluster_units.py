@@ -361,5 +361,5 @@ def test_an_answer_from_its_own_former_controller_extends_no_session():
     assert node.valid_until == 100.0 + 3.0 - 0.3
     node.controller, node.lease_valid_until = object(), 101.0   # the controller: bounded by its lease
     node.valid_until = 0.0
-    node._session_from(100.0)
+    node._session_from(100.0, own_controller=True)
     assert node.valid_until == 101.0

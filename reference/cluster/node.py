@@ -94,12 +94,12 @@ class NodeAgent:
             return True
         return self.clock() < self.valid_until
 
-    def _session_from(self, sent: float, own_controller: bool | None = None) -> None:
-        """A heartbeat sent at `sent` was answered ok. `own_controller`: it
-        went to this node's own controller (decided when it was sent: an
-        answer may arrive after this node gave the role up)."""
+    def _session_from(self, sent: float, own_controller: bool) -> None:
+        """A heartbeat or registration sent at `sent` was answered ok.
+        `own_controller`: it went to this node's own controller (decided when
+        it was sent: an answer may arrive after this node gave the role up)."""
         until = sent + self.cfg.cluster.session_timeout - self.margin
-        if self.controller is not None if own_controller is None else own_controller:
+        if own_controller:
             # the controller's own broker acks only within the controller's lease: once the
             # lease has lapsed, the next controller may give this node's partitions away at
             # once (and after abdicating, the bound is 0: its own old answer extends nothing)
@@ -367,6 +367,7 @@ class NodeAgent:
         recovered = False
         while True:
             sent = self.clock()
+            own_controller = self.controller is not None   # then it answers itself
             try:
                 r = await self.controller_call("register", params, 30.0)
             except (R.RpcError, ConnectionError, OSError, asyncio.TimeoutError) as e:
@@ -392,7 +393,7 @@ class NodeAgent:
                     log.warning("recovered: %r; registering again", e)
                     continue
             self.epoch = r["epoch"]
-            self._session_from(sent)
+            self._session_from(sent, own_controller)
             break
         self.registrations += 1
         await self.replica.catch_up()

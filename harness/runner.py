@@ -284,15 +284,15 @@ class Run:
         if self.progress:
             self.progress.phase("final polls", o["final_time_limit"])
         deadline = time.monotonic() + o["final_time_limit"]
-        final_threads = [threading.Thread(target=self.final_polls, args=(w, keys, targets, deadline), daemon=True)
-                         for w in workers]
-        if down and down >= set(self.db.node_names):
+        nobody_up = bool(down) and down >= set(self.db.node_names)
+        if nobody_up:
             # Every node refused to come back: nothing could answer a final
             # poll, so none is made; every key falls short of its target.
             log.error("no node is up for the final polls (%s would not start)", ", ".join(sorted(down)))
             self.errors.append(f"final polls skipped: no node would start ({', '.join(sorted(down))})")
-            final_threads = []
-            self.final_short.append({k: (-1, off) for k, off in targets.items()})
+        final_threads = [] if nobody_up else [
+            threading.Thread(target=self.final_polls, args=(w, keys, targets, deadline), daemon=True)
+            for w in workers]
         for t in final_threads:
             t.start()
         for t in final_threads:
@@ -302,7 +302,9 @@ class Run:
         self.history.close()
         info = {"faults_executed": schedule.executed, "harness_errors": self.errors,
                 "nodes_exited_by_themselves": crashed}
-        if self.final_short and len(self.final_short) == max(1, len(final_threads)):
+        if nobody_up:
+            info["final_polls_short"] = {k: {"reached": -1, "target": targets[k]} for k in sorted(targets, key=int)}
+        elif self.final_short and len(self.final_short) == len(final_threads):
             # No worker's final polls read these keys as far as the run had
             # acknowledged or read them: what lies beyond was never re-read.
             short = set.intersection(*(set(m) for m in self.final_short))

@@ -683,7 +683,10 @@ class S3FaultProxy:
                     raise _Closed("S3 closed the connection without answering")
                 status = rhead.status
                 interim = 100 <= status < 200
-                relay = (interim and not (early and status == 100)) or (not interim and not ambiguous)
+                if interim:   # a 100 Continue the proxy already sent for a body it read is not sent twice
+                    relay = not (early and status == 100)
+                else:
+                    relay = not ambiguous
                 if relay:
                     cwriter.write(rhead.raw)
                 while (event := await self._next_response_event(ureader, responses)) is not END:
